@@ -1,0 +1,1 @@
+"""Alerts: life cycle, de-duplication, escalation, notification, durable store."""

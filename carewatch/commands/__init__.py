@@ -1,0 +1,1 @@
+"""One module per `carewatch` subcommand; each defines `register(subparsers)`."""

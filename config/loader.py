@@ -1,0 +1,81 @@
+"""Load and validate a config file; every mistake is reported with file, key path and expectation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from config.models import Config
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. `problems` lists 'key.path: what was expected'."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = _key_path(tuple(err["loc"]))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{path}: unknown key (check its spelling)")
+        elif kind == "missing":
+            problems.append(f"{path}: required key is missing")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            problems.append(f"{path}: expected {msg}{shown}" if kind != "value_error"
+                            else f"{path}: expected {msg}")
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML/JSON data."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_error(exc)) from None
+    for resident_id, condition in config.unknown_conditions():
+        log.warning("%s: resident %s has unknown condition %r (kept)", source, resident_id, condition)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file; raise ConfigError naming the file on any problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"(file): cannot be read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(source, [f"{where}: expected valid YAML: {exc}"]) from None
+    return parse_config(data, source)

@@ -1,0 +1,223 @@
+"""Pydantic models for the registry file (contract format) and the deployment settings.
+
+The contract's minimal registry (timezone, towns, residents) is a complete, valid config:
+every other key has a default. Unknown keys are refused so that a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+KNOWN_CONDITIONS = frozenset(
+    {"copd", "hypertension", "atrial_fibrillation", "heart_failure", "diabetes", "dementia"}
+)
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Town(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    thresholds: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-town detector overrides: {detector: {arg: value}}"
+    )
+    ack_timeout_s: dict[str, float] = Field(
+        default_factory=dict, description="per-town acknowledgement times by severity"
+    )
+
+
+class Institution(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    towns: list[str] = Field(default_factory=list)
+
+
+class Staff(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    tier: Literal[1, 2, 3, 4]
+    town: str | None = None
+    institution: str | None = None
+    phone: str | None = None
+    webhook: str | None = None
+    password_hash: str | None = None
+
+
+class Resident(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    town: str = Field(pattern=ID_PATTERN)
+    device: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    conditions: list[str] = Field(default_factory=list)
+    institution: str | None = None
+    staff: str | None = None
+    thresholds: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-resident detector overrides"
+    )
+
+
+class TlsSettings(Strict):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = Field(False, description="skip server hostname check (testing only)")
+
+
+class BrokerSettings(Strict):
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d{1,5})?/?$")
+    username: str | None = None
+    password_file: str | None = None
+    client_id: str = Field("carewatch-pipeline", pattern=ID_PATTERN)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, description="MQTT 5 session expiry")
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class SqliteSinkSettings(Strict):
+    path: str = "var/history.db"
+    retention_days: float = Field(30, gt=0, description="raw samples kept this long")
+    aggregate_retention_days: float = Field(400, gt=0, description="per-minute aggregates")
+    batch_max: int = Field(5000, ge=1)
+    queue_max: int = Field(200_000, ge=1000)
+
+
+class InfluxSinkSettings(Strict):
+    url: str = "http://127.0.0.1:8086"
+    org: str = "carewatch"
+    bucket: str = "vitals"
+    token_file: str | None = None
+    batch_size: int = Field(5000, ge=1)
+    flush_interval_ms: int = Field(1000, ge=10)
+    queue_max: int = Field(200_000, ge=1000)
+    max_retries: int = Field(5, ge=0)
+    timeout_ms: int = Field(10_000, ge=100)
+    gzip: bool = True
+
+
+class StorageSettings(Strict):
+    sink: Literal["sqlite", "influxdb", "none"] = "sqlite"
+    data_dir: str = Field("var", description="alerts store, audit log and session state")
+    sqlite: SqliteSinkSettings = Field(default_factory=SqliteSinkSettings)
+    influxdb: InfluxSinkSettings = Field(default_factory=InfluxSinkSettings)
+
+
+class StateSettings(Strict):
+    raw_ring_samples: int = Field(64, ge=8, description="full-resolution samples kept per device")
+    minute_ring_minutes: int = Field(1440, ge=60, description="per-minute history per device")
+
+
+class PipelineSettings(Strict):
+    tick_s: float = Field(1.0, gt=0, le=60)
+    queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
+    batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
+    future_tolerance_s: float = Field(300.0, ge=0)
+    max_message_bytes: int = Field(64 * 1024, ge=1024)
+    max_batch_samples: int = Field(600, ge=1)
+
+
+class HttpSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Config(Strict):
+    """One deployment: the registry plus optional settings."""
+
+    timezone: str = "Asia/Shanghai"
+    towns: list[Town]
+    residents: list[Resident]
+    institutions: list[Institution] = Field(default_factory=list)
+    staff: list[Staff] = Field(default_factory=list)
+    rosters: list[dict[str, Any]] = Field(default_factory=list)
+    thresholds: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="deployment-wide detector overrides"
+    )
+    ack_timeout_s: dict[str, float] = Field(default_factory=dict)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"an IANA time zone name such as Asia/Shanghai, got {value!r}") from exc
+        return value
+
+    @field_validator("ack_timeout_s")
+    @classmethod
+    def _severity_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, seconds in value.items():
+            if key not in SEVERITIES:
+                raise ValueError(f"keys must be severities {SEVERITIES}, got {key!r}")
+            if seconds <= 0:
+                raise ValueError(f"{key}: a positive number of seconds, got {seconds}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        town_ids = [t.id for t in self.towns]
+        _unique("towns", town_ids)
+        _unique("residents", [r.id for r in self.residents])
+        _unique("residents (device)", [r.device for r in self.residents])
+        _unique("institutions", [i.id for i in self.institutions])
+        _unique("staff", [s.id for s in self.staff])
+        towns = set(town_ids)
+        institutions = {i.id for i in self.institutions}
+        staff = {s.id for s in self.staff}
+        for i, r in enumerate(self.residents):
+            if r.town not in towns:
+                raise ValueError(f"residents[{i}].town: one of the towns' ids, got {r.town!r}")
+            if r.institution is not None and r.institution not in institutions:
+                raise ValueError(
+                    f"residents[{i}].institution: one of the institutions' ids, got {r.institution!r}"
+                )
+            if r.staff is not None and r.staff not in staff:
+                raise ValueError(f"residents[{i}].staff: one of the staff ids, got {r.staff!r}")
+        for i, s in enumerate(self.staff):
+            if s.town is not None and s.town not in towns:
+                raise ValueError(f"staff[{i}].town: one of the towns' ids, got {s.town!r}")
+            if s.institution is not None and s.institution not in institutions:
+                raise ValueError(
+                    f"staff[{i}].institution: one of the institutions' ids, got {s.institution!r}"
+                )
+        for i, inst in enumerate(self.institutions):
+            for town in inst.towns:
+                if town not in towns:
+                    raise ValueError(f"institutions[{i}].towns: unknown town {town!r}")
+        return self
+
+    def unknown_conditions(self) -> list[tuple[str, str]]:
+        """(resident id, condition) pairs that no detector knows; kept, but worth a warning."""
+        return [
+            (r.id, c) for r in self.residents for c in r.conditions if c not in KNOWN_CONDITIONS
+        ]
+
+    def town_names(self) -> dict[str, str]:
+        return {t.id: t.name or t.id for t in self.towns}
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for value in ids:
+        if value in seen:
+            raise ValueError(f"{what}: ids must be unique, {value!r} appears twice")
+        seen.add(value)

@@ -1,0 +1,1 @@
+"""Detectors: pure vectorised computation over all devices at once; no I/O."""

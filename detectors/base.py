@@ -1,0 +1,73 @@
+"""The detector protocol: pure, vectorised, no I/O.
+
+A detector is a small class configured by constructor arguments (mirrored by a pydantic
+model) with one method, `update(state, now) -> list[Findings]`, called once per pipeline
+tick with the state of *all* devices. Time comes in as `now`; detectors never read a
+clock, log, or touch MQTT, files or alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from ingest.devices import DeviceTable
+from ingest.samples import SampleColumns
+from ingest.state import StateStore
+
+SEVERITY_CODES: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+SEVERITY_NAMES: dict[int, str] = {v: k for k, v in SEVERITY_CODES.items()}
+
+
+@dataclass(frozen=True)
+class TickState:
+    """What one tick hands every detector.
+
+    `new` holds the samples accepted since the previous tick, sorted by (row, ts); a sample
+    may be older than one already seen for its device (late delivery). `state` holds the
+    per-device scalars and rings (`store`, read only for detectors). `utc_offset_s` converts sample
+    times to local wall-clock time for awake-hours rules.
+    """
+
+    new: SampleColumns
+    store: StateStore
+    devices: DeviceTable
+    started_at: float  # pipeline start, for "never heard from" devices
+    utc_offset_s: float = 8 * 3600.0
+
+
+@dataclass
+class Findings:
+    """Detector output for one kind: parallel arrays, one entry per (device row) finding.
+
+    `active` True means the condition holds (opened, continuing with a higher severity, or
+    still present); False means it cleared. `evidence` maps a name to an array (one value
+    per finding) or to a list of values.
+    """
+
+    kind: str
+    row: np.ndarray  # int32
+    severity: np.ndarray  # int8, SEVERITY_CODES
+    active: np.ndarray  # bool
+    onset_ts: np.ndarray  # float64, sample ts at which the condition began
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    @classmethod
+    def none(cls, kind: str) -> Findings:
+        return cls(kind, np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(0, bool),
+                   np.zeros(0, np.float64), {})
+
+
+class Detector(Protocol):
+    """What the pipeline needs of a detector."""
+
+    kinds: ClassVar[tuple[str, ...]]
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        """Consume one tick, return findings (possibly empty) per kind."""
+        ...

@@ -1,0 +1,1 @@
+"""Ingest: MQTT in, decoding, validation, per-device NumPy state, storage sinks."""

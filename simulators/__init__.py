@@ -1,0 +1,1 @@
+"""Simulators: device fleets and scenarios, for testing without hardware."""
