@@ -1,0 +1,125 @@
+"""Run a local Mosquitto as a child process (for `carewatch demo`, tests and benchmarks).
+
+Every config written here raises Mosquitto's default `max_queued_messages 1000`, which
+silently drops QoS 1 messages for a subscriber that falls 1,000 behind, and bounds memory
+with `max_queued_bytes` instead. Anonymous access is allowed only on loopback listeners.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class MosquittoNotFound(RuntimeError):
+    pass
+
+
+def find_mosquitto() -> str:
+    for cand in MOSQUITTO_CANDIDATES:
+        path = shutil.which(cand) or (cand if Path(cand).is_file() else None)
+        if path:
+            return path
+    raise MosquittoNotFound(
+        "Mosquitto is not installed. Install it with: sudo apt-get install mosquitto "
+        "mosquitto-clients (or run `make demo` / `make test` as root, which does it)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def broker_config(port: int, data_dir: Path, extra: str = "") -> str:
+    return "\n".join([
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 1",
+        "max_queued_messages 1000000",
+        "max_queued_bytes 1073741824",
+        "max_inflight_messages 100",
+        "persistent_client_expiration 7d",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "sys_interval 5",
+        extra,
+        "",
+    ])
+
+
+class MosquittoProcess:
+    """A Mosquitto broker on a free loopback port; restartable on the same port."""
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_conf: str = "") -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="carewatch-mosq-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf_path = self.workdir / "mosquitto.conf"
+        self.conf_path.write_text(broker_config(self.port, self.workdir, extra_conf))
+        self.log_path = self.workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.binary = find_mosquitto()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)  # polling for the port to open; bounded by the deadline
+        raise RuntimeError(f"mosquitto did not open port {self.port} in {timeout_s} s")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the broker (SIGTERM saves persistence; kill=True is an abrupt crash)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> MosquittoProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
