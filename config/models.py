@@ -54,6 +54,62 @@ class Staff(Strict):
     password_hash: str | None = None
 
 
+HHMM_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"
+
+
+class Shift(Strict):
+    """Who is on duty from `start` to `end` (local time, HH:MM; end < start crosses midnight)."""
+
+    staff: list[str] = Field(min_length=1)
+    start: str = Field("00:00", pattern=HHMM_PATTERN)
+    end: str = Field("24:00", pattern=HHMM_PATTERN)
+    days: list[int] = Field(
+        default_factory=list,
+        description="ISO weekdays 1=Mon..7=Sun on which the shift starts; empty = every day",
+    )
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        for d in value:
+            if not 1 <= d <= 7:
+                raise ValueError(f"ISO weekdays 1..7, got {d}")
+        return value
+
+
+class Roster(Strict):
+    """On-call shifts for one tier, optionally scoped to a town or an institution."""
+
+    tier: Literal[1, 2, 3, 4]
+    town: str | None = None
+    institution: str | None = None
+    shifts: list[Shift] = Field(default_factory=list)
+
+
+class AlertSettings(Strict):
+    """Alert store, notification channels and the command topic."""
+
+    db_file: str = Field("alerts.db", description="SQLite file inside storage.data_dir")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    group_wait_s: float = Field(
+        5.0, ge=0, description="notifications to one recipient about one resident in this window go as one"
+    )
+    webhooks: list[str] = Field(
+        default_factory=list, description="integration endpoints sent every notification"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_secret_file: str | None = None
+    webhook_secret_env: str = "CAREWATCH_WEBHOOK_SECRET"
+    retry_base_s: float = Field(2.0, gt=0)
+    retry_cap_s: float = Field(300.0, gt=0)
+    retry_max_attempts: int = Field(10, ge=1)
+    workers: int = Field(2, ge=1, le=32)
+    queue_max: int = Field(1000, ge=10)
+    command_secret_file: str | None = None
+    command_secret_env: str = "CAREWATCH_COMMAND_SECRET"
+    command_max_skew_s: float = Field(300.0, gt=0)
+
+
 class Resident(Strict):
     id: str = Field(pattern=ID_PATTERN)
     town: str = Field(pattern=ID_PATTERN)
@@ -142,7 +198,7 @@ class Config(Strict):
     residents: list[Resident]
     institutions: list[Institution] = Field(default_factory=list)
     staff: list[Staff] = Field(default_factory=list)
-    rosters: list[dict[str, Any]] = Field(default_factory=list)
+    rosters: list[Roster] = Field(default_factory=list)
     thresholds: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="deployment-wide detector overrides"
     )
@@ -152,6 +208,7 @@ class Config(Strict):
     state: StateSettings = Field(default_factory=StateSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -199,6 +256,17 @@ class Config(Strict):
                 raise ValueError(
                     f"staff[{i}].institution: one of the institutions' ids, got {s.institution!r}"
                 )
+        for i, roster in enumerate(self.rosters):
+            if roster.town is not None and roster.town not in towns:
+                raise ValueError(f"rosters[{i}].town: one of the towns' ids, got {roster.town!r}")
+            if roster.institution is not None and roster.institution not in institutions:
+                raise ValueError(f"rosters[{i}].institution: one of the institutions' ids, "
+                                 f"got {roster.institution!r}")
+            for j, shift in enumerate(roster.shifts):
+                for sid in shift.staff:
+                    if sid not in staff:
+                        raise ValueError(
+                            f"rosters[{i}].shifts[{j}].staff: unknown staff id {sid!r}")
         for i, inst in enumerate(self.institutions):
             for town in inst.towns:
                 if town not in towns:
