@@ -1,0 +1,53 @@
+"""Assembly: one place that builds the pipeline with its detectors, alert engine and sink.
+
+`run`, `replay`, `demo` and the tests all build the pipeline here, so they run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from carewatch.clock import Clock
+from carewatch.pipeline import Pipeline
+from config.models import Config
+from ingest.devices import DeviceTable
+from ingest.publish import Publisher
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline(config: Config, clock: Clock, publisher: Publisher, *, data_dir: Path,
+                   replay: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
+                   with_sink: bool | None = None) -> tuple[Pipeline, Callable[[], None]]:
+    """The pipeline and a function that closes what it opened (alert store, sink threads).
+
+    `replay=True` gives deterministic alert ids and no history sink unless asked for.
+    """
+    from alerts.engine import AlertEngine
+    from detectors.messages import message
+    from detectors.registry import build_detectors
+
+    devices = DeviceTable.from_config(config)
+    detectors = build_detectors(config, devices)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    alerts = AlertEngine(config, devices, clock, publisher, data_dir, message_for=message,
+                         deterministic_ids=replay)
+    if on_event is not None:
+        alerts.add_listener(on_event)
+    sink = None
+    if with_sink if with_sink is not None else not replay:
+        from ingest.sinks import build_sink
+
+        sink = build_sink(config, devices)
+    pipeline = Pipeline(config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink,
+                        devices=devices)
+
+    def close() -> None:
+        alerts.close()
+        if sink is not None:
+            sink.close()
+
+    return pipeline, close

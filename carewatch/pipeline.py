@@ -1,0 +1,154 @@
+"""The pipeline: messages in, state, detectors on a tick, findings to the alert stage.
+
+`Pipeline` is the same object in `carewatch run` (wall clock, MQTT edge) and in
+`carewatch replay` (simulated clock, recorded messages): only the driver differs.
+Everything here runs on one thread, the pipeline thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+
+from carewatch.clock import Clock
+from config.models import Config
+from detectors.base import Detector, Findings, TickState
+from ingest.decode import Rejection, VitalsDecoder, split_topic
+from ingest.devices import DeviceTable
+from ingest.metrics import IngestMetrics
+from ingest.publish import Publisher
+from ingest.state import StateStore
+
+log = logging.getLogger(__name__)
+
+Message = tuple[str, bytes, float]
+
+
+class AlertStage(Protocol):
+    """What the pipeline needs of the alert engine."""
+
+    def on_findings(self, findings: list[Findings], now: float) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+class HistorySink(Protocol):
+    def write(self, cols: Any) -> None: ...
+
+
+class CommandHandler(Protocol):
+    def handle_command(self, topic: str, payload: bytes, now: float) -> None: ...
+
+
+class Pipeline:
+    """Decode → validate → de-duplicate → state (+ history sink); tick → detectors → alerts."""
+
+    def __init__(self, config: Config, clock: Clock, publisher: Publisher,
+                 detectors: Sequence[Detector] = (), alerts: AlertStage | None = None,
+                 sink: HistorySink | None = None, metrics: IngestMetrics | None = None,
+                 commands: CommandHandler | None = None,
+                 devices: DeviceTable | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.publisher = publisher
+        self.devices = devices or DeviceTable.from_config(config)
+        self.store = StateStore(len(self.devices), config.state.raw_ring_samples,
+                                config.state.minute_ring_minutes)
+        p = config.pipeline
+        self.decoder = VitalsDecoder(self.devices, p.max_message_bytes, p.max_batch_samples,
+                                     p.future_tolerance_s)
+        self.detectors = list(detectors)
+        self.alerts = alerts
+        self.sink = sink
+        self.commands = commands
+        self.metrics = metrics or IngestMetrics()
+        self.started_at = clock.now()
+        self.zone = ZoneInfo(config.timezone)
+        self.rejection_listeners: list[Callable[[Rejection], None]] = []
+        self.findings_listeners: list[Callable[[list[Findings], float], None]] = []
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ messages
+    def handle(self, messages: list[Message]) -> None:
+        """Process a batch of received messages (any mix of topics)."""
+        if not messages:
+            return
+        now = self.clock.now()
+        self.metrics.count("received", len(messages))
+        self.metrics.lag_seconds.set(max(0.0, now - messages[0][2]))
+        vitals: list[Message] = []
+        rejections: list[Rejection] = []
+        for msg in messages:
+            leaf = msg[0].rsplit("/", 1)[-1]
+            if leaf == "vitals":
+                vitals.append(msg)
+            elif leaf == "status":
+                update = self.decoder.decode_status(msg[0], msg[1], msg[2], rejections)
+                if update is not None:
+                    self.metrics.count("status")
+                    self.store.set_status(update.row, update.online, update.battery,
+                                          update.received_at)
+            elif self.commands is not None and "/cmd/" in msg[0]:
+                self.commands.handle_command(msg[0], msg[1], now)
+            else:
+                log.debug("ignoring message on %s", msg[0])
+        if vitals:
+            decoded = self.decoder.decode_vitals(vitals, now)
+            rejections.extend(decoded.rejections)
+            self.metrics.count_faults(decoded.faults)
+            self.metrics.count("future", decoded.future_dropped)
+            self.metrics.count("accepted", decoded.messages_accepted)
+            cols = decoded.samples
+            if len(cols):
+                dup = self.store.duplicate_mask(cols)
+                if dup.any():
+                    self.metrics.count("duplicates", int(dup.sum()))
+                    cols = cols.take(~dup)
+                self.store.append(cols, now)
+                self.metrics.count("samples", len(cols))
+                if self.sink is not None and len(cols):
+                    self.sink.write(cols)
+        for rej in rejections:
+            self.metrics.count_rejected(rej.reason)
+            self.publisher.publish(rej.reply_topic, orjson.dumps(rej.payload()), qos=1)
+            for listener in self.rejection_listeners:
+                listener(rej)
+
+    # ------------------------------------------------------------------ ticks
+    def utc_offset_s(self, now: float) -> float:
+        offset = datetime.fromtimestamp(now, self.zone).utcoffset()
+        return offset.total_seconds() if offset else 0.0
+
+    def tick(self, now: float | None = None) -> list[Findings]:
+        """Run every detector over all devices, then the alert stage's timers."""
+        now = self.clock.now() if now is None else now
+        state = TickState(new=self.store.take_pending(), store=self.store, devices=self.devices,
+                          started_at=self.started_at, utc_offset_s=self.utc_offset_s(now))
+        findings: list[Findings] = []
+        for detector in self.detectors:
+            findings.extend(f for f in detector.update(state, now) if len(f))
+        self.ticks += 1
+        if self.alerts is not None:
+            if findings:
+                self.alerts.on_findings(findings, now)
+            self.alerts.tick(now)
+        for listener in self.findings_listeners:
+            listener(findings, now)
+        return findings
+
+    # ------------------------------------------------------------------ views
+    def device_row(self, device_id: str) -> int:
+        return self.devices.row_of_device[device_id]
+
+    def town_of(self, topic: str) -> str | None:
+        parsed = split_topic(topic)
+        return parsed[0] if parsed else None
+
+    def rows_seen(self) -> np.ndarray:
+        return np.flatnonzero(self.store.samples_total > 0)

@@ -1,0 +1,99 @@
+"""`carewatch run`: the pipeline service on the wall clock, fed by the MQTT edge.
+
+One pipeline thread does all the work: it waits for the edge's wake-up or the next tick,
+decodes what arrived in one batch, and ticks the detectors and the alert timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from carewatch.app import build_pipeline
+from carewatch.clock import Clock, WallClock
+from carewatch.http import MetricsServer
+from carewatch.pipeline import Pipeline
+from config.models import BrokerSettings, Config
+from ingest.mqtt import MqttEdge
+
+log = logging.getLogger(__name__)
+
+PipelineFactory = Callable[..., tuple[Pipeline, Callable[[], None]]]
+
+
+class Service:
+    """Edge + pipeline thread + HTTP. `start()`, then `stop()` (joins everything)."""
+
+    def __init__(self, config: Config, broker: BrokerSettings | None = None,
+                 http: tuple[str, int] | None = None, clock: Clock | None = None,
+                 data_dir: Path | None = None, build: PipelineFactory = build_pipeline) -> None:
+        self.config = config
+        self.clock = clock or WallClock()
+        self.broker = broker or config.broker
+        self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max)
+        self.data_dir = data_dir or Path(config.storage.data_dir)
+        self.pipeline: Pipeline
+        self.pipeline, self._close_pipeline = build(
+            config, self.clock, self.edge, data_dir=self.data_dir)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pipeline")
+        self.http: MetricsServer | None = None
+        if http is not None:
+            self.http = MetricsServer(http[0], http[1], self.pipeline.metrics.registry, self.ready)
+        self.error: BaseException | None = None
+
+    def ready(self) -> dict[str, object]:
+        return {"broker_connected": self.edge.counters.connected,
+                "pipeline_running": self._thread.is_alive(),
+                "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max}
+
+    def start(self) -> None:
+        if self.http is not None:
+            self.http.start()
+        self.edge.start()
+        self._thread.start()
+
+    def _loop(self) -> None:
+        tick_s = self.config.pipeline.tick_s
+        batch_max = self.config.pipeline.batch_max
+        edge, pipeline, clock = self.edge, self.pipeline, self.clock
+        next_tick = clock.now() + tick_s
+        try:
+            while not self._stop.is_set():
+                timeout = next_tick - clock.now()
+                if timeout > 0 and not edge.inbox:
+                    edge.wakeup.wait(timeout)
+                edge.wakeup.clear()
+                while edge.inbox:
+                    pipeline.handle(edge.drain(batch_max))
+                    if clock.now() >= next_tick:
+                        break
+                now = clock.now()
+                if now >= next_tick:
+                    pipeline.tick(now)
+                    m = pipeline.metrics
+                    m.tick_seconds.set(clock.now() - now)
+                    m.inbox_depth.set(len(edge.inbox))
+                    m.inbox_dropped.set(edge.counters.inbox_dropped)
+                    m.broker_connected.set(1 if edge.counters.connected else 0)
+                    m.broker_dropped.set(edge.counters.broker_dropped)
+                    next_tick = max(next_tick + tick_s, now)
+        except BaseException as exc:  # surfaced by stop() and the health check
+            self.error = exc
+            log.exception("pipeline thread failed")
+            raise
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.edge.wakeup.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        # drain what already arrived so an orderly stop loses nothing it had acknowledged
+        while self.edge.inbox and self.error is None:
+            self.pipeline.handle(self.edge.drain(self.config.pipeline.batch_max))
+        self.edge.stop()
+        self._close_pipeline()
+        if self.http is not None:
+            self.http.stop()

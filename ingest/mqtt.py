@@ -1,0 +1,204 @@
+"""The MQTT edge: paho-mqtt 2.x stays in this module.
+
+Paho's network thread only appends `(topic, payload, received_at)` to a bounded inbox and
+wakes the pipeline; decoding happens in batches on the pipeline thread. When the inbox is
+full the callback waits briefly (TCP back-pressure keeps QoS 1 messages at the broker),
+then drops and counts. Nothing is raised on paho's thread.
+
+The session is persistent (MQTT 5 `clean_start=False` with a session expiry, or 3.1.1
+`clean_session=False`) so messages published while the pipeline was down are delivered
+when it returns. Reconnection uses paho's exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from carewatch.clock import Clock
+from config.models import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+Message = tuple[str, bytes, float]
+VITALS_TOPIC = "carewatch/v1/+/+/vitals"
+STATUS_TOPIC = "carewatch/v1/+/+/status"
+SYS_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+
+
+@dataclass
+class EdgeCounters:
+    """Counters touched by paho's thread (plain ints: single writer)."""
+
+    received: int = 0
+    inbox_full_waits: int = 0
+    inbox_dropped: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    publish_failures: int = 0
+    broker_dropped: float = 0.0
+    connected: bool = False
+    last_disconnect_reason: str = ""
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) from mqtt://host:port or mqtts://host:port."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port, got {url!r}")
+    tls = parsed.scheme == "mqtts"
+    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
+
+
+def read_secret(path: str | None) -> str | None:
+    """A secret from a file (first line, stripped); never logged."""
+    if not path:
+        return None
+    return Path(path).read_text(encoding="utf-8").splitlines()[0].strip() if Path(path).stat().st_size else ""
+
+
+class MqttEdge:
+    """One paho client: subscribes with QoS 1 into a bounded inbox, and publishes."""
+
+    def __init__(self, settings: BrokerSettings, clock: Clock, topics: list[str] | None = None,
+                 inbox_max: int = 100_000, inbox_wait_s: float = 2.0,
+                 status_topic: str | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topics = topics if topics is not None else [VITALS_TOPIC, STATUS_TOPIC]
+        self.inbox: deque[Message] = deque()
+        self.inbox_max = inbox_max
+        self.inbox_wait_s = inbox_wait_s
+        self.wakeup = threading.Event()
+        self.counters = EdgeCounters()
+        self._space = threading.Event()
+        self.host, self.port, tls = parse_broker_url(settings.url)
+        v5 = settings.protocol == "5"
+        self._v5 = v5
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)  # outgoing: unbounded while disconnected
+        self.client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min_s)),
+                                        max_delay=max(1, int(settings.reconnect_max_s)))
+        if settings.username:
+            self.client.username_pw_set(settings.username, read_secret(settings.password_file))
+        if tls:
+            t = settings.tls
+            self.client.tls_set(ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
+                                cert_reqs=ssl.CERT_REQUIRED)
+            if t.insecure:
+                self.client.tls_insecure_set(True)
+        self.status_topic = status_topic or f"carewatch/system/pipeline/{settings.client_id}"
+        self.client.will_set(self.status_topic, b'{"online": false}', qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._started = False
+
+    # -- paho thread -------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            self.counters.last_disconnect_reason = str(reason)
+            log.warning("broker refused the connection: %s", reason)
+            return
+        self.counters.connects += 1
+        self.counters.connected = True
+        subs = [(t, 1) for t in self.topics] + [(SYS_DROPPED_TOPIC, 0)]
+        client.subscribe(subs)
+        client.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
+        log.info("connected to %s:%d (session present: %s)", self.host, self.port,
+                 flags.session_present)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object,
+                       flags: mqtt.DisconnectFlags, reason: mqtt.ReasonCode,
+                       properties: Properties | None) -> None:
+        self.counters.connected = False
+        self.counters.disconnects += 1
+        self.counters.last_disconnect_reason = str(reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        if topic == SYS_DROPPED_TOPIC:
+            try:
+                self.counters.broker_dropped = float(msg.payload)
+            except ValueError:
+                pass
+            return
+        self.counters.received += 1
+        if len(self.inbox) >= self.inbox_max:
+            self.counters.inbox_full_waits += 1
+            self._space.clear()
+            self.wakeup.set()
+            if not self._space.wait(self.inbox_wait_s) and len(self.inbox) >= self.inbox_max:
+                self.counters.inbox_dropped += 1
+                return
+        self.inbox.append((topic, msg.payload, self.clock.now()))
+        if not self.wakeup.is_set():
+            self.wakeup.set()
+
+    # -- pipeline thread -----------------------------------------------------------
+    def drain(self, limit: int) -> list[Message]:
+        """Up to `limit` queued messages, oldest first."""
+        inbox = self.inbox
+        n = min(limit, len(inbox))
+        out = [inbox.popleft() for _ in range(n)]
+        if len(inbox) < self.inbox_max:
+            self._space.set()
+        return out
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self.counters.publish_failures += 1
+
+    def start(self) -> None:
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.settings.session_expiry_s
+        self.client.connect_async(self.host, self.port, keepalive=self.settings.keepalive_s,
+                                  clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                  properties=props)
+        self.client.loop_start()
+        self._started = True
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.counters.connected:
+                return True
+            self.wakeup.wait(0.05)
+        return self.counters.connected
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the retained status says offline) and join paho's thread."""
+        if not self._started:
+            return
+        self._space.set()
+        try:
+            if self.counters.connected:
+                info = self.client.publish(self.status_topic, b'{"online": false}', qos=1, retain=True)
+                info.wait_for_publish(timeout=2.0)
+            self.client.disconnect()
+        except (RuntimeError, ValueError):
+            pass
+        self.client.loop_stop()
+        self._started = False

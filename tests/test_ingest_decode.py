@@ -1,0 +1,171 @@
+"""Contract rules for samples, on the decoder and the pipeline without a broker."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from carewatch.clock import SimClock
+from carewatch.pipeline import Pipeline
+from ingest.publish import ListPublisher
+from tests.ingest_harness import small_config
+
+NOW = 1_764_316_800.0
+
+
+@pytest.fixture
+def pipe() -> Pipeline:
+    return Pipeline(small_config(), SimClock(NOW), ListPublisher())
+
+
+def topic(p: Pipeline, device: str = "dev-0001", leaf: str = "vitals", town: str | None = None) -> str:
+    town = town or p.devices.town_ids[p.devices.row_of_device[device]]
+    return f"carewatch/v1/{town}/{device}/{leaf}"
+
+
+def rejected(p: Pipeline) -> list[dict[str, object]]:
+    pub = p.publisher
+    assert isinstance(pub, ListPublisher)
+    return [orjson.loads(m[1]) | {"topic": m[0]} for m in pub.messages if m[0].endswith("/rejected")]
+
+
+def test_single_sample_values_land_in_state(pipe: Pipeline) -> None:
+    sample = {"ts": NOW - 1, "seq": 3, "hr": 71, "spo2": 96.5, "rr": 15, "temp_c": 36.6,
+              "sbp": 128, "dbp": 81, "activity": 0.04, "fall": False, "worn": True, "battery": 77}
+    pipe.handle([(topic(pipe), orjson.dumps(sample), NOW)])
+    s = pipe.store
+    for field in ("hr", "spo2", "rr", "temp_c", "sbp", "dbp", "activity"):
+        assert s.latest[field][0] == pytest.approx(sample[field], rel=1e-3), field
+    assert s.worn[0] == 1 and s.battery[0] == 77
+    raw = s.raw_window(0)
+    assert raw["seq"].tolist() == [3] and raw["ts"][0] == NOW - 1
+    assert not rejected(pipe)
+
+
+def test_batch_in_any_order_is_sorted_and_kept(pipe: Pipeline) -> None:
+    ts = [NOW - 30, NOW - 10, NOW - 20]
+    batch = {"samples": [{"ts": t, "hr": 60 + i} for i, t in enumerate(ts)]}
+    pipe.handle([(topic(pipe), orjson.dumps(batch), NOW)])
+    raw = pipe.store.raw_window(0)
+    assert raw["ts"].tolist() == sorted(ts)
+    assert raw["hr"].tolist() == [60, 62, 61]
+    assert pipe.metrics.totals["samples"] == 3
+
+
+def test_out_of_range_value_dropped_rest_kept(pipe: Pipeline) -> None:
+    pipe.handle([(topic(pipe), orjson.dumps({"ts": NOW, "hr": 300, "spo2": 49, "rr": 12}), NOW)])
+    s = pipe.store
+    assert math.isnan(s.latest["hr"][0]) and math.isnan(s.latest["spo2"][0])
+    assert s.latest["rr"][0] == 12
+    assert pipe.metrics.by_field == {"hr": 1, "spo2": 1}
+    assert not rejected(pipe)
+
+
+def test_duplicates_ignored_including_redelivered_batch(pipe: Pipeline) -> None:
+    msg = orjson.dumps({"samples": [{"ts": NOW - 100 + i, "seq": i, "hr": 70} for i in range(5)]})
+    pipe.handle([(topic(pipe), msg, NOW)])
+    pipe.handle([(topic(pipe), msg, NOW)])
+    # same ts, different seq: a different sample
+    pipe.handle([(topic(pipe), orjson.dumps({"ts": NOW - 100, "seq": 99, "hr": 71}), NOW)])
+    assert pipe.metrics.totals["samples"] == 6
+    assert pipe.metrics.totals["duplicates"] == 5
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail_part"),
+    [
+        (b"{not json", "invalid_json", "malformed"),
+        (b"\xff\xfe", "invalid_json", "malformed"),
+        (b'{"ts": NaN}', "invalid_json", "malformed"),
+        (b"[1, 2]", "schema", "object"),
+        (b'{"hr": 70}', "schema", "ts"),
+        (b'{"ts": "1764316800"}', "schema", "ts"),
+        (b'{"ts": 1764316800, "hr": "70"}', "schema", "hr"),
+        (b'{"ts": 1764316800, "worn": 1}', "schema", "worn"),
+        (b'{"ts": 1764316800, "seq": 1.5}', "schema", "seq"),
+        (b'{"ts": 1764316800, "seq": -1}', "schema", "seq"),
+        (b'{"ts": 1764316800, "battery": 50.5}', "schema", "battery"),
+        (b'{"samples": []}', "schema", "no samples"),
+        (b'{"samples": [{"ts": 1764316800}, {"hr": 1}]}', "schema", "samples[1]"),
+        (b'{"ts": 1764316800, "device_id": "dev-0002"}', "device_mismatch", "dev-0002"),
+        (b'{"ts": 1764399999}', "future_ts", "ahead"),
+    ],
+)
+def test_bad_message_rejected_with_reason(pipe: Pipeline, payload: bytes, reason: str,
+                                          detail_part: str) -> None:
+    good = orjson.dumps({"ts": NOW - 5, "hr": 65})
+    pipe.handle([(topic(pipe), good, NOW), (topic(pipe), payload, NOW),
+                 (topic(pipe, "dev-0002"), good, NOW)])
+    rej = rejected(pipe)
+    assert len(rej) == 1, rej
+    assert rej[0]["reason"] == reason
+    assert detail_part in str(rej[0]["detail"])
+    assert rej[0]["topic"] == topic(pipe, leaf="rejected")
+    assert rej[0]["received_at"] == NOW
+    assert pipe.metrics.by_reason == {reason: 1}
+    assert pipe.store.latest["hr"][0] == 65 and pipe.store.latest["hr"][1] == 65
+
+
+def test_limits_too_large(pipe: Pipeline) -> None:
+    big = orjson.dumps({"ts": NOW, "pad": "x" * 70_000})
+    many = orjson.dumps({"samples": [{"ts": NOW - i} for i in range(601)]})
+    pipe.handle([(topic(pipe), big, NOW), (topic(pipe), many, NOW)])
+    assert [r["reason"] for r in rejected(pipe)] == ["too_large", "too_large"]
+
+
+def test_unknown_device_and_wrong_town(pipe: Pipeline) -> None:
+    other_town = next(t for t in pipe.devices.towns if t != pipe.devices.town_ids[0])
+    msg = orjson.dumps({"ts": NOW})
+    pipe.handle([("carewatch/v1/jijiang/dev-nobody/vitals", msg, NOW),
+                 (topic(pipe, town=other_town), msg, NOW)])
+    rej = rejected(pipe)
+    assert [r["reason"] for r in rej] == ["unknown_device", "wrong_town"]
+    assert rej[0]["topic"] == "carewatch/v1/jijiang/dev-nobody/rejected"
+
+
+def test_future_sample_in_batch_dropped_rest_kept(pipe: Pipeline) -> None:
+    batch = {"samples": [{"ts": NOW + 301, "hr": 80}, {"ts": NOW + 299, "hr": 81}]}
+    pipe.handle([(topic(pipe), orjson.dumps(batch), NOW)])
+    assert pipe.metrics.totals["future"] == 1 and not rejected(pipe)
+    assert pipe.store.latest["hr"][0] == 81
+
+
+def test_integers_as_floats_and_unknown_fields(pipe: Pipeline) -> None:
+    msg = {"ts": NOW, "seq": 15.0, "battery": 40.0, "firmware": {"v": [1, 2]}, "device_id": "dev-0001"}
+    pipe.handle([(topic(pipe), orjson.dumps(msg), NOW)])
+    assert not rejected(pipe)
+    assert pipe.store.raw_window(0)["seq"].tolist() == [15]
+    assert pipe.store.battery[0] == 40
+
+
+def test_status_and_last_will(pipe: Pipeline) -> None:
+    pipe.handle([(topic(pipe, leaf="status"), b'{"online": true, "battery": 55}', NOW)])
+    assert pipe.store.online[0] == 1 and pipe.store.battery[0] == 55
+    pipe.handle([(topic(pipe, leaf="status"), b'{"online": false}', NOW + 1)])
+    assert pipe.store.online[0] == 0
+    pipe.handle([(topic(pipe, leaf="status"), b'{"online": "yes"}', NOW + 2)])
+    assert [r["reason"] for r in rejected(pipe)] == ["schema"]
+
+
+def test_every_reason_counted_in_prometheus(pipe: Pipeline) -> None:
+    from prometheus_client import generate_latest
+
+    pipe.handle([(topic(pipe), b"nope", NOW), (topic(pipe), orjson.dumps({"ts": NOW, "hr": 1}), NOW)])
+    text = generate_latest(pipe.metrics.registry).decode()
+    assert 'carewatch_messages_rejected_total{reason="invalid_json"} 1.0' in text
+    assert 'carewatch_sensor_faults_total{field="hr"} 1.0' in text
+    assert 'carewatch_messages_rejected_total{reason="wrong_town"} 0.0' in text
+
+
+def test_minute_series_means(pipe: Pipeline) -> None:
+    base = math.floor(NOW / 60) * 60 - 120  # two whole minutes back
+    samples = [{"ts": base + i * 10, "hr": 60 + i, "worn": True} for i in range(12)]
+    pipe.handle([(topic(pipe), orjson.dumps({"samples": samples}), NOW)])
+    series = pipe.store.minute_series(np.array([0]), NOW, minutes=3)
+    assert series.values["hr"][0, 0] == pytest.approx(np.mean([60 + i for i in range(6)]), abs=0.5)
+    assert series.values["hr"][0, 1] == pytest.approx(np.mean([66 + i for i in range(6)]), abs=0.5)
+    assert math.isnan(series.values["hr"][0, 2])
+    assert series.worn[0, :2].tolist() == [1, 1]
