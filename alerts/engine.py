@@ -1,0 +1,332 @@
+"""AlertEngine: findings in, durable alerts, contract events and notifications out.
+
+The pipeline thread calls `on_findings(findings, now)` and `tick(now)` on whatever clock
+drives it (wall clock in `run`, simulated in `replay`); people call `ack`, `dispatch`,
+`resolve` and `silence` (console, replay's ack lines, MQTT commands). Every change is one
+store transaction, committed before its events are published (MQTT, QoS 1) and handed to
+listeners; webhook notices leave through the outbox on worker threads. No APScheduler: the
+pipeline already ticks every `pipeline.tick_s` (1 s), and deadlines are data checked in
+`tick`, so live and replay share one decision function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from alerts.commands import Command
+from alerts.delivery import Dispatcher, group_rows, load_secret
+from alerts.engine_api import EngineApi
+from alerts.lifecycle import Lifecycle, Step
+from alerts.model import (
+    Alert,
+    AlertNotFoundError,
+    AlertTransitionError,
+    default_message,
+    json_scalar,
+)
+from alerts.noise import MERGED_INTO, inhibitor, silence_matches
+from alerts.routing import Router
+from alerts.store import AlertStore, SqliteAlertStore
+from carewatch.clock import Clock
+from config.models import Config
+from detectors.base import Findings
+from ingest.devices import DeviceTable
+from ingest.publish import Publisher
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class AlertEngine(EngineApi):
+    """The alert path. Thread-safe: one lock serialises every change."""
+
+    def __init__(self, config: Config, devices: DeviceTable, clock: Clock, publisher: Publisher,
+                 data_dir: Path | str,
+                 message_for: Callable[[str, str, dict[str, Any]], str] | None = None,
+                 deterministic_ids: bool = False, store: AlertStore | None = None,
+                 webhook_secret: bytes | None = None) -> None:
+        self.config, self.devices, self.clock, self.publisher = config, devices, clock, publisher
+        settings = config.alerts
+        self.store: AlertStore = store or SqliteAlertStore(
+            Path(data_dir) / settings.db_file, settings.sqlite_synchronous)
+        self.router = Router(config)
+        self.life = Lifecycle(config, self.router, message_for or default_message)
+        self.deterministic_ids = deterministic_ids
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._open: dict[tuple[str, str], Alert] = {}
+        self._by_id: dict[str, Alert] = {}
+        self._sev: dict[str, np.ndarray] = {}  # kind -> per-row open severity (0: none)
+        self._cond: dict[str, np.ndarray] = {}  # kind -> per-row condition_active
+        self._evidence: dict[str, dict[str, np.ndarray]] = {}  # kind -> key -> per-row latest
+        self._noted: set[tuple[str, str, str]] = set()  # (resident, kind, why) audited once
+        self._counter = int(self.store.meta("counter", 0))
+        self._silences = {s["silence_id"]: s for s in self.store.active_silences()}
+        for alert in self.store.open_alerts():
+            self._index(alert)
+        self._republish = True  # unpublished events of a crashed run go out at the first tick
+        if webhook_secret is None:
+            webhook_secret = load_secret(settings.webhook_secret_file, settings.webhook_secret_env)
+        self.dispatcher = Dispatcher(
+            self.store, clock, secret=webhook_secret, timeout_s=settings.webhook_timeout_s,
+            retry_base_s=settings.retry_base_s, retry_cap_s=settings.retry_cap_s,
+            max_attempts=settings.retry_max_attempts, workers=settings.workers,
+            queue_max=settings.queue_max)
+        self._nonces: dict[str, float] = {}
+        self._closed = False
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def _arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        if kind not in self._sev:
+            n = len(self.devices)
+            self._sev[kind] = np.zeros(n, np.int8)
+            self._cond[kind] = np.zeros(n, bool)
+            self._evidence[kind] = {}
+        return self._sev[kind], self._cond[kind]
+
+    def _index(self, alert: Alert) -> None:
+        self._open[(alert.resident_id, alert.kind)] = alert
+        self._by_id[alert.alert_id] = alert
+        row = self.devices.row_of_resident.get(alert.resident_id)
+        if row is not None:
+            sev, cond = self._arrays(alert.kind)
+            sev[row], cond[row] = alert.severity, alert.condition_active
+
+    def _unindex(self, alert: Alert) -> None:
+        self._open.pop((alert.resident_id, alert.kind), None)
+        self._by_id.pop(alert.alert_id, None)
+        row = self.devices.row_of_resident.get(alert.resident_id)
+        if row is not None and alert.kind in self._sev:
+            self._sev[alert.kind][row], self._cond[alert.kind][row] = 0, False
+            for col in self._evidence[alert.kind].values():
+                col[row] = None
+        for key in [k for k in self._noted if k[0] == alert.resident_id]:
+            self._noted.discard(key)
+
+    def _refresh_evidence(self, alert: Alert) -> None:
+        """Fold the latest repeat-finding evidence (kept as columns) into the alert."""
+        row = self.devices.row_of_resident.get(alert.resident_id)
+        if row is None:
+            return
+        for key, col in self._evidence.get(alert.kind, {}).items():
+            value = col[row]
+            if value is not None:
+                alert.evidence[key] = json_scalar(value)
+
+    def _new_id(self, resident_id: str, kind: str, now: float) -> str:
+        self._counter += 1
+        if not self.deterministic_ids:
+            return uuid.uuid4().hex
+        seed = f"{resident_id}|{kind}|{now:.3f}|{self._counter}".encode()
+        return "al-" + hashlib.sha1(seed).hexdigest()[:16]
+
+    def _silenced(self, resident_id: str, device_id: str, kind: str, now: float) -> str | None:
+        for sid, s in self._silences.items():
+            if silence_matches(s, resident_id, device_id, kind, now):
+                return sid
+        return None
+
+    # ---- commit and announce -----------------------------------------------------------
+    def add_listener(self, fn: Listener) -> None:
+        """Call `fn(event)` for every contract event after it is stored (in order, this thread)."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def _finish(self, step: Step) -> None:
+        if not step.txn:
+            return
+        step.txn.meta["counter"] = self._counter
+        seqs = self.store.commit(step.txn)
+        for topic, doc in step.announce:
+            self._announce(topic, doc)
+        self.store.mark_published(seqs)
+
+    def _announce(self, topic: str, doc: dict[str, Any]) -> None:
+        self.publisher.publish(topic, orjson.dumps(doc), 1, False)
+        for fn in self._listeners:
+            try:
+                fn(doc)
+            except Exception:  # one broken listener must not stop the others or the pipeline
+                log.exception("alert listener %r failed", fn)
+
+    # ---- findings ----------------------------------------------------------------------
+    def on_findings(self, findings: list[Findings], now: float) -> None:
+        """Open, raise, clear or update alerts from one tick's findings."""
+        with self._lock:
+            step = Step()
+            for f in findings:
+                if len(f):
+                    self._apply(f, now, step)
+            self._finish(step)
+
+    def _apply(self, f: Findings, now: float, step: Step) -> None:
+        sev_now, cond_now = self._arrays(f.kind)
+        rows = f.row.astype(np.int64)
+        sev = f.severity.astype(np.int8)
+        active = f.active.astype(bool)
+        cur, cond = sev_now[rows], cond_now[rows]
+        cols = self._evidence[f.kind]
+        values: dict[str, Any] = {"onset_ts": f.onset_ts}
+        values.update(f.evidence)
+        for key, value in values.items():  # latest evidence per row, vectorised
+            col = cols.get(key)
+            if col is None:
+                col = cols[key] = np.full(len(self.devices), None, object)
+            arr = np.asarray(value, dtype=object)
+            if arr.shape == rows.shape:
+                col[rows[active]] = arr[active]
+        changed = active & ((cur == 0) | (sev > cur) | ~cond) | (~active & (cur > 0) & cond)
+        for i in np.flatnonzero(changed):
+            self._change(f.kind, int(rows[i]), int(sev[i]), bool(active[i]), now, step)
+
+    def _change(self, kind: str, row: int, sev: int, active: bool, now: float,
+                step: Step) -> None:
+        resident_id = self.devices.resident_ids[row]
+        alert = self._open.get((resident_id, kind))
+        if alert is None:
+            self._open_new(kind, row, sev, now, step)
+            return
+        self._refresh_evidence(alert)
+        alert.updated_at = now
+        if not active:
+            alert.condition_active = False
+            self._cond[kind][row] = False
+            self.life.record(step, alert, "condition_cleared", "system", {})
+            return
+        detail: dict[str, Any] = {}
+        if sev > alert.severity:
+            detail = {"from": alert.severity_name}
+            alert.severity = sev
+            self._sev[kind][row] = sev
+            if alert.state in ("open", "escalated"):
+                # Contract: a higher severity restarts the timer at the new, shorter time.
+                alert.tier_reached_at = now
+                alert.deadline = now + self.life.ack_time(sev, alert.town_id)
+        was_active = alert.condition_active
+        alert.condition_active = True
+        self._cond[kind][row] = True
+        if detail:
+            self.life.record(step, alert, "severity_raised", "system", detail)
+        elif not was_active:
+            self.life.record(step, alert, "condition_active", "system", {})
+
+    def _note(self, step: Step, resident_id: str, kind: str, why: str, now: float,
+              detail: dict[str, Any], alert_id: str | None = None) -> None:
+        if (resident_id, kind, why) not in self._noted:
+            self._noted.add((resident_id, kind, why))
+            step.txn.audit.append((now, alert_id, resident_id, "system", why,
+                                   {"kind": kind, **detail}))
+
+    def _open_new(self, kind: str, row: int, sev: int, now: float, step: Step) -> None:
+        resident_id, device_id = self.devices.resident_ids[row], self.devices.device_ids[row]
+        silence = self._silenced(resident_id, device_id, kind, now)
+        if silence is not None:
+            self._note(step, resident_id, kind, "silenced", now, {"silence_id": silence})
+            return
+        active_kinds = {k for (r, k), a in self._open.items()
+                        if r == resident_id and a.condition_active}
+        blocker = inhibitor(kind, active_kinds)
+        if blocker is not None:
+            self._note(step, resident_id, kind, "inhibited", now, {"by": blocker},
+                       self._open[(resident_id, blocker)].alert_id)
+            return
+        host = self._open.get((resident_id, MERGED_INTO.get(kind, "")))
+        if host is not None:
+            if (resident_id, kind, "merged") not in self._noted:
+                self._note(step, resident_id, kind, "merged", now, {"into": host.alert_id},
+                           host.alert_id)
+                self._refresh_evidence(host)
+                host.evidence[f"{kind}_after"] = True
+                host.evidence[f"{kind}_onset_ts"] = json_scalar(
+                    self._evidence[kind]["onset_ts"][row])
+                host.updated_at = now
+                self.life.record(step, host, "updated", "system", {"merged": kind})
+            return
+        alert = Alert(
+            alert_id=self._new_id(resident_id, kind, now), resident_id=resident_id,
+            device_id=device_id, town_id=self.devices.town_ids[row], kind=kind, severity=sev,
+            state="open", tier=1, opened_at=now, updated_at=now, condition_active=True,
+            evidence={}, message="", deadline=None, tier_reached_at=now)
+        alert.deadline = now + self.life.ack_time(sev, alert.town_id)
+        self._refresh_evidence(alert)
+        self._index(alert)
+        self.life.open(step, alert, now)
+
+    # ---- timers ------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Escalations, tier-4 re-notifications, silence expiry and notices due by `now`."""
+        with self._lock:
+            step = Step()
+            if self._republish:
+                self._republish = False
+                pending = self.store.unpublished_events()
+                for _seq, topic, doc in pending:
+                    self.publisher.publish(topic, orjson.dumps(doc), 1, False)
+                self.store.mark_published([s for s, _t, _d in pending])
+            for sid, s in list(self._silences.items()):
+                if s["until"] <= now:
+                    s = {**s, "active": False}
+                    del self._silences[sid]
+                    step.txn.silences.append(s)
+                    step.txn.audit.append((now, None, s.get("resident_id"), "system",
+                                           "silence_expired", {"silence_id": sid}))
+            for alert in list(self._by_id.values()):
+                if (alert.deadline is not None and alert.deadline <= now
+                        and alert.state in ("open", "escalated")
+                        and self._silenced(alert.resident_id, alert.device_id, alert.kind,
+                                           now) is None):
+                    self._refresh_evidence(alert)
+                    self.life.due(step, alert, now)
+            self._finish(step)
+        self._send_due(now)
+
+    def _send_due(self, now: float) -> None:
+        rows = self.store.due_outbox(now, self.dispatcher.inflight(), 500)
+        for batch in group_rows(rows):
+            if not self.dispatcher.offer(batch):
+                break
+
+    def next_deadline(self) -> float | None:
+        """The earliest escalation deadline (lets a live loop sleep until it)."""
+        with self._lock:
+            times = [a.deadline for a in self._by_id.values()
+                     if a.deadline is not None and a.state in ("open", "escalated")]
+            return min(times) if times else None
+
+    # ---- commands ----------------------------------------------------------------------
+    def apply_command(self, cmd: Command, now: float) -> Alert:
+        """Carry out an authenticated MQTT command (see alerts/commands.py)."""
+        with self._lock:
+            # A nonce is accepted once within the signature's validity window (replays,
+            # including QoS 1 redeliveries, are refused).
+            horizon = now - 2 * self.config.alerts.command_max_skew_s
+            self._nonces = {n: t for n, t in self._nonces.items() if t >= horizon}
+            if cmd.nonce in self._nonces:
+                raise AlertTransitionError(f"command nonce {cmd.nonce} already used")
+            if cmd.alert_id is not None:
+                alert = self._get(cmd.alert_id)
+            else:
+                alert = self._find(cmd.resident_id or "", cmd.kind or "")
+            if alert.town_id != cmd.town_id:
+                raise AlertNotFoundError(f"alert {alert.alert_id} is not in town {cmd.town_id}")
+            self._nonces[cmd.nonce] = now
+            return self._transition(alert, cmd.action, cmd.by, now, cmd.note)
+
+    def close(self) -> None:
+        """Stop the delivery workers and close the store."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.dispatcher.close()
+        self.store.close()

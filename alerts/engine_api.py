@@ -1,0 +1,177 @@
+"""The people-facing half of AlertEngine: acknowledge, dispatch, resolve, silence, queries."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from alerts.lifecycle import Lifecycle, Step
+from alerts.model import (
+    EVENT_OF_ACTION,
+    Alert,
+    AlertNotFoundError,
+    AlertTransitionError,
+    next_state,
+)
+from alerts.store import AlertStore
+from ingest.devices import DeviceTable
+
+
+class EngineApi:
+    """Mixed into AlertEngine; relies on its state and helpers."""
+
+    store: AlertStore
+    devices: DeviceTable
+    life: Lifecycle
+    _lock: threading.RLock
+    _open: dict[tuple[str, str], Alert]
+    _by_id: dict[str, Alert]
+    _silences: dict[str, dict[str, Any]]
+    _counter: int
+
+    def _finish(self, step: Step) -> None: ...
+    def _unindex(self, alert: Alert) -> None: ...
+    def _refresh_evidence(self, alert: Alert) -> None: ...
+
+    # ---- lookups -----------------------------------------------------------------------
+    def _find(self, resident_id: str, kind: str) -> Alert:
+        alert = self._open.get((resident_id, kind))
+        if alert is None:
+            raise AlertNotFoundError(f"no open {kind} alert for resident {resident_id}")
+        return alert
+
+    def _get(self, alert_id: str) -> Alert:
+        alert = self._by_id.get(alert_id)
+        if alert is not None:
+            return alert
+        stored = self.store.get_alert(alert_id)
+        if stored is None:
+            raise AlertNotFoundError(f"no alert {alert_id}")
+        return stored  # resolved: every transition from it is refused with a clear error
+
+    # ---- transitions -------------------------------------------------------------------
+    def _transition(self, alert: Alert, action: str, by: str, now: float,
+                    note: str | None = None) -> Alert:
+        with self._lock:
+            if not by:
+                raise AlertTransitionError("`by` (who acts) is required")
+            state = next_state(alert.state, action, note)
+            self._refresh_evidence(alert)
+            step = Step()
+            alert.state, alert.updated_at = state, now
+            if action in ("ack", "dispatch") and alert.acked_by is None:
+                alert.acked_by, alert.acked_at = by, now
+            if action == "dispatch":
+                alert.dispatched_by, alert.dispatched_at = by, now
+            if action == "resolve":
+                alert.resolved_by, alert.resolved_at, alert.note = by, now, (note or "").strip()
+                if alert.acked_by is None:
+                    alert.acked_by, alert.acked_at = by, now
+            alert.deadline = None  # acknowledged in any form: escalation stops
+            detail: dict[str, Any] = {"tier": alert.tier}
+            if note:
+                detail["note"] = alert.note if action == "resolve" else note
+            self.life.record(step, alert, EVENT_OF_ACTION[action], by, detail)
+            if action == "resolve":
+                self._unindex(alert)
+            self._finish(step)
+            return copy.deepcopy(alert)
+
+    def ack(self, resident_id: str, kind: str, by: str, now: float) -> Alert:
+        """Acknowledge the open alert of this resident and kind (stops escalation)."""
+        with self._lock:
+            return self._transition(self._find(resident_id, kind), "ack", by, now)
+
+    def ack_alert(self, alert_id: str, by: str, now: float) -> Alert:
+        with self._lock:
+            return self._transition(self._get(alert_id), "ack", by, now)
+
+    def dispatch(self, resident_id: str, kind: str, by: str, now: float) -> Alert:
+        """Someone is on the way (acknowledges too, if not yet acknowledged)."""
+        with self._lock:
+            return self._transition(self._find(resident_id, kind), "dispatch", by, now)
+
+    def dispatch_alert(self, alert_id: str, by: str, now: float) -> Alert:
+        with self._lock:
+            return self._transition(self._get(alert_id), "dispatch", by, now)
+
+    def resolve(self, resident_id: str, kind: str, by: str, now: float, note: str) -> Alert:
+        """Close the alert with a feedback note (what was found, what was done); required."""
+        with self._lock:
+            return self._transition(self._find(resident_id, kind), "resolve", by, now, note)
+
+    def resolve_alert(self, alert_id: str, by: str, now: float, note: str) -> Alert:
+        with self._lock:
+            return self._transition(self._get(alert_id), "resolve", by, now, note)
+
+    # ---- silences ----------------------------------------------------------------------
+    def silence(self, *, by: str, reason: str, until: float, now: float,
+                resident_id: str | None = None, device_id: str | None = None,
+                kind: str | None = None) -> dict[str, Any]:
+        """Mute a resident or device (optionally one kind) until `until`: matching findings
+        open no alert and matching open alerts neither escalate nor notify. Audited."""
+        if not reason.strip():
+            raise AlertTransitionError("a silence needs a reason")
+        if resident_id is None and device_id is None:
+            raise AlertTransitionError("a silence needs a resident_id or a device_id")
+        if resident_id is not None and resident_id not in self.devices.row_of_resident:
+            raise AlertNotFoundError(f"unknown resident {resident_id}")
+        if device_id is not None and device_id not in self.devices.row_of_device:
+            raise AlertNotFoundError(f"unknown device {device_id}")
+        if until <= now:
+            raise AlertTransitionError("a silence must end in the future")
+        with self._lock:
+            self._counter += 1
+            sid = f"si-{self._counter:08d}"
+            s: dict[str, Any] = {"silence_id": sid, "resident_id": resident_id,
+                 "device_id": device_id, "kind": kind, "starts_at": now, "until": until,
+                 "reason": reason.strip(), "by": by, "created_at": now, "active": True}
+            step = Step()
+            step.txn.silences.append(s)
+            step.txn.audit.append((now, None, resident_id, by, "silenced", dict(s)))
+            self._silences[sid] = s
+            self._finish(step)
+            return dict(s)
+
+    def unsilence(self, silence_id: str, by: str, now: float) -> None:
+        """End a silence early (audited)."""
+        with self._lock:
+            s = self._silences.pop(silence_id, None)
+            if s is None:
+                raise AlertNotFoundError(f"no active silence {silence_id}")
+            step = Step()
+            step.txn.silences.append({**s, "active": False, "ended_at": now, "ended_by": by})
+            step.txn.audit.append((now, None, s.get("resident_id"), by, "unsilenced",
+                                   {"silence_id": silence_id}))
+            self._finish(step)
+
+    def silences(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(s) for s in self._silences.values()]
+
+    # ---- queries -----------------------------------------------------------------------
+    def open_alerts(self) -> list[Alert]:
+        """Unresolved alerts, oldest first (copies)."""
+        with self._lock:
+            out = []
+            for alert in sorted(self._by_id.values(), key=lambda a: (a.opened_at, a.alert_id)):
+                self._refresh_evidence(alert)
+                out.append(copy.deepcopy(alert))
+            return out
+
+    def get_alert(self, alert_id: str) -> Alert:
+        with self._lock:
+            return copy.deepcopy(self._get(alert_id))
+
+    def alert_history(self, resident_id: str) -> list[Alert]:
+        """Every alert of a resident, resolved ones included, oldest first."""
+        return self.store.history(resident_id)
+
+    def audit(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        """The append-only audit log (of one alert, or all)."""
+        return self.store.audit(alert_id)
+
+    def events(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored contract events (of one alert, or all), in order."""
+        return self.store.events(alert_id)
