@@ -71,3 +71,36 @@ class Detector(Protocol):
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Consume one tick, return findings (possibly empty) per kind."""
         ...
+
+
+def evidence_at(findings: Findings, i: int) -> dict[str, Any]:
+    """The evidence of finding `i` as plain JSON-ready Python values (NaN becomes None)."""
+    out: dict[str, Any] = {}
+    for key, values in findings.evidence.items():
+        value = values[i]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float):
+            value = None if value != value else round(value, 2)
+        out[key] = value
+    return out
+
+
+def concat_findings(kind: str, parts: list[Findings]) -> Findings:
+    """One Findings from several of the same kind, in order (evidence keys must agree)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Findings.none(kind)
+    if len(parts) == 1:
+        return parts[0]
+    keys = list(parts[0].evidence)
+    evidence: dict[str, Any] = {}
+    for key in keys:
+        if all(isinstance(p.evidence[key], np.ndarray) for p in parts):
+            evidence[key] = np.concatenate([p.evidence[key] for p in parts])
+        else:
+            evidence[key] = [v for p in parts for v in list(p.evidence[key])]
+    return Findings(kind, np.concatenate([p.row for p in parts]),
+                    np.concatenate([p.severity for p in parts]),
+                    np.concatenate([p.active for p in parts]),
+                    np.concatenate([p.onset_ts for p in parts]), evidence)

@@ -1,0 +1,135 @@
+"""Awake-hours rules on wearing and movement: inactivity and not worn.
+
+Windows lie wholly inside awake hours (local time = ts + utc_offset_s): a sample outside
+them breaks the run, so the earliest possible inactivity finding is 3 h after 07:00.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Findings, TickState
+from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.runs import Emitter, Episodes, Fresh, rank_groups
+from ingest.devices import DeviceTable
+
+
+def awake(ts: np.ndarray, utc_offset_s: float, start_h: Any, end_h: Any) -> np.ndarray:
+    """True where local time of day lies in [start_h, end_h)."""
+    sod = np.mod(ts + utc_offset_s, 86400.0)
+    return (sod >= start_h * 3600.0) & (sod < end_h * 3600.0)
+
+
+class AwakeParams(DetectorParams):
+    awake_start_h: float = Field(7.0, ge=0, le=24)
+    awake_end_h: float = Field(21.0, ge=0, le=24)
+
+
+class InactivityParams(AwakeParams):
+    still_g: float = Field(0.02, ge=0)
+    duration_s: float = Field(3 * 3600.0, ge=0)
+    max_gap_s: float = Field(30.0, gt=0)
+    clear_g: float = Field(0.1, gt=0, description="movement at or above this ends it")
+
+
+class NotWornParams(AwakeParams):
+    duration_s: float = Field(1800.0, ge=0)
+    # an off-wrist device may report less often than a worn one
+    max_gap_s: float = Field(120.0, gt=0)
+    clear_s: float = Field(0.0, ge=0)
+
+
+class _AwakeRule:
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[AwakeParams]]
+    severity: ClassVar[int]
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        self.fresh = Fresh(n)
+        self.episodes = Episodes(self.kinds[0], n, (self.severity,), "min")
+
+    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(included, qualifying, breaks, clear, value) for samples `sel` of rows `r`."""
+        raise NotImplementedError
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        new = state.new
+        if len(new) == 0:
+            return []
+        out = Emitter(self.kinds[0])
+        p = self.params
+        for idx in rank_groups(new.row):
+            r, t = new.row[idx], new.ts[idx]
+            ok = self.fresh.step(r, t)
+            if not ok.any():
+                continue
+            r, t, sel = r[ok], t[ok], idx[ok]
+            day = awake(t, state.utc_offset_s, p.at("awake_start_h", r), p.at("awake_end_h", r))
+            inc, q, brk, clear, value = self._judge(r, new, sel, day)
+            if not inc.any():
+                continue
+            r, t = r[inc], t[inc]
+            self.episodes.step(out, r, t, [q[inc]], [p.at("duration_s", r)], clear[inc],
+                               self._clear_s(r), p.at("max_gap_s", r), value=value[inc],
+                               ext_key=self.ext_key, breaks=brk[inc])
+        return out.build()
+
+    ext_key: ClassVar[str] = "value"
+
+    def _clear_s(self, r: np.ndarray) -> Any:
+        return 0.0
+
+
+class Inactivity(_AwakeRule):
+    """Worn, awake hours, activity <= 0.02 g for >= 3 h (high)."""
+
+    name = "inactivity"
+    kinds = ("inactivity",)
+    Params = InactivityParams
+    severity = 3
+    ext_key = "activity_max"
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        super().__init__(devices, params)
+        self.episodes.extreme = "max"
+
+    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        p = self.params
+        a = new.activity[sel].astype(np.float64)
+        off = new.worn[sel] == 0
+        inc = ~np.isnan(a) | off
+        with np.errstate(invalid="ignore"):
+            q = (a <= p.at("still_g", r)) & day & ~off
+            clear = (a >= p.at("clear_g", r)) & ~off
+        return inc, q, ~day | off, clear, np.where(off, np.nan, a)
+
+
+class NotWorn(_AwakeRule):
+    """`worn` false for >= 30 min in awake hours (medium)."""
+
+    name = "not_worn"
+    kinds = ("not_worn",)
+    Params = NotWornParams
+    severity = 2
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        super().__init__(devices, params)
+        self.episodes.extreme = None
+
+    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        w = new.worn[sel]
+        inc = w >= 0
+        off = w == 0
+        return inc, off & day, ~day, w == 1, w.astype(np.float64)
+
+    def _clear_s(self, r: np.ndarray) -> Any:
+        return self.params.at("clear_s", r)

@@ -1,0 +1,120 @@
+"""Blood-pressure rules: hypotension and hypertensive crisis, "two readings in a row".
+
+Consecutive blood-pressure readings at most `max_interval_s` apart; samples without blood
+pressure between them do not break the streak. A clear-side reading clears the condition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Findings, TickState
+from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.quality import worn_ok
+from detectors.runs import Emitter, Fresh, rank_groups
+from ingest.devices import DeviceTable
+
+
+class BpParams(DetectorParams):
+    readings: int = Field(2, ge=1, description="qualifying readings in a row")
+    max_interval_s: float = Field(7200.0, gt=0, description="longest gap inside a streak")
+
+
+class HypotensionParams(BpParams):
+    sbp_max: float = 90.0
+    clear_margin: float = Field(5.0, ge=0)
+
+
+class HypertensiveCrisisParams(BpParams):
+    sbp_min: float = 180.0
+    dbp_min: float = 120.0
+    clear_margin: float = Field(10.0, ge=0)
+
+
+class _BloodPressure:
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[BpParams]]
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        self.fresh = Fresh(n)
+        self.count = np.zeros(n, np.int32)
+        self.streak_start = np.full(n, np.nan)
+        self.last_reading = np.full(n, np.nan)
+        self.active = np.zeros(n, bool)
+        self.onset = np.full(n, np.nan)
+
+    def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        new = state.new
+        if len(new) == 0:
+            return []
+        out = Emitter(self.kinds[0])
+        p = self.params
+        for idx in rank_groups(new.row):
+            r, t = new.row[idx], new.ts[idx]
+            sbp, dbp = new.sbp[idx].astype(np.float64), new.dbp[idx].astype(np.float64)
+            ok = self.fresh.step(r, t) & worn_ok(new.worn[idx])
+            ok &= ~(np.isnan(sbp) & np.isnan(dbp))
+            if not ok.any():
+                continue
+            r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
+            q, clear = self._judge(r, sbp, dbp)
+            with np.errstate(invalid="ignore"):
+                cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r)
+            count = np.where(q, np.where(cont, self.count[r] + 1, 1), 0)
+            start = np.where(q & ((count == 1) | np.isnan(self.streak_start[r])), t,
+                             self.streak_start[r])
+            start = np.where(q, start, np.nan)
+            self.count[r], self.streak_start[r], self.last_reading[r] = count, start, t
+            was = self.active[r]
+            fire = ~was & (count >= p.at("readings", r))
+            cleared = was & clear
+            self.onset[r[fire]] = start[fire]
+            onset = self.onset[r]
+            ev = {"sbp": sbp, "dbp": dbp, "readings": count.astype(np.float64),
+                  "duration_s": t - onset}
+            out.add(fire, r, 3, True, onset, ev)
+            out.add(cleared, r, 3, False, onset, ev)
+            self.active[r[fire]] = True
+            self.active[r[cleared]] = False
+        return out.build()
+
+
+class Hypotension(_BloodPressure):
+    """SBP <= 90 on two consecutive readings (high)."""
+
+    name = "hypotension"
+    kinds = ("hypotension",)
+    Params = HypotensionParams
+
+    def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        thr = self.params.at("sbp_max", r)
+        with np.errstate(invalid="ignore"):
+            return sbp <= thr, sbp >= thr + self.params.at("clear_margin", r)
+
+
+class HypertensiveCrisis(_BloodPressure):
+    """SBP >= 180 or DBP >= 120 on two consecutive readings (high)."""
+
+    name = "hypertensive_crisis"
+    kinds = ("hypertensive_crisis",)
+    Params = HypertensiveCrisisParams
+
+    def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        s, d = self.params.at("sbp_min", r), self.params.at("dbp_min", r)
+        m = self.params.at("clear_margin", r)
+        with np.errstate(invalid="ignore"):
+            q = (sbp >= s) | (dbp >= d)
+            clear = ~(sbp > s - m) & ~(dbp > d - m)
+        return q, clear

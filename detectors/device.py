@@ -1,0 +1,92 @@
+"""Device rules evaluated against the pipeline clock each tick: device offline, low battery."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Findings, TickState
+from detectors.params import DetectorParams, ParamTable, n_rows
+from ingest.devices import DeviceTable
+
+
+class DeviceOfflineParams(DetectorParams):
+    offline_s: float = Field(600.0, gt=0, description="no accepted vitals message this long")
+    use_last_will: bool = True
+
+
+class DeviceOffline:
+    """No accepted vitals for 10 min (never-heard devices count from pipeline start), or the
+    Last Will says offline and no data came after it. Clears when data flows again."""
+
+    name: ClassVar[str] = "device_offline"
+    kinds: ClassVar[tuple[str, ...]] = ("device_offline",)
+    Params: ClassVar[type[DeviceOfflineParams]] = DeviceOfflineParams
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        self.active = np.zeros(n, bool)
+        self.onset = np.full(n, np.nan)
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        store = state.store
+        last = store.last_received
+        ref = np.where(np.isnan(last), state.started_at, last)
+        silent_s = now - ref
+        cond = silent_s >= self.params["offline_s"]
+        will = np.zeros(len(last), bool)
+        if self.params.base.use_last_will:
+            with np.errstate(invalid="ignore"):
+                will = (store.online == 0) & ~(last > store.status_ts)
+            cond = cond | will
+        change = cond != self.active
+        if not change.any():
+            return []
+        rows = np.flatnonzero(change).astype(np.int32)
+        rising = cond[rows]
+        onset = np.where(will[rows] & ~(silent_s[rows] >= self.params.at("offline_s", rows)),
+                         store.status_ts[rows], ref[rows])
+        onset = np.where(rising, onset, self.onset[rows])
+        self.onset[rows] = np.where(rising, onset, np.nan)
+        self.active[rows] = rising
+        ev = {"silent_s": np.round(silent_s[rows], 1), "last_will": will[rows].copy()}
+        return [Findings("device_offline", rows, np.full(len(rows), 2, np.int8), rising.copy(),
+                         onset.astype(np.float64), ev)]
+
+
+class LowBatteryParams(DetectorParams):
+    threshold: float = Field(15.0, ge=0, le=100)
+    clear_above: float = Field(20.0, ge=0, le=100, description="hysteresis: clears above this")
+
+
+class LowBattery:
+    """Battery <= 15 % (low); clears above 20 %."""
+
+    name: ClassVar[str] = "low_battery"
+    kinds: ClassVar[tuple[str, ...]] = ("low_battery",)
+    Params: ClassVar[type[LowBatteryParams]] = LowBatteryParams
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        self.active = np.zeros(n, bool)
+        self.onset = np.full(n, np.nan)
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        b = state.store.battery
+        with np.errstate(invalid="ignore"):
+            rise = ~self.active & (b <= self.params["threshold"])
+            clear = self.active & (b > self.params["clear_above"])
+        change = rise | clear
+        if not change.any():
+            return []
+        rows = np.flatnonzero(change).astype(np.int32)
+        on = rise[rows]
+        self.onset[rows[on]] = now
+        onset = self.onset[rows].copy()
+        self.active[rows] = on
+        return [Findings("low_battery", rows, np.ones(len(rows), np.int8), on.copy(), onset,
+                         {"battery": b[rows].astype(np.float64)})]

@@ -1,0 +1,106 @@
+"""Fall: the device's own fall flag on a worn device, or an impact followed by stillness.
+
+Impact-then-stillness: activity >= `impact_g`, then every sample after a short settling
+time at or below `still_g` until `still_s` after the impact. Movement, taking the device
+off, or a gap longer than `max_gap_s` cancels the candidate. The condition clears when
+the resident moves again for `clear_s`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Findings, TickState
+from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.runs import Emitter, Fresh, rank_groups
+from ingest.devices import DeviceTable
+
+
+class FallParams(DetectorParams):
+    use_flag: bool = Field(True, description="trust the device's own fall detector")
+    impact_g: float = Field(2.5, gt=0)
+    still_g: float = Field(0.05, ge=0)
+    still_s: float = Field(60.0, ge=0)
+    settle_s: float = Field(10.0, ge=0, description="movement right after the impact is allowed")
+    max_gap_s: float = Field(30.0, gt=0)
+    clear_g: float = Field(0.2, gt=0, description="movement at or above this ends the condition")
+    clear_s: float = Field(30.0, ge=0)
+
+
+class Fall:
+    """Critical finding on a flagged fall or an impact-then-stillness signature."""
+
+    name: ClassVar[str] = "fall"
+    kinds: ClassVar[tuple[str, ...]] = ("fall",)
+    Params: ClassVar[type[FallParams]] = FallParams
+
+    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
+        n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        self.fresh = Fresh(n)
+        self.impact = np.full(n, np.nan)  # ts of a candidate impact
+        self.peak = np.full(n, np.nan)
+        self.last = np.full(n, np.nan)  # last activity sample ts since the impact
+        self.still_seen = np.zeros(n, bool)
+        self.active = np.zeros(n, bool)
+        self.onset = np.full(n, np.nan)
+        self.move_start = np.full(n, np.nan)
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        new = state.new
+        if len(new) == 0:
+            return []
+        out = Emitter("fall")
+        p = self.params
+        for idx in rank_groups(new.row):
+            r, t = new.row[idx], new.ts[idx]
+            ok = self.fresh.step(r, t)
+            if not ok.any():
+                continue
+            r, t, sel = r[ok], t[ok], idx[ok]
+            a = new.activity[sel].astype(np.float64)
+            worn = new.worn[sel]
+            flag = (new.fall[sel] == 1) & (worn != 0) & p.base.use_flag
+            off = worn == 0
+            have = ~np.isnan(a)
+            with np.errstate(invalid="ignore"):
+                hit = have & (a >= p.at("impact_g", r)) & ~off
+                still = have & (a <= p.at("still_g", r))
+                gap = (t - self.last[r]) > p.at("max_gap_s", r)
+            imp = self.impact[r]
+            pending = ~np.isnan(imp)
+            settled = (t - imp) > p.at("settle_s", r)
+            cancel = pending & (off | gap | (have & ~still & settled))
+            imp = np.where(cancel, np.nan, imp)
+            imp = np.where(hit, t, imp)
+            peak = np.where(hit, a, np.where(cancel, np.nan, self.peak[r]))
+            seen = np.where(hit | cancel, False, self.still_seen[r] | (still & settled))
+            last = np.where(have | hit, t, self.last[r])
+            signature = ~np.isnan(imp) & seen & ((t - imp) >= p.at("still_s", r))
+            was = self.active[r]
+            fire = ~was & (flag | signature)
+            onset = np.where(signature & ~flag, imp, t)
+            self.onset[r[fire]] = onset[fire]
+            # a fired signature is consumed
+            imp = np.where(fire, np.nan, imp)
+            self.impact[r], self.peak[r], self.still_seen[r], self.last[r] = imp, peak, seen, last
+            # clearing: sustained movement without a new fall flag
+            with np.errstate(invalid="ignore"):
+                moving = have & (a >= p.at("clear_g", r)) & ~flag & ~off
+            ms = np.where(was & moving, np.where(np.isnan(self.move_start[r]), t,
+                                                 self.move_start[r]), np.nan)
+            self.move_start[r] = ms
+            with np.errstate(invalid="ignore"):
+                cleared = was & ((t - ms) >= p.at("clear_s", r))
+            on = self.onset[r]
+            ev = {"source": np.where(flag, "device", "impact_stillness").astype(object),
+                  "impact_g": np.where(flag, a, peak), "duration_s": t - on}
+            out.add(fire, r, 4, True, on, ev)
+            out.add(cleared, r, 4, False, on, ev)
+            self.active[r[fire]] = True
+            self.active[r[cleared]] = False
+            self.move_start[r[cleared]] = np.nan
+        return out.build()

@@ -1,0 +1,78 @@
+"""Detector parameters: a pydantic model per detector, resolved per row where residents differ."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ingest.devices import DeviceTable
+
+
+class DetectorParams(BaseModel):
+    """Base of every detector's parameter model: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+P = TypeVar("P", bound=DetectorParams)
+
+
+class ParamTable(Generic[P]):
+    """Each numeric field as a scalar when all rows agree, else a per-row float64 array.
+
+    Built from one model (every row alike) or one model per row (overrides resolved by the
+    registry); distinct models are usually few, so building stays cheap at 100k rows.
+    """
+
+    def __init__(self, model: type[P], params: P | Sequence[P] | None, n: int) -> None:
+        self.model = model
+        if params is None:
+            params = model()
+        if isinstance(params, DetectorParams):
+            self.base: P = params
+            self.per_row: list[P] | None = None
+        else:
+            if len(params) != n:
+                raise ValueError(f"{model.__name__}: {len(params)} parameter sets for {n} rows")
+            self.per_row = list(params)
+            self.base = self.per_row[0] if self.per_row else model()
+        self._values: dict[str, Any] = {}
+        for name in model.model_fields:
+            self._values[name] = self._resolve(name)
+
+    def _resolve(self, name: str) -> Any:
+        base = getattr(self.base, name)
+        if self.per_row is None or not isinstance(base, int | float) or isinstance(base, bool):
+            return base
+        uniq = {id(p) for p in self.per_row}
+        if len(uniq) == 1:
+            return base
+        values = np.array([float(getattr(p, name)) for p in self.per_row], np.float64)
+        return float(values[0]) if np.all(values == values[0]) else values
+
+    def __getitem__(self, name: str) -> Any:
+        """Scalar or per-row array (float fields); the base value for other types."""
+        return self._values[name]
+
+    def at(self, name: str, rows: np.ndarray) -> Any:
+        """The value for `rows`: a scalar, or an array aligned with `rows`."""
+        v = self._values[name]
+        return v[rows] if isinstance(v, np.ndarray) else v
+
+    def models(self) -> list[P]:
+        """One model per row (for config round-trips)."""
+        return self.per_row if self.per_row is not None else [self.base]
+
+
+def copd_mask(devices: DeviceTable | int) -> np.ndarray:
+    """Rows whose resident has the `copd` condition (none for a bare device count)."""
+    if isinstance(devices, int):
+        return np.zeros(devices, bool)
+    return devices.has_condition("copd")
+
+
+def n_rows(devices: DeviceTable | int) -> int:
+    return devices if isinstance(devices, int) else len(devices)

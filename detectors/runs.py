@@ -1,0 +1,199 @@
+"""Streaming building blocks shared by detectors, vectorised over devices.
+
+A tick's new samples are sorted by (row, ts). Detectors walk them by *rank within device*
+(the k-th new sample of every device at once), so each step is a NumPy operation over
+distinct rows and a device's samples are still seen in time order. Live ticks have ranks
+1..10; replay batches up to 600.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Findings, concat_findings
+
+_rank_cache: list[Any] = [None, None]
+
+
+def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
+    """Index arrays, one per rank: group k holds the k-th sample of every device that has one.
+
+    `rows` must be sorted. The result for the tick's array is cached (every detector asks).
+    """
+    if _rank_cache[0] is rows:
+        return list(_rank_cache[1])
+    n = len(rows)
+    if n == 0:
+        groups: list[np.ndarray] = []
+    else:
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        counts = np.diff(np.r_[starts, n])
+        if counts.max() == 1:
+            groups = [np.arange(n)]
+        else:
+            rank = np.arange(n) - np.repeat(starts, counts)
+            order = np.argsort(rank, kind="stable")
+            bounds = np.searchsorted(rank[order], np.arange(int(counts.max()) + 1))
+            groups = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+    _rank_cache[0], _rank_cache[1] = rows, groups
+    return list(groups)
+
+
+class Fresh:
+    """Drops late samples: anything not newer than the last one processed for its device."""
+
+    def __init__(self, n: int) -> None:
+        self.last_ts = np.full(n, -np.inf, np.float64)
+
+    def step(self, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+        ok = t > self.last_ts[r]
+        self.last_ts[r[ok]] = t[ok]
+        return ok
+
+
+class Runs:
+    """Runs of qualifying samples per device, on sample time.
+
+    A run survives gaps up to `max_gap` s between qualifying samples and up to `max_stray`
+    non-qualifying samples in a row. Only included samples are passed in: excluded ones
+    neither extend nor break a run.
+    """
+
+    def __init__(self, n: int, max_stray: int = 1) -> None:
+        self.start = np.full(n, np.nan, np.float64)
+        self.last = np.full(n, np.nan, np.float64)
+        self.miss = np.zeros(n, np.int32)
+        self.max_stray = max_stray
+
+    def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any) -> None:
+        start, last, miss = self.start[r], self.last[r], self.miss[r]
+        with np.errstate(invalid="ignore"):
+            gapped = (t - last) > max_gap
+        miss = np.where(q, 0, miss + 1)
+        broken = gapped | (miss > self.max_stray)
+        start = np.where(q & (np.isnan(start) | gapped), t, start)
+        start = np.where(~q & broken, np.nan, start)
+        self.start[r] = start
+        self.last[r] = np.where(q, t, last)
+        self.miss[r] = miss
+
+    def duration(self, r: np.ndarray) -> np.ndarray:
+        """Span of the current run (NaN when none)."""
+        return self.last[r] - self.start[r]
+
+    def reset(self, r: np.ndarray) -> None:
+        self.start[r] = np.nan
+        self.miss[r] = 0
+
+
+class Emitter:
+    """Collects findings of one kind over a tick's rank steps, in time order per device."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.parts: list[Findings] = []
+
+    def add(self, mask: np.ndarray, rows: np.ndarray, severity: Any, active: bool,
+            onset: np.ndarray, evidence: dict[str, Any]) -> None:
+        if not mask.any():
+            return
+        k = int(mask.sum())
+        ev = {key: _pick(value, mask, k) for key, value in evidence.items()}
+        self.parts.append(Findings(
+            self.kind, rows[mask].astype(np.int32),
+            _pick(severity, mask, k).astype(np.int8), np.full(k, active, bool),
+            _pick(onset, mask, k).astype(np.float64), ev))
+
+    def build(self) -> list[Findings]:
+        return [concat_findings(self.kind, self.parts)] if self.parts else []
+
+
+def _pick(value: Any, mask: np.ndarray, k: int) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.shape == mask.shape:
+        return value[mask]
+    return np.full(k, value)
+
+
+class Episodes:
+    """Per-device condition state: severity from sustained runs, clearing with hysteresis.
+
+    Level j is met when its run has lasted `durs[j]`; the episode's severity is the highest
+    met level. A finding is emitted when a device becomes active, when its severity rises,
+    and when it clears: `clear` samples held for `clear_s` s (0 = at once).
+    """
+
+    def __init__(self, kind: str, n: int, severities: tuple[int, ...],
+                 extreme: str | None = None, max_stray: int = 1) -> None:
+        self.kind = kind
+        self.severities = severities
+        self.runs = [Runs(n, max_stray) for _ in severities]
+        self.sev = np.zeros(n, np.int8)
+        self.onset = np.full(n, np.nan, np.float64)
+        self.ext = np.full(n, np.nan, np.float64)
+        self.cstart = np.full(n, np.nan, np.float64)
+        self.extreme = extreme
+
+    def step(self, out: Emitter, r: np.ndarray, t: np.ndarray, qs: list[np.ndarray],
+             durs: list[Any], clear: np.ndarray, clear_s: Any, max_gap: Any,
+             value: np.ndarray | None = None, ext_key: str = "value",
+             evidence: dict[str, Any] | None = None, breaks: np.ndarray | None = None,
+             thresholds: list[Any] | None = None) -> None:
+        """Process one included sample for each row in `r` (distinct rows).
+
+        `thresholds` (one per level) adds evidence `threshold`: that of the current level.
+        """
+        if len(r) == 0:
+            return
+        for run, q in zip(self.runs, qs, strict=True):
+            run.step(r, t, q, max_gap)
+        if breaks is not None and breaks.any():
+            for run in self.runs:
+                run.reset(r[breaks])
+        sev = self.sev[r]
+        cand = np.zeros(len(r), np.int8)
+        first = np.full(len(r), np.nan)
+        for run, dur, s in zip(self.runs, durs, self.severities, strict=True):
+            d = run.duration(r)
+            with np.errstate(invalid="ignore"):
+                met = d >= dur
+            cand = np.where(met & (s > cand), np.int8(s), cand)
+            first = np.fmin(first, run.start[r])
+        if value is not None and self.extreme is not None:
+            inside = qs[0] | (sev > 0)
+            pick = np.fmin if self.extreme == "min" else np.fmax
+            base = np.where((sev == 0) & (self.runs[0].start[r] == t), np.nan, self.ext[r])
+            self.ext[r] = np.where(inside, pick(base, value), self.ext[r])
+        rise = cand > sev
+        opening = rise & (sev == 0)
+        onset = np.where(opening, first, self.onset[r])
+        self.onset[r] = onset
+        self.sev[r] = np.where(rise, cand, sev)
+        sev_now = self.sev[r]
+        # clearing: clear samples held for clear_s while active
+        cs = np.where(clear & (sev_now > 0), np.where(np.isnan(self.cstart[r]), t, self.cstart[r]),
+                      np.nan)
+        self.cstart[r] = cs
+        with np.errstate(invalid="ignore"):
+            cleared = (sev_now > 0) & ~rise & ((t - cs) >= clear_s)
+        ev: dict[str, Any] = {"duration_s": t - onset}
+        if self.extreme is not None:
+            ev[ext_key] = self.ext[r].copy()
+        if evidence:
+            ev.update(evidence)
+        if thresholds is not None:
+            level = np.full(len(r), np.nan)
+            for thr, s in zip(thresholds, self.severities, strict=True):
+                level = np.where(sev_now == s, thr, level)
+            ev["threshold"] = level
+        out.add(rise, r, sev_now, True, onset, ev)
+        if cleared.any():
+            out.add(cleared, r, sev_now, False, onset, ev)
+            cr = r[cleared]
+            self.sev[cr] = 0
+            self.onset[cr] = np.nan
+            self.ext[cr] = np.nan
+            self.cstart[cr] = np.nan
+            for run in self.runs:
+                run.reset(cr)

@@ -1,0 +1,270 @@
+"""Sustained-threshold rules on one vital: hypoxemia, brady/tachycardia, brady/tachypnoea,
+fever, hypothermia. Score = the vital against its thresholds; decision = sustained runs
+with gap tolerance, then clearing with hysteresis (see `detectors.runs.Episodes`)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Findings, TickState
+from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.quality import Gate, at_rest, worn_ok
+from detectors.runs import Emitter, Episodes, Fresh, rank_groups
+from ingest.devices import DeviceTable
+
+
+class SustainedParams(DetectorParams):
+    """Thresholds of a sustained rule. `critical_*` unset = no critical level."""
+
+    threshold: float
+    duration_s: float = Field(60.0, ge=0)
+    critical_threshold: float | None = None
+    critical_duration_s: float = Field(30.0, ge=0)
+    max_gap_s: float = Field(30.0, gt=0, description="gap between qualifying samples tolerated")
+    clear_margin: float = Field(2.0, ge=0, description="hysteresis: clears this far back")
+    clear_s: float = Field(60.0, ge=0, description="clear-side values held this long")
+    rest_g: float | None = Field(None, gt=0, description="exclude samples with activity above")
+    recovery_s: float = Field(0.0, ge=0, description="also exclude this long after motion")
+    max_jump: float = Field(1e9, gt=0, description="implausible change between readings")
+    flat_samples: int = Field(0, ge=0, description="identical readings in a row = stuck (0 off)")
+
+
+class SustainedThreshold:
+    """Base: subclasses set the class attributes below and `Params` defaults."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    vital: ClassVar[str]
+    low: ClassVar[bool]  # True: value <= threshold qualifies
+    severity: ClassVar[int]
+    Params: ClassVar[type[SustainedParams]]
+
+    def __init__(self, devices: DeviceTable | int,
+                 params: SustainedParams | list[Any] | None = None) -> None:
+        n = n_rows(devices)
+        self.n = n
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        p = self.params
+        self.thr = self._row_array(self._threshold(devices, False), n)
+        crit = self._threshold(devices, True)
+        self.crit = None if crit is None else self._row_array(crit, n)
+        self.fresh = Fresh(n)
+        self.gate = Gate(n)
+        self.last_motion = np.full(n, -np.inf)
+        sev = (self.severity,) if self.crit is None else (self.severity, 4)
+        self.episodes = Episodes(self.kinds[0], n, sev, "min" if self.low else "max")
+        self._p = p
+
+    @staticmethod
+    def _row_array(value: Any, n: int) -> np.ndarray:
+        return np.broadcast_to(np.asarray(value, np.float64), (n,)).copy()
+
+    def _threshold(self, devices: DeviceTable | int, critical: bool) -> Any:
+        if critical:
+            if self.params.base.critical_threshold is None:
+                return None
+            return self.params["critical_threshold"]
+        return self.params["threshold"]
+
+    def update(self, state: TickState, now: float) -> list[Findings]:
+        new = state.new
+        if len(new) == 0:
+            return []
+        out = Emitter(self.kinds[0])
+        p = self._p
+        x_all = getattr(new, self.vital)
+        rest_g = p.base.rest_g
+        for idx in rank_groups(new.row):
+            r, t = new.row[idx], new.ts[idx]
+            ok = self.fresh.step(r, t)
+            if rest_g is not None:
+                act = new.activity[idx]
+                moving = ok & ~at_rest(act, p.at("rest_g", r))
+                self.last_motion[r[moving]] = t[moving]
+            x = x_all[idx].astype(np.float64)
+            base = ok & ~np.isnan(x) & worn_ok(new.worn[idx])
+            if rest_g is not None:
+                base &= ~((t - self.last_motion[r]) <= p.at("recovery_s", r))
+                base &= at_rest(new.activity[idx], p.at("rest_g", r))
+            if not base.any():
+                continue
+            acc = self.gate.step(r, x, base, p.at("max_jump", r), p.at("flat_samples", r))
+            r, t, x = r[acc], t[acc], x[acc]
+            if len(r) == 0:
+                continue
+            self._step(out, r, t, x)
+        return out.build()
+
+    def _step(self, out: Emitter, r: np.ndarray, t: np.ndarray, x: np.ndarray) -> None:
+        p = self._p
+        thr = self.thr[r]
+        margin = p.at("clear_margin", r)
+        if self.low:
+            qs = [x <= thr]
+            clear = x >= thr + margin
+            if self.crit is not None:
+                qs.append(x <= self.crit[r])
+        else:
+            qs = [x >= thr]
+            clear = x <= thr - margin
+            if self.crit is not None:
+                qs.append(x >= self.crit[r])
+        durs = [p.at("duration_s", r)]
+        levels = [thr]
+        if self.crit is not None:
+            durs.append(p.at("critical_duration_s", r))
+            levels.append(self.crit[r])
+        ext = f"{self.vital}_{'min' if self.low else 'max'}"
+        self.episodes.step(out, r, t, qs, durs, clear, p.at("clear_s", r), p.at("max_gap_s", r),
+                           value=x, ext_key=ext, thresholds=levels)
+
+
+class HypoxemiaParams(SustainedParams):
+    threshold: float = 90.0
+    duration_s: float = 60.0
+    critical_threshold: float | None = 85.0
+    critical_duration_s: float = 30.0
+    copd_threshold: float = Field(84.0, description="NEWS2 scale 2, residents with copd")
+    copd_critical_threshold: float = 80.0
+    rest_g: float | None = 0.1
+    max_jump: float = 10.0
+
+
+class Hypoxemia(SustainedThreshold):
+    """SpO2 <= 90 for 60 s (high), <= 85 for 30 s (critical); copd: 84 / 80."""
+
+    name = "hypoxemia"
+    kinds = ("hypoxemia",)
+    vital = "spo2"
+    low = True
+    severity = 3
+    Params = HypoxemiaParams
+
+    def _threshold(self, devices: DeviceTable | int, critical: bool) -> Any:
+        copd = np.zeros(n_rows(devices), bool) if isinstance(devices, int) else (
+            devices.has_condition("copd"))
+        a, b = (("critical_threshold", "copd_critical_threshold") if critical
+                else ("threshold", "copd_threshold"))
+        return np.where(copd, self.params[b], self.params[a])
+
+
+class BradycardiaParams(SustainedParams):
+    threshold: float = 40.0
+    duration_s: float = 60.0
+    clear_margin: float = 5.0
+    rest_g: float | None = 0.1
+    max_jump: float = 40.0
+    flat_samples: int = 60
+
+
+class Bradycardia(SustainedThreshold):
+    """HR <= 40 for 60 s (high)."""
+
+    name = "bradycardia"
+    kinds = ("bradycardia",)
+    vital = "hr"
+    low = True
+    severity = 3
+    Params = BradycardiaParams
+
+
+class TachycardiaParams(SustainedParams):
+    threshold: float = 130.0
+    duration_s: float = 120.0
+    critical_threshold: float | None = 150.0
+    critical_duration_s: float = 60.0
+    clear_margin: float = 10.0
+    rest_g: float | None = 0.1
+    recovery_s: float = 300.0
+    max_jump: float = 40.0
+    flat_samples: int = 60
+
+
+class Tachycardia(SustainedThreshold):
+    """HR >= 130 at rest for 120 s (high), >= 150 for 60 s (critical)."""
+
+    name = "tachycardia"
+    kinds = ("tachycardia",)
+    vital = "hr"
+    low = False
+    severity = 3
+    Params = TachycardiaParams
+
+
+class BradypnoeaParams(SustainedParams):
+    threshold: float = 8.0
+    duration_s: float = 60.0
+    max_jump: float = 15.0
+    flat_samples: int = 60
+
+
+class Bradypnoea(SustainedThreshold):
+    """RR <= 8 for 60 s (high)."""
+
+    name = "bradypnoea"
+    kinds = ("bradypnoea",)
+    vital = "rr"
+    low = True
+    severity = 3
+    Params = BradypnoeaParams
+
+
+class TachypnoeaParams(SustainedParams):
+    threshold: float = 25.0
+    duration_s: float = 120.0
+    clear_margin: float = 3.0
+    max_jump: float = 15.0
+    flat_samples: int = 60
+
+
+class Tachypnoea(SustainedThreshold):
+    """RR >= 25 for 120 s (high)."""
+
+    name = "tachypnoea"
+    kinds = ("tachypnoea",)
+    vital = "rr"
+    low = False
+    severity = 3
+    Params = TachypnoeaParams
+
+
+class TemperatureParams(SustainedParams):
+    duration_s: float = 600.0
+    # temperature arrives less often than the other vitals (contract): tolerate longer gaps
+    max_gap_s: float = 900.0
+    clear_margin: float = 0.3
+    clear_s: float = 300.0
+    max_jump: float = 1.5
+
+
+class FeverParams(TemperatureParams):
+    threshold: float = 38.0
+
+
+class HypothermiaParams(TemperatureParams):
+    threshold: float = 35.0
+
+
+class Fever(SustainedThreshold):
+    """Temperature >= 38.0 °C for 10 min (medium)."""
+
+    name = "fever"
+    kinds = ("fever",)
+    vital = "temp_c"
+    low = False
+    severity = 2
+    Params = FeverParams
+
+
+class Hypothermia(SustainedThreshold):
+    """Temperature <= 35.0 °C for 10 min (medium)."""
+
+    name = "hypothermia"
+    kinds = ("hypothermia",)
+    vital = "temp_c"
+    low = True
+    severity = 2
+    Params = HypothermiaParams
