@@ -130,7 +130,7 @@ class HypoxemiaParams(SustainedParams):
     copd_threshold: float = Field(84.0, description="NEWS2 scale 2, residents with copd")
     copd_critical_threshold: float = 80.0
     rest_g: float | None = 0.1
-    max_jump: float = 10.0
+    max_jump: float = 15.0
 
 
 class Hypoxemia(SustainedThreshold):

@@ -1,0 +1,214 @@
+"""Table-driven tests of the other rules: blood pressure, NEWS2, fall, inactivity, not worn,
+device offline, low battery, baseline deviation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from detectors_harness import Feeder, cols, local, opened, run_one, series, table
+
+from detectors.activity import Inactivity, NotWorn
+from detectors.baseline import BaselineDeviation
+from detectors.bp import HypertensiveCrisis, Hypotension
+from detectors.device import DeviceOffline, LowBattery
+from detectors.fall import Fall
+from detectors.news2 import News2, news2_scores
+from ingest.samples import SampleColumns
+
+T0 = 1_764_316_800.0
+H = 3600.0
+
+
+def bp(times: list[float], sbp: list[float], dbp: list[float] | None = None) -> SampleColumns:
+    dbp = dbp if dbp is not None else [70.0] * len(times)
+    return cols(0, T0 + np.asarray(times), sbp=sbp, dbp=dbp, worn=1)
+
+
+@pytest.mark.parametrize(("cls", "times", "sbp", "dbp", "expect"), [
+    (Hypotension, [0, 1800], [90, 90], None, True),
+    (Hypotension, [0, 1800], [91, 85], None, False),
+    (Hypotension, [0], [80], None, False),  # one reading is not two
+    (Hypotension, [0, 7200], [85, 85], None, True),  # at most 2 h apart
+    (Hypotension, [0, 7300], [85, 85], None, False),
+    (Hypotension, [0, 900, 1800], [85, 100, 85], None, False),  # a normal one breaks it
+    (HypertensiveCrisis, [0, 1800], [180, 185], None, True),
+    (HypertensiveCrisis, [0, 1800], [179, 179], [119, 119], False),
+    (HypertensiveCrisis, [0, 1800], [150, 150], [120, 121], True),
+    (HypertensiveCrisis, [0, 1800], [190, 150], [80, 125], True),  # either criterion
+])
+def test_blood_pressure_two_readings_in_a_row(cls: Any, times: list[float], sbp: list[float],
+                                             dbp: list[float] | None, expect: bool) -> None:
+    got = opened(run_one(cls(1), bp(times, sbp, dbp)))
+    assert bool(got) == expect
+    if expect:
+        assert got[0]["onset"] == T0 + times[-2] and got[0]["severity"] == 3
+
+
+def test_blood_pressure_streak_survives_samples_without_bp_and_clears() -> None:
+    feeder = Feeder([Hypotension(1)], 1)
+    other = series(0, T0 + 10, [70.0] * 100, dt=10.0, vital="hr")
+    batch = SampleColumns.concat([bp([0, 1200], [85, 88]), other])
+    got = feeder.tick(batch, T0 + 1300)
+    assert [(r["active"], r["onset"]) for r in got] == [(True, T0)]
+    assert feeder.tick(bp([2000], [93]), T0 + 2000) == []  # inside the hysteresis margin
+    got = feeder.tick(bp([3000], [96]), T0 + 3000)
+    assert [r["active"] for r in got] == [False]
+
+
+def test_news2_table() -> None:
+    nan = np.nan
+    values = {"rr": np.array([8, 9, 12, 21, 25, nan]),
+              "spo2": np.array([91, 92, 94, 96, 86, nan]),
+              "sbp": np.array([90, 91, 101, 111, 220, nan]),
+              "hr": np.array([40, 41, 91, 111, 131, nan]),
+              "temp_c": np.array([35.0, 35.1, 36.1, 38.1, 39.1, nan])}
+    s = news2_scores(values, np.zeros(6, bool))
+    assert list(s["rr"]) == [3, 1, 0, 2, 3, 0]
+    assert list(s["spo2"]) == [3, 2, 1, 0, 3, 0]
+    assert list(s["sbp"]) == [3, 2, 1, 0, 3, 0]
+    assert list(s["hr"]) == [3, 1, 1, 2, 3, 0]
+    assert list(s["temp_c"]) == [3, 1, 0, 1, 2, 0]
+    s2 = news2_scores({**values, "spo2": np.array([83, 84, 86, 88, 97, nan])}, np.ones(6, bool))
+    assert list(s2["spo2"]) == [3, 2, 1, 0, 0, 0]
+
+
+def news_stream(seconds: float, **vitals: float) -> SampleColumns:
+    n = int(seconds // 10) + 1
+    base = {"hr": 75.0, "spo2": 97.0, "rr": 15.0, "temp_c": 36.8, "sbp": 125.0, "activity": 0.0}
+    base.update(vitals)
+    return cols(0, T0 + 10.0 * np.arange(n), worn=1, **base)
+
+
+@pytest.mark.parametrize(("vitals", "seconds", "expect"), [
+    ({"hr": 135, "rr": 26, "spo2": 93}, 300, 3),  # 3 + 3 + 2 = 8: high
+    ({"hr": 135, "rr": 26, "spo2": 93}, 290, 0),  # one sample short of 5 min
+    ({"hr": 115, "rr": 22, "temp_c": 38.5}, 300, 2),  # 2 + 2 + 1 = 5: medium
+    ({"hr": 115, "rr": 22}, 600, 0),  # 4: nothing
+    ({"rr": 26}, 300, 2),  # a single parameter scoring 3
+    ({"hr": 115, "rr": 22, "temp_c": 38.5, "spo2": 94, "sbp": 105}, 300, 3),  # 7
+])
+def test_news2_levels(vitals: dict[str, float], seconds: float, expect: int) -> None:
+    got = opened(run_one(News2(1), news_stream(seconds, **vitals)))
+    assert [r["severity"] for r in got][-1:] == ([expect] if expect else [])
+
+
+def test_news2_copd_scale_and_stale_values() -> None:
+    stream = news_stream(400, spo2=87)
+    assert opened(run_one(News2(table(1, copd=(0,))), stream)) == []  # scale 2: 87 scores 1
+    assert [r["severity"] for r in opened(run_one(News2(table(1)), stream))] == [2]
+    # a temperature of 39.5 read once, 20 min ago, no longer counts
+    old = cols(0, T0 - 1200, temp_c=39.5, worn=1)
+    stream = SampleColumns.concat([old, news_stream(600, hr=115, rr=22)])
+    assert opened(run_one(News2(1), stream)) == []
+
+
+def fall_stream(activity: list[float], fall: list[int] | None = None, worn: int = 1,
+                dt: float = 10.0) -> SampleColumns:
+    ts = T0 + dt * np.arange(len(activity))
+    return cols(0, ts, activity=activity, fall=fall if fall is not None else -1, worn=worn)
+
+
+@pytest.mark.parametrize(("activity", "fall", "worn", "expect_onset"), [
+    ([0.2, 0.3, 0.2], [0, 1, 0], 1, T0 + 10),  # the device's own flag
+    ([0.2, 0.3, 0.2], [0, 1, 0], 0, None),  # flag on a device off the wrist
+    ([0.2, 3.0] + [0.01] * 6, None, 1, T0 + 10),  # impact, 60 s still
+    ([0.2, 3.0] + [0.01] * 5, None, 1, None),  # 50 s still
+    ([0.2, 2.4] + [0.01] * 10, None, 1, None),  # below the impact threshold
+    ([0.2, 3.0, 0.3] + [0.01] * 6, None, 1, T0 + 10),  # settling right after impact
+    ([0.2, 3.0, 0.01, 0.01, 0.4] + [0.01] * 6, None, 1, None),  # got up again
+    ([0.2, 3.0] + [0.01] * 10, None, 0, None),  # device dropped on the floor
+])
+def test_fall(activity: list[float], fall: list[int] | None, worn: int,
+              expect_onset: float | None) -> None:
+    got = opened(run_one(Fall(1), fall_stream(activity, fall, worn)))
+    assert [r["onset"] for r in got] == ([expect_onset] if expect_onset else [])
+    assert all(r["severity"] == 4 for r in got)
+
+
+def test_fall_clears_after_sustained_movement_and_flag_burst_fires_once() -> None:
+    feeder = Feeder([Fall(1)], 1)
+    got = feeder.tick(fall_stream([0.2, 3.0, 0.1, 0.1], [0, 1, 1, 1]), T0 + 40)
+    assert [r["active"] for r in got] == [True]
+    later = cols(0, T0 + 100 + 10.0 * np.arange(5), activity=0.5, worn=1)
+    assert [r["active"] for r in feeder.tick(later, T0 + 150)] == [False]
+
+
+def day_stream(start_h: float, hours: float, dt: float = 30.0, **values: Any) -> SampleColumns:
+    ts = local(start_h) + dt * np.arange(int(hours * H / dt) + 1)
+    return cols(0, ts, **{"worn": 1, **values})
+
+
+@pytest.mark.parametrize(("start_h", "hours", "expect_onset_h"), [
+    (8.0, 3.0, 8.0),
+    (8.0, 3.0 - 31 / H, None),  # one sample short
+    (5.0, 6.0, 7.0),  # the window starts at 07:00, never earlier
+    (19.0, 4.0, None),  # would cross 21:00
+    (22.0, 8.0, None),  # night
+])
+def test_inactivity_awake_hours(start_h: float, hours: float, expect_onset_h: float | None) -> None:
+    got = opened(run_one(Inactivity(1), day_stream(start_h, hours, activity=0.01)))
+    want = [] if expect_onset_h is None else [pytest.approx(local(expect_onset_h), abs=30)]
+    assert [r["onset"] for r in got] == want
+
+
+def test_inactivity_needs_stillness_and_wear() -> None:
+    assert run_one(Inactivity(1), day_stream(8, 4, activity=0.03)) == []
+    assert run_one(Inactivity(1), day_stream(8, 4, activity=0.01, worn=0)) == []
+
+
+@pytest.mark.parametrize(("start_h", "minutes", "expect"), [
+    (9.0, 30, True), (9.0, 29, False), (2.0, 120, False), (20.75, 30, False)])
+def test_not_worn(start_h: float, minutes: float, expect: bool) -> None:
+    got = opened(run_one(NotWorn(1), day_stream(start_h, minutes / 60, dt=60, worn=0)))
+    assert bool(got) == expect
+    if expect:
+        assert got[0]["severity"] == 2
+
+
+def test_device_offline_never_heard_data_and_last_will() -> None:
+    det = DeviceOffline(2)
+    feeder = Feeder([det], 2, started_at=T0)
+    assert feeder.tick(None, T0 + 599) == []
+    got = feeder.tick(None, T0 + 600)
+    assert {(r["row"], r["active"], r["onset"]) for r in got} == {(0, True, T0), (1, True, T0)}
+    got = feeder.tick(cols(0, T0 + 650, hr=70, worn=1), T0 + 660)
+    assert [(r["row"], r["active"]) for r in got] == [(0, False)]
+    feeder.store.set_status(0, False, None, T0 + 700)  # the Last Will
+    got = feeder.tick(None, T0 + 701)
+    assert [(r["row"], r["active"], r["evidence"]["last_will"]) for r in got] == [(0, True, True)]
+    got = feeder.tick(cols(0, T0 + 720, hr=70, worn=1), T0 + 721)
+    assert [(r["row"], r["active"]) for r in got] == [(0, False)]
+
+
+def test_low_battery_with_hysteresis() -> None:
+    feeder = Feeder([LowBattery(1)], 1)
+    assert feeder.tick(cols(0, T0, battery=16), T0) == []
+    assert [r["active"] for r in feeder.tick(cols(0, T0 + 10, battery=15), T0 + 10)] == [True]
+    assert feeder.tick(cols(0, T0 + 20, battery=19), T0 + 20) == []
+    assert [r["active"] for r in feeder.tick(cols(0, T0 + 30, battery=21), T0 + 30)] == [False]
+
+
+def test_baseline_deviation_compares_with_the_same_hour() -> None:
+    rng = np.random.default_rng(0)
+    day0 = local(0.0)
+    ts = day0 + 60.0 * np.arange(1440)
+    hour = (ts - day0) // H
+    hr = np.where((hour < 6), 55.0, 75.0) + rng.normal(0, 2, len(ts))  # lower at night
+    feeder = Feeder([], 1)
+    feeder.tick(cols(0, ts, hr=np.round(hr), worn=1, activity=0.0), ts[-1] + 30)
+    now = ts[-1] + 60
+    # next day 02:00: HR 75 is normal by day, far above this resident's nights
+    night = cols(0, local(26.0) + 10.0 * np.arange(70), hr=78.0, worn=1, activity=0.0)
+    feeder2 = Feeder([BaselineDeviation(1)], 1)
+    feeder2.store = feeder.store
+    feeder2.tick(None, now)
+    got = opened(feeder2.tick(night, local(26.0) + 700))
+    assert [r["severity"] for r in got] == [1]
+    assert got[0]["evidence"]["vital"] == "hr"
+    day = cols(0, local(34.0) + 10.0 * np.arange(70), hr=78.0, worn=1, activity=0.0)
+    feeder3 = Feeder([BaselineDeviation(1)], 1)
+    feeder3.store = feeder.store
+    feeder3.tick(None, now)
+    assert opened(feeder3.tick(day, local(34.0) + 700)) == []
