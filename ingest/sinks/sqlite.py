@@ -247,6 +247,10 @@ class SqliteHistory:
             return []
         try:
             return [d for (d,) in conn.execute("SELECT device FROM devices ORDER BY device")]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
         finally:
             conn.close()
 
@@ -284,6 +288,10 @@ class SqliteHistory:
             return out  # no history written yet
         try:
             rows = conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return out  # the writer has not created the schema yet
+            raise
         finally:
             conn.close()
         for i, n in enumerate(names):
