@@ -7,6 +7,7 @@ with `max_queued_bytes` instead. Anonymous access is allowed only on loopback li
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def broker_config(port: int, data_dir: Path, extra: str = "") -> str:
     return "\n".join([
         f"listener {port} 127.0.0.1",
+        # run as the invoking user: as root, Mosquitto would otherwise switch to the
+        # `mosquitto` user and fail to write its persistence file in our directory
+        f"user {getpass.getuser()}",
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {data_dir}/",
@@ -95,6 +99,20 @@ class MosquittoProcess:
             except OSError:
                 time.sleep(0.02)  # polling for the port to open; bounded by the deadline
         raise RuntimeError(f"mosquitto did not open port {self.port} in {timeout_s} s")
+
+    def wait_saved(self, after: float, timeout_s: float = 10.0) -> bool:
+        """Wait until the broker has written its persistence file after wall time `after`.
+
+        Mosquitto saves every `autosave_interval` (1 s here); a crash before that loses the
+        sessions created since the last save, as it would in production.
+        """
+        db = self.workdir / "mosquitto.db"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime > after:
+                return True
+            time.sleep(0.05)  # polling a file's mtime; bounded by the deadline
+        return False
 
     def stop(self, kill: bool = False) -> None:
         """Stop the broker (SIGTERM saves persistence; kill=True is an abrupt crash)."""
