@@ -58,6 +58,7 @@ class Service:
     def _loop(self) -> None:
         tick_s = self.config.pipeline.tick_s
         batch_max = self.config.pipeline.batch_max
+        linger_s = self.config.pipeline.linger_ms / 1000.0
         edge, pipeline, clock = self.edge, self.pipeline, self.clock
         next_tick = clock.now() + tick_s
         try:
@@ -65,6 +66,8 @@ class Service:
                 timeout = next_tick - clock.now()
                 if timeout > 0 and not edge.inbox:
                     edge.wakeup.wait(timeout)
+                if linger_s and 0 < len(edge.inbox) < batch_max:
+                    self._stop.wait(min(linger_s, max(0.0, next_tick - clock.now())))
                 edge.wakeup.clear()
                 while edge.inbox:
                     pipeline.handle(edge.drain(batch_max))

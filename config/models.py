@@ -92,7 +92,7 @@ class AlertSettings(Strict):
     db_file: str = Field("alerts.db", description="SQLite file inside storage.data_dir")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     group_wait_s: float = Field(
-        5.0, ge=0, description="notifications to one recipient about one resident in this window go as one"
+        5.0, ge=0, description="notices to one recipient on one resident in this window go as one"
     )
     webhooks: list[str] = Field(
         default_factory=list, description="integration endpoints sent every notification"
@@ -180,6 +180,10 @@ class PipelineSettings(Strict):
     tick_s: float = Field(1.0, gt=0, le=60)
     queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
     batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
+    linger_ms: float = Field(
+        10.0, ge=0, le=1000,
+        description="after the first message arrives, wait this long for more so that "
+                    "decoding runs on batches (per-call NumPy overhead dominates tiny batches)")
     future_tolerance_s: float = Field(300.0, ge=0)
     max_message_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_samples: int = Field(600, ge=1)

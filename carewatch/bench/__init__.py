@@ -1,0 +1,1 @@
+"""`carewatch bench`: performance measured side by side with naive baselines in one run."""

@@ -1,0 +1,183 @@
+"""Ingest benchmark: Mosquitto's C clients (the ceiling), the CareWatch pipeline, and a naive
+consumer, all fed by the same `mosquitto_pub -l` publisher processes in one run."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from carewatch.service import Service
+from config.generate import demo_registry
+from config.loader import parse_config
+from config.models import BrokerSettings, Config
+from ingest.broker import MosquittoProcess
+
+PUBLISHERS = 2
+
+
+def _payload_files(tmp: Path, config: Config, n_msgs: int, batch: int) -> list[tuple[str, Path]]:
+    """One (topic, file of payload lines) per publisher process; distinct ts/seq per sample."""
+    out = []
+    t0 = time.time() - 24 * 3600
+    per = n_msgs // PUBLISHERS
+    for p in range(PUBLISHERS):
+        r = config.residents[p]
+        topic = f"carewatch/v1/{r.town}/{r.device}/vitals"
+        path = tmp / f"pub-{p}-{batch}.txt"
+        with open(path, "wb") as fh:
+            for i in range(per):
+                samples = [{"ts": round(t0 + (i * batch + k) * 0.01, 3), "seq": i * batch + k,
+                            "hr": 70 + k % 5, "spo2": 97, "rr": 14, "activity": 0.05, "worn": True}
+                           for k in range(batch)]
+                body = samples[0] if batch == 1 else {"samples": samples}
+                fh.write(orjson.dumps(body) + b"\n")
+        out.append((topic, path))
+    return out
+
+
+def _publish(broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for topic, path in files:
+        with open(path, "rb") as fh:
+            procs.append(subprocess.Popen(
+                ["mosquitto_pub", "-p", str(broker.port), "-q", str(qos), "-t", topic, "-l"],
+                stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", str(qos), "-t",
+                            "carewatch/v1/+/+/vitals", "-C", str(n)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # mosquitto_sub offers no "subscribed" signal; give it time to subscribe
+    t0 = time.perf_counter()
+    pubs = _publish(broker, files, qos)
+    sub.wait(timeout=600)
+    dt = time.perf_counter() - t0
+    for p in pubs:
+        p.wait(timeout=60)
+    return n / dt
+
+
+def _wait(cond: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def measure_pipeline(broker: MosquittoProcess, config: Config, files: list[tuple[str, Path]],
+                     n_samples: int, qos: int, tmp: Path, client_id: str) -> float:
+    """Samples per second through the real pipeline (ingest only: decode, validate, state)."""
+    from carewatch.pipeline import Pipeline
+
+    def ingest_only(cfg: Config, clock: Any, publisher: Any, **_: Any) -> Any:
+        return Pipeline(cfg, clock, publisher), lambda: None
+
+    service = Service(config, broker=BrokerSettings(url=broker.url, client_id=client_id),
+                      data_dir=tmp, build=ingest_only)
+    service.start()
+    try:
+        if not service.edge.wait_connected(10):
+            raise RuntimeError("pipeline could not connect to the benchmark broker")
+        time.sleep(0.3)  # let the subscription settle (SUBACK has no hook on this path)
+        totals = service.pipeline.metrics.totals
+        t0 = time.perf_counter()
+        pubs = _publish(broker, files, qos)
+        if not _wait(lambda: totals["samples"] + totals["duplicates"] >= n_samples, 900):
+            raise RuntimeError(f"pipeline got {totals['samples']} of {n_samples} samples")
+        dt = time.perf_counter() - t0
+        for p in pubs:
+            p.wait(timeout=60)
+    finally:
+        service.stop()
+    return n_samples / dt
+
+
+def measure_naive(broker: MosquittoProcess, files: list[tuple[str, Path]], n_msgs: int,
+                  qos: int) -> float:
+    """Messages per second for the naive consumer: json.loads per message, a dict per sample,
+    Python lists, all in paho's callback."""
+    import json
+
+    columns: dict[str, list[Any]] = {k: [] for k in ("device", "ts", "hr", "spo2", "rr")}
+    count = [0]
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        samples = body["samples"] if "samples" in body else [body]
+        device = msg.topic.split("/")[3]
+        for s in samples:
+            row = {"device": device, "ts": float(s["ts"]), "hr": s.get("hr"),
+                   "spo2": s.get("spo2"), "rr": s.get("rr")}
+            for k, v in row.items():
+                columns[k].append(v)
+        count[0] += 1
+        if count[0] >= n_msgs:
+            done.set()
+
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="naive-bench",
+                         protocol=mqtt.MQTTv5)
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe("carewatch/v1/+/+/vitals", qos=qos)
+    subscribed.wait(10)
+    t0 = time.perf_counter()
+    pubs = _publish(broker, files, qos)
+    done.wait(900)
+    dt = time.perf_counter() - t0
+    client.disconnect()
+    client.loop_stop()
+    for p in pubs:
+        p.wait(timeout=60)
+    return count[0] / dt
+
+
+def bench_ingest(quick: bool = False, seconds: float = 60.0) -> dict[str, float]:
+    """Run every ingest measurement; keys follow `carewatch bench --json`."""
+    config = parse_config(demo_registry(max(PUBLISHERS, 21), seed=0))
+    single_n = 20_000 if quick else int(22_000 * seconds)
+    batch_n = 4_000 if quick else int(20_000 * seconds)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as d, MosquittoProcess() as broker:
+        tmp = Path(d)
+        single = _payload_files(tmp, config, single_n, 1)
+        batch = _payload_files(tmp, config, batch_n, 10)
+        single_n = (single_n // PUBLISHERS) * PUBLISHERS
+        batch_n = (batch_n // PUBLISHERS) * PUBLISHERS
+        out["broker_ceiling_single_msgs_per_s"] = _ceiling(broker, single, single_n, 1)
+        out["broker_ceiling_batch_samples_per_s"] = _ceiling(broker, batch, batch_n, 1) * 10
+        out["single_msgs_per_s"] = measure_pipeline(broker, config, single, single_n, 1, tmp, "b1")
+        out["batch_samples_per_s"] = measure_pipeline(broker, config, batch, batch_n * 10, 1, tmp, "b2")
+        out["batch_msgs_per_s"] = out["batch_samples_per_s"] / 10
+        out["qos0_single_msgs_per_s"] = measure_pipeline(broker, config, single, single_n, 0, tmp, "b3")
+        out["baseline_single_msgs_per_s"] = measure_naive(broker, single, single_n, 1)
+        out["baseline_batch_samples_per_s"] = measure_naive(broker, batch, batch_n, 1) * 10
+    out["single_vs_ceiling"] = out["single_msgs_per_s"] / out["broker_ceiling_single_msgs_per_s"]
+    out["batch_vs_ceiling"] = out["batch_samples_per_s"] / out["broker_ceiling_batch_samples_per_s"]
+    out["single_vs_baseline"] = out["single_msgs_per_s"] / out["baseline_single_msgs_per_s"]
+    return out
+
+
+def bench_memory(devices: int = 10_000) -> dict[str, float]:
+    """State bytes per device-day (rings sized for 24 h at 10 s sampling)."""
+    from ingest.state import StateStore
+
+    store = StateStore(devices)
+    return {"bytes_per_device_day": store.bytes_per_device_day(),
+            "mib_per_1000_device_days": store.bytes_per_device_day() * 1000 / 2**20}
+
