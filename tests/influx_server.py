@@ -12,9 +12,11 @@ writes (422), and 204 on success. Tests can script answers (5xx, 429 with Retry-
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import socket
 import threading
 import time
 import zlib
@@ -188,8 +190,11 @@ class FakeInflux:
         self._script: deque[Scripted] = deque()
         self._types: dict[tuple[str, str], type] = {}
         self._cond = threading.Condition()
+        self._conns: set[socket.socket] = set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        # non-daemon handler threads, joined by server_close() once their sockets are shut
+        self._httpd.daemon_threads = False
+        self._httpd.block_on_close = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -204,6 +209,11 @@ class FakeInflux:
 
     def stop(self) -> None:
         self._httpd.shutdown()
+        with self._cond:
+            conns = list(self._conns)
+        for sock in conns:  # wake handlers idling on keep-alive connections
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._httpd.server_close()
         self._thread.join(5)
 
@@ -300,6 +310,17 @@ class FakeInflux:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10.0
+
+            def setup(self) -> None:
+                super().setup()
+                with server._cond:
+                    server._conns.add(self.connection)
+
+            def finish(self) -> None:
+                with server._cond:
+                    server._conns.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None

@@ -116,7 +116,7 @@ def test_retention_deletes_old_raw_rows_and_keeps_aggregates_longer(db: Path) ->
     clock.advance(2 * DAY)
     assert sink.apply_retention_now(10)
     assert hist.series("dev-0001", 0, T0 + 1)["hr"] == [64.0]
-    assert sink.stats()["retention_runs"] >= 2
+    assert int(sink.stats()["retention_runs"]) >= 2
     sink.close()
 
 
@@ -168,11 +168,11 @@ def test_disk_full_does_not_block_and_recovers(db: Path) -> None:
     for lo in range(0, total, 2000):
         sink.write(cols.take(np.arange(lo, lo + 2000)))
     assert time.perf_counter() - t < 2.0  # write() only enqueues, whatever the disk does
-    assert wait_until(lambda: sink.stats()["failed_batches"] >= 2)
+    assert wait_until(lambda: int(sink.stats()["failed_batches"]) >= 2)
     st = sink.stats()
     assert "full" in str(st["last_error"])
     assert st["failing"] == 1
-    assert st["written"] < total
+    assert int(st["written"]) < total
     limit["pages"] = 1_000_000  # space returns
     assert sink.flush(20)
     sink.close()

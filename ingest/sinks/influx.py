@@ -22,9 +22,9 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from influxdb_client import InfluxDBClient, WriteOptions
+from influxdb_client import InfluxDBClient, WriteOptions, WritePrecision
 from influxdb_client.client.write_api import WriteApi, WriteType
 from influxdb_client.rest import ApiException
 from reactivex.scheduler import ThreadPoolScheduler
@@ -71,6 +71,8 @@ class InfluxSink(BackgroundSink):
                          linger_s=0.0)
         self.settings = settings
         self.precision = precision
+        # WritePrecision's members are plain strings; the client's stubs want the class
+        self._wp = cast(WritePrecision, WritePrecision.S if precision == "s" else WritePrecision.MS)
         self._prefixes = tag_prefixes(devices)
         self._limit = settings.queue_max  # rows in flight + kept for retry
         self._lock = threading.Lock()
@@ -83,7 +85,8 @@ class InfluxSink(BackgroundSink):
         self._pending_since = 0.0
         self._scheduler = ThreadPoolScheduler(max_workers=1)
         self._client = InfluxDBClient(
-            url=settings.url, token=token if token is not None else read_token(settings.token_file),
+            url=settings.url,
+            token=(token if token is not None else read_token(settings.token_file)) or "",
             org=settings.org, timeout=settings.timeout_ms, enable_gzip=settings.gzip)
         options = WriteOptions(
             write_type=WriteType.batching, batch_size=1, flush_interval=settings.flush_interval_ms,
@@ -174,7 +177,7 @@ class InfluxSink(BackgroundSink):
                 self._inflight += n
             self._count("retries")
             self._write_api.write(self.settings.bucket, self.settings.org, record=body,
-                                  write_precision=self.precision)
+                                  write_precision=self._wp)
 
     def _submit(self, force: bool) -> None:
         size = self.settings.batch_size
@@ -184,7 +187,7 @@ class InfluxSink(BackgroundSink):
             with self._lock:
                 self._inflight += len(chunk)
             self._write_api.write(self.settings.bucket, self.settings.org,
-                                  record=b"\n".join(chunk), write_precision=self.precision)
+                                  record=b"\n".join(chunk), write_precision=self._wp)
             self._pending_since = time.monotonic()
 
     def _finish(self) -> None:
