@@ -1,0 +1,102 @@
+"""`carewatch bench [SECTION ...] [--quick] [--json]`: the performance benchmark.
+
+Each section measures CareWatch and, in the same run, a baseline (Mosquitto's own C clients,
+a naive consumer, a per-device Python loop), because on a shared machine ratios are what
+stay comparable from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+SECTIONS = ("ingest", "detect", "replay", "simulate", "alerts", "sinks", "memory")
+
+
+def _ingest(quick: bool) -> dict[str, float]:
+    from carewatch.bench.ingest import bench_ingest
+
+    return bench_ingest(quick=quick)
+
+
+def _detect(quick: bool) -> dict[str, float]:
+    from detectors.bench import bench_detect
+
+    return bench_detect(sizes=(1_000, 10_000) if quick else (1_000, 10_000, 100_000), quick=quick)
+
+
+def _replay(quick: bool) -> dict[str, float]:
+    from carewatch.bench.replay import bench_replay
+
+    return bench_replay(residents=20 if quick else 200, hours=6 if quick else 24)
+
+
+def _simulate(quick: bool) -> dict[str, float]:
+    from simulators.bench import bench_generate
+
+    return bench_generate(residents=50 if quick else 200, hours=24)
+
+
+def _alerts(quick: bool) -> dict[str, float]:
+    from alerts.bench import bench_alerts
+
+    return bench_alerts(open_alerts=200 if quick else 1000)
+
+
+def _sinks(quick: bool) -> dict[str, float]:
+    from ingest.sinks.bench import bench_sinks
+
+    return {k: float(v) for k, v in bench_sinks(samples=50_000 if quick else 200_000).items()}
+
+
+def _memory(quick: bool) -> dict[str, float]:
+    from carewatch.bench.ingest import bench_memory
+
+    return bench_memory(devices=10_000 if quick else 100_000)
+
+
+RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
+    "ingest": _ingest, "detect": _detect, "replay": _replay, "simulate": _simulate,
+    "alerts": _alerts, "sinks": _sinks, "memory": _memory,
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="run the performance benchmark")
+    p.add_argument("sections", nargs="*", metavar="SECTION",
+                   help=f"any of {', '.join(SECTIONS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="a reduced run, under a minute or two")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    chosen = args.sections or list(SECTIONS)
+    results: dict[str, Any] = {"machine": {"python": platform.python_version(),
+                                           "cpu": platform.processor() or platform.machine()},
+                               "quick": bool(args.quick)}
+    failed = False
+    for name in chosen:
+        t0 = time.perf_counter()
+        try:
+            section = RUNNERS[name](args.quick)
+        except Exception as exc:  # one failing section must not hide the others' figures
+            failed = True
+            print(f"bench {name}: FAILED: {exc!r}", file=sys.stderr)
+            continue
+        for key, value in section.items():
+            results[f"{name}.{key}"] = value
+        if not args.json:
+            print(f"== {name} ({time.perf_counter() - t0:.1f} s)")
+            for key, value in section.items():
+                print(f"  {key:42s} {value:>14,.3f}" if isinstance(value, float)
+                      else f"  {key:42s} {value!s:>14}")
+            sys.stdout.flush()
+    if args.json:
+        print(json.dumps(results, indent=1, sort_keys=True))
+    return 1 if failed else 0
