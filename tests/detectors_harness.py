@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ def local(hours: float) -> float:
     return LOCAL_MIDNIGHT + hours * 3600.0
 
 
+@lru_cache(maxsize=64)
 def table(n: int, copd: tuple[int, ...] = ()) -> DeviceTable:
     return DeviceTable.from_config(config(n, copd))
 
