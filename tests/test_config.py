@@ -1,0 +1,93 @@
+"""Config loading: the contract's minimal registry is valid; mistakes name file, key, expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config.generate import demo_registry, write_demo_registry
+from config.loader import ConfigError, load_config
+
+MINIMAL = """\
+timezone: Asia/Shanghai
+towns:
+  - {id: gufu, name: 郭扶镇}
+residents:
+  - {id: r-0001, town: gufu, device: dev-0001, conditions: [copd]}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "registry.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.residents[0].conditions == ["copd"]
+    assert config.broker.url == "mqtt://127.0.0.1:1883"
+    assert config.storage.sink == "sqlite"
+    assert config.pipeline.tick_s == 1.0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "expected"),
+    [
+        (lambda d: d["residents"][0].update(town="nowhere"), "residents[0].town", "towns' ids"),
+        (lambda d: d["residents"][0].update(device="dev 1"), "residents.0.device", "pattern"),
+        (lambda d: d.update(timezone="Mars/Olympus"), "timezone", "IANA"),
+        (lambda d: d.update(brokr={"url": "x"}), "brokr", "unknown key"),
+        (lambda d: d.update(broker={"url": "http://x"}), "broker.url", "pattern"),
+        (lambda d: d["towns"].append({"id": "gufu"}), "towns", "unique"),
+        (lambda d: d.pop("residents"), "residents", "required"),
+        (lambda d: d.update(pipeline={"tick_s": -1}), "pipeline.tick_s", "greater than 0"),
+    ],
+)
+def test_mistakes_name_file_key_and_expectation(tmp_path: Path, mutate, key: str,  # type: ignore[no-untyped-def]
+                                                expected: str) -> None:
+    data = yaml.safe_load(MINIMAL)
+    mutate(data)
+    path = write(tmp_path, yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert key.replace(".0.", "[0].") in text or key in text, text
+    assert expected in text, text
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_config(write(tmp_path, "towns: [\n  - a: b\n residents"))
+
+
+def test_unknown_condition_kept_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(write(tmp_path, MINIMAL.replace("[copd]", "[copd, gout]")))
+    assert config.residents[0].conditions == ["copd", "gout"]
+    assert "gout" in caplog.text
+
+
+def test_cli_exits_nonzero_on_bad_config(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("town: gufu", "town: elsewhere"))
+    proc = subprocess.run([sys.executable, "-m", "carewatch.cli", "replay", "x.jsonl",
+                           "--config", str(path), "--out", str(tmp_path / "o.jsonl")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and "residents[0].town" in proc.stderr
+
+
+def test_demo_registry_shaped_like_the_district(tmp_path: Path) -> None:
+    data = demo_registry(500, seed=3)
+    assert len(data["towns"]) == 21
+    assert len(data["residents"]) == 500
+    towns_used = {r["town"] for r in data["residents"]}
+    assert towns_used == {t["id"] for t in data["towns"]}
+    config = load_config(write_demo_registry(tmp_path / "d.yaml", 500, seed=3))
+    assert {s.tier for s in config.staff} == {1, 2, 3, 4}
+    assert all(r.staff for r in config.residents)
+    assert demo_registry(50, seed=1) == demo_registry(50, seed=1)
