@@ -19,9 +19,16 @@ from ingest.publish import Publisher
 log = logging.getLogger(__name__)
 
 
-def build_pipeline(config: Config, clock: Clock, publisher: Publisher, *, data_dir: Path,
-                   replay: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
-                   with_sink: bool | None = None) -> tuple[Pipeline, Callable[[], None]]:
+def build_pipeline(
+    config: Config,
+    clock: Clock,
+    publisher: Publisher,
+    *,
+    data_dir: Path,
+    replay: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    with_sink: bool | None = None,
+) -> tuple[Pipeline, Callable[[], None]]:
     """The pipeline and a function that closes what it opened (alert store, sink threads).
 
     `replay=True` gives deterministic alert ids and no history sink unless asked for.
@@ -33,8 +40,9 @@ def build_pipeline(config: Config, clock: Clock, publisher: Publisher, *, data_d
     devices = DeviceTable.from_config(config)
     detectors = build_detectors(config, devices)
     data_dir.mkdir(parents=True, exist_ok=True)
-    alerts = AlertEngine(config, devices, clock, publisher, data_dir, message_for=message,
-                         deterministic_ids=replay)
+    alerts = AlertEngine(
+        config, devices, clock, publisher, data_dir, message_for=message, deterministic_ids=replay
+    )
     if on_event is not None:
         alerts.add_listener(on_event)
     sink = None
@@ -42,8 +50,9 @@ def build_pipeline(config: Config, clock: Clock, publisher: Publisher, *, data_d
         from ingest.sinks import build_sink
 
         sink = build_sink(config, devices)
-    pipeline = Pipeline(config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink,
-                        devices=devices)
+    pipeline = Pipeline(
+        config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink, devices=devices
+    )
 
     def close() -> None:
         alerts.close()

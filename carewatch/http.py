@@ -15,12 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 ready: Callable[[], dict[str, object]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        ready: Callable[[], dict[str, object]],
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
@@ -28,8 +33,11 @@ class MetricsServer:
                 elif self.path == "/readyz":
                     checks = outer.ready()
                     ok = all(bool(v) for v in checks.values())
-                    self._send(200 if ok else 503, orjson.dumps({"ready": ok, **checks}),
-                               "application/json")
+                    self._send(
+                        200 if ok else 503,
+                        orjson.dumps({"ready": ok, **checks}),
+                        "application/json",
+                    )
                 else:
                     self._send(404, b"not found\n", "text/plain")
 

@@ -49,20 +49,29 @@ class CommandHandler(Protocol):
 class Pipeline:
     """Decode → validate → de-duplicate → state (+ history sink); tick → detectors → alerts."""
 
-    def __init__(self, config: Config, clock: Clock, publisher: Publisher,
-                 detectors: Sequence[Detector] = (), alerts: AlertStage | None = None,
-                 sink: HistorySink | None = None, metrics: IngestMetrics | None = None,
-                 commands: CommandHandler | None = None,
-                 devices: DeviceTable | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        publisher: Publisher,
+        detectors: Sequence[Detector] = (),
+        alerts: AlertStage | None = None,
+        sink: HistorySink | None = None,
+        metrics: IngestMetrics | None = None,
+        commands: CommandHandler | None = None,
+        devices: DeviceTable | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.publisher = publisher
         self.devices = devices or DeviceTable.from_config(config)
-        self.store = StateStore(len(self.devices), config.state.raw_ring_samples,
-                                config.state.minute_ring_minutes)
+        self.store = StateStore(
+            len(self.devices), config.state.raw_ring_samples, config.state.minute_ring_minutes
+        )
         p = config.pipeline
-        self.decoder = VitalsDecoder(self.devices, p.max_message_bytes, p.max_batch_samples,
-                                     p.future_tolerance_s)
+        self.decoder = VitalsDecoder(
+            self.devices, p.max_message_bytes, p.max_batch_samples, p.future_tolerance_s
+        )
         self.detectors = list(detectors)
         self.alerts = alerts
         self.sink = sink
@@ -70,7 +79,7 @@ class Pipeline:
         self.metrics = metrics or IngestMetrics()
         self.started_at = clock.now()
         self.zone = ZoneInfo(config.timezone)
-        self.rejection_listeners: list[Callable[[Rejection], None]] = []
+        self.rejection_listeners: list[Callable[[Rejection], object]] = []
         self.findings_listeners: list[Callable[[list[Findings], float], None]] = []
         self.ticks = 0
 
@@ -92,8 +101,9 @@ class Pipeline:
                 update = self.decoder.decode_status(msg[0], msg[1], msg[2], rejections)
                 if update is not None:
                     self.metrics.count("status")
-                    self.store.set_status(update.row, update.online, update.battery,
-                                          update.received_at)
+                    self.store.set_status(
+                        update.row, update.online, update.battery, update.received_at
+                    )
             elif self.commands is not None and "/cmd/" in msg[0]:
                 self.commands.handle_command(msg[0], msg[1], now)
             else:
@@ -128,8 +138,13 @@ class Pipeline:
     def tick(self, now: float | None = None) -> list[Findings]:
         """Run every detector over all devices, then the alert stage's timers."""
         now = self.clock.now() if now is None else now
-        state = TickState(new=self.store.take_pending(), store=self.store, devices=self.devices,
-                          started_at=self.started_at, utc_offset_s=self.utc_offset_s(now))
+        state = TickState(
+            new=self.store.take_pending(),
+            store=self.store,
+            devices=self.devices,
+            started_at=self.started_at,
+            utc_offset_s=self.utc_offset_s(now),
+        )
         findings: list[Findings] = []
         for detector in self.detectors:
             findings.extend(f for f in detector.update(state, now) if len(f))

@@ -48,10 +48,15 @@ def read_lines(path: str | Path) -> Iterator[bytes]:
         yield from fh
 
 
-def replay(lines: Iterable[bytes | str], config: Config, *,
-           on_event: Callable[[dict[str, Any]], None] | None = None,
-           on_rejected: Callable[[dict[str, Any]], None] | None = None,
-           data_dir: Path | None = None, keep_events: bool = True) -> ReplayResult:
+def replay(
+    lines: Iterable[bytes | str],
+    config: Config,
+    *,
+    on_event: Callable[[dict[str, Any]], object] | None = None,
+    on_rejected: Callable[[dict[str, Any]], object] | None = None,
+    data_dir: Path | None = None,
+    keep_events: bool = True,
+) -> ReplayResult:
     """Run the pipeline over recorded lines; returns the events (and counts)."""
     from carewatch.app import build_pipeline  # late: keeps this module light to import
 
@@ -62,7 +67,7 @@ def replay(lines: Iterable[bytes | str], config: Config, *,
         tmp = tempfile.TemporaryDirectory(prefix="carewatch-replay-")
         data_dir = Path(tmp.name)
     pipeline: Pipeline | None = None
-    closer: Callable[[], None] = lambda: None
+    closer: Callable[[], None] = _nothing
     tick_s = config.pipeline.tick_s
     pending: list[Message] = []
     next_tick = math.inf
@@ -96,11 +101,18 @@ def replay(lines: Iterable[bytes | str], config: Config, *,
             t = float(t)
             if pipeline is None:
                 clock.set(t)
-                pipeline, closer = build_pipeline(config, clock, publisher=_Discard(),
-                                                  data_dir=data_dir, replay=True, on_event=emit)
+                pipeline, closer = build_pipeline(
+                    config,
+                    clock,
+                    publisher=_Discard(),
+                    data_dir=data_dir,
+                    replay=True,
+                    on_event=emit,
+                )
                 if on_rejected is not None:
                     pipeline.rejection_listeners.append(
-                        lambda rej: on_rejected(_rejected_line(rej)))
+                        lambda rej: on_rejected(_rejected_line(rej))
+                    )
                 next_tick = (math.floor(t / tick_s) + 1) * tick_s
                 result.first_t = t
             if result.last_t is not None and t < result.last_t:
@@ -135,6 +147,10 @@ def replay(lines: Iterable[bytes | str], config: Config, *,
         if tmp is not None:
             tmp.cleanup()
     return result
+
+
+def _nothing() -> None:
+    return None
 
 
 def _payload_bytes(line: dict[str, Any]) -> bytes | None:
@@ -178,14 +194,19 @@ class _Discard:
         return None
 
 
-def replay_file(in_path: str | Path, config: Config, out_path: str | Path | None = None,
-                rejected_path: str | Path | None = None) -> list[dict[str, Any]]:
+def replay_file(
+    in_path: str | Path,
+    config: Config,
+    out_path: str | Path | None = None,
+    rejected_path: str | Path | None = None,
+) -> list[dict[str, Any]]:
     """Replay a file; write events (and rejections) as JSON lines; return the events."""
     out_fh: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
     rej_fh: IO[bytes] | None = open(rejected_path, "wb") if rejected_path else None  # noqa: SIM115
     try:
         result = replay(
-            read_lines(in_path), config,
+            read_lines(in_path),
+            config,
             on_event=(lambda e: out_fh.write(orjson.dumps(e) + b"\n")) if out_fh else None,
             on_rejected=(lambda r: rej_fh.write(orjson.dumps(r) + b"\n")) if rej_fh else None,
         )

@@ -26,9 +26,15 @@ PipelineFactory = Callable[..., tuple[Pipeline, Callable[[], None]]]
 class Service:
     """Edge + pipeline thread + HTTP. `start()`, then `stop()` (joins everything)."""
 
-    def __init__(self, config: Config, broker: BrokerSettings | None = None,
-                 http: tuple[str, int] | None = None, clock: Clock | None = None,
-                 data_dir: Path | None = None, build: PipelineFactory = build_pipeline) -> None:
+    def __init__(
+        self,
+        config: Config,
+        broker: BrokerSettings | None = None,
+        http: tuple[str, int] | None = None,
+        clock: Clock | None = None,
+        data_dir: Path | None = None,
+        build: PipelineFactory = build_pipeline,
+    ) -> None:
         self.config = config
         self.clock = clock or WallClock()
         self.broker = broker or config.broker
@@ -36,7 +42,8 @@ class Service:
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
         self.pipeline, self._close_pipeline = build(
-            config, self.clock, self.edge, data_dir=self.data_dir)
+            config, self.clock, self.edge, data_dir=self.data_dir
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipeline")
         self.http: MetricsServer | None = None
@@ -45,9 +52,11 @@ class Service:
         self.error: BaseException | None = None
 
     def ready(self) -> dict[str, object]:
-        return {"broker_connected": self.edge.counters.connected,
-                "pipeline_running": self._thread.is_alive(),
-                "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max}
+        return {
+            "broker_connected": self.edge.counters.connected,
+            "pipeline_running": self._thread.is_alive(),
+            "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max,
+        }
 
     def start(self) -> None:
         if self.http is not None:

@@ -1,4 +1,4 @@
-"""Load and validate a config file; every mistake is reported with file, key path and expectation."""
+"""Load and validate a config file; each mistake names the file, key path and expectation."""
 
 from __future__ import annotations
 
@@ -47,8 +47,11 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             msg = str(err["msg"]).removeprefix("Value error, ")
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            problems.append(f"{path}: expected {msg}{shown}" if kind != "value_error"
-                            else f"{path}: expected {msg}")
+            problems.append(
+                f"{path}: expected {msg}{shown}"
+                if kind != "value_error"
+                else f"{path}: expected {msg}"
+            )
     return problems
 
 
@@ -61,7 +64,9 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     except ValidationError as exc:
         raise ConfigError(source, format_validation_error(exc)) from None
     for resident_id, condition in config.unknown_conditions():
-        log.warning("%s: resident %s has unknown condition %r (kept)", source, resident_id, condition)
+        log.warning(
+            "%s: resident %s has unknown condition %r (kept)", source, resident_id, condition
+        )
     return config
 
 

@@ -181,9 +181,12 @@ class PipelineSettings(Strict):
     queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
     batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
     linger_ms: float = Field(
-        10.0, ge=0, le=1000,
+        10.0,
+        ge=0,
+        le=1000,
         description="after the first message arrives, wait this long for more so that "
-                    "decoding runs on batches (per-call NumPy overhead dominates tiny batches)")
+        "decoding runs on batches (per-call NumPy overhead dominates tiny batches)",
+    )
     future_tolerance_s: float = Field(300.0, ge=0)
     max_message_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_samples: int = Field(600, ge=1)
@@ -220,7 +223,9 @@ class Config(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"an IANA time zone name such as Asia/Shanghai, got {value!r}") from exc
+            raise ValueError(
+                f"an IANA time zone name such as Asia/Shanghai, got {value!r}"
+            ) from exc
         return value
 
     @field_validator("ack_timeout_s")
@@ -249,7 +254,8 @@ class Config(Strict):
                 raise ValueError(f"residents[{i}].town: one of the towns' ids, got {r.town!r}")
             if r.institution is not None and r.institution not in institutions:
                 raise ValueError(
-                    f"residents[{i}].institution: one of the institutions' ids, got {r.institution!r}"
+                    f"residents[{i}].institution: one of the institutions' ids, "
+                    f"got {r.institution!r}"
                 )
             if r.staff is not None and r.staff not in staff:
                 raise ValueError(f"residents[{i}].staff: one of the staff ids, got {r.staff!r}")
@@ -264,13 +270,16 @@ class Config(Strict):
             if roster.town is not None and roster.town not in towns:
                 raise ValueError(f"rosters[{i}].town: one of the towns' ids, got {roster.town!r}")
             if roster.institution is not None and roster.institution not in institutions:
-                raise ValueError(f"rosters[{i}].institution: one of the institutions' ids, "
-                                 f"got {roster.institution!r}")
+                raise ValueError(
+                    f"rosters[{i}].institution: one of the institutions' ids, "
+                    f"got {roster.institution!r}"
+                )
             for j, shift in enumerate(roster.shifts):
                 for sid in shift.staff:
                     if sid not in staff:
                         raise ValueError(
-                            f"rosters[{i}].shifts[{j}].staff: unknown staff id {sid!r}")
+                            f"rosters[{i}].shifts[{j}].staff: unknown staff id {sid!r}"
+                        )
         for i, inst in enumerate(self.institutions):
             for town in inst.towns:
                 if town not in towns:

@@ -40,32 +40,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def broker_config(port: int, data_dir: Path, extra: str = "") -> str:
-    return "\n".join([
-        f"listener {port} 127.0.0.1",
-        # run as the invoking user: as root, Mosquitto would otherwise switch to the
-        # `mosquitto` user and fail to write its persistence file in our directory
-        f"user {getpass.getuser()}",
-        "allow_anonymous true",
-        "persistence true",
-        f"persistence_location {data_dir}/",
-        "autosave_interval 1",
-        "max_queued_messages 1000000",
-        "max_queued_bytes 1073741824",
-        "max_inflight_messages 100",
-        "persistent_client_expiration 7d",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-        "sys_interval 5",
-        extra,
-        "",
-    ])
+    return "\n".join(
+        [
+            f"listener {port} 127.0.0.1",
+            # run as the invoking user: as root, Mosquitto would otherwise switch to the
+            # `mosquitto` user and fail to write its persistence file in our directory
+            f"user {getpass.getuser()}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data_dir}/",
+            "autosave_interval 1",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 1073741824",
+            "max_inflight_messages 100",
+            "persistent_client_expiration 7d",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "sys_interval 5",
+            extra,
+            "",
+        ]
+    )
 
 
 class MosquittoProcess:
     """A Mosquitto broker on a free loopback port; restartable on the same port."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, extra_conf: str = ""
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._own_dir = workdir is None
@@ -85,14 +89,17 @@ class MosquittoProcess:
         if self.proc is not None and self.proc.poll() is None:
             return
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"mosquitto exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return

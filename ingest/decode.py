@@ -19,8 +19,15 @@ from ingest.devices import DeviceTable
 from ingest.samples import PLAUSIBLE, VITALS, SampleColumns
 
 TOPIC_ROOT = "carewatch/v1"
-REJECTION_REASONS = ("invalid_json", "schema", "too_large", "unknown_device", "wrong_town",
-                     "device_mismatch", "future_ts")
+REJECTION_REASONS = (
+    "invalid_json",
+    "schema",
+    "too_large",
+    "unknown_device",
+    "wrong_town",
+    "device_mismatch",
+    "future_ts",
+)
 
 
 class _Sample(msgspec.Struct, forbid_unknown_fields=False):
@@ -101,15 +108,21 @@ def split_topic(topic: str) -> tuple[str, str, str] | None:
 class VitalsDecoder:
     """Turns raw `(topic, payload, received_at)` messages into validated columns."""
 
-    def __init__(self, devices: DeviceTable, max_message_bytes: int = 64 * 1024,
-                 max_batch_samples: int = 600, future_tolerance_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        devices: DeviceTable,
+        max_message_bytes: int = 64 * 1024,
+        max_batch_samples: int = 600,
+        future_tolerance_s: float = 300.0,
+    ) -> None:
         self.devices = devices
         self.max_message_bytes = max_message_bytes
         self.max_batch_samples = max_batch_samples
         self.future_tolerance_s = future_tolerance_s
 
-    def _route(self, topic: str, payload: bytes, received_at: float,
-               rejections: list[Rejection]) -> int | None:
+    def _route(
+        self, topic: str, payload: bytes, received_at: float, rejections: list[Rejection]
+    ) -> int | None:
         """The device row for a message, or None after recording why it is refused."""
         parsed = split_topic(topic)
         town, device = (parsed[0], parsed[1]) if parsed else ("_", "_")
@@ -122,12 +135,16 @@ class VitalsDecoder:
             reject("unknown_device", f"device {device!r} is not in the registry")
             return None
         if self.devices.town_ids[row] != town:
-            reject("wrong_town", f"device {device!r} is registered to town "
-                   f"{self.devices.town_ids[row]!r}, not {town!r}")
+            reject(
+                "wrong_town",
+                f"device {device!r} is registered to town "
+                f"{self.devices.town_ids[row]!r}, not {town!r}",
+            )
             return None
         if len(payload) > self.max_message_bytes:
-            reject("too_large", f"{len(payload)} bytes exceeds the limit of "
-                   f"{self.max_message_bytes}")
+            reject(
+                "too_large", f"{len(payload)} bytes exceeds the limit of {self.max_message_bytes}"
+            )
             return None
         return row
 
@@ -151,7 +168,9 @@ class VitalsDecoder:
                 rejections.append(Rejection(topic, town, device, "schema", str(exc), received_at))
                 continue
             except msgspec.DecodeError as exc:
-                rejections.append(Rejection(topic, town, device, "invalid_json", str(exc), received_at))
+                rejections.append(
+                    Rejection(topic, town, device, "invalid_json", str(exc), received_at)
+                )
                 continue
             problem = self._message_problem(msg, device)
             if problem is not None:
@@ -195,10 +214,17 @@ class VitalsDecoder:
                 keep_msg[m] = False
                 topic, _, received_at = msg_meta[m]
                 town, device, _ = split_topic(topic) or ("_", "_", "")
-                rejections.append(Rejection(
-                    topic, town, device, "future_ts",
-                    f"every sample is more than {self.future_tolerance_s:g} s ahead of the "
-                    f"pipeline clock ({received_at:.3f})", received_at))
+                rejections.append(
+                    Rejection(
+                        topic,
+                        town,
+                        device,
+                        "future_ts",
+                        f"every sample is more than {self.future_tolerance_s:g} s ahead of the "
+                        f"pipeline clock ({received_at:.3f})",
+                        received_at,
+                    )
+                )
         out.messages_accepted = int(keep_msg.sum())
         out.samples = cols.take(keep).sorted_by_row_ts()
         return out
@@ -206,8 +232,10 @@ class VitalsDecoder:
     def _message_problem(self, msg: _Message, device: str) -> tuple[str, str] | None:
         if msg.samples is not None:
             if len(msg.samples) > self.max_batch_samples:
-                return "too_large", (f"batch of {len(msg.samples)} samples exceeds the limit "
-                                     f"of {self.max_batch_samples}")
+                return "too_large", (
+                    f"batch of {len(msg.samples)} samples exceeds the limit "
+                    f"of {self.max_batch_samples}"
+                )
             if not msg.samples:
                 return "schema", "batch has no samples"
             batch = msg.samples
@@ -219,22 +247,27 @@ class VitalsDecoder:
             if s.ts is None:
                 return "schema", f"Object missing required field `ts` - at `$.samples[{i}]`"
             if s.device_id is not None and s.device_id != device:
-                return "device_mismatch", (f"device_id {s.device_id!r} does not match the "
-                                           f"topic's device {device!r}")
+                return "device_mismatch", (
+                    f"device_id {s.device_id!r} does not match the topic's device {device!r}"
+                )
         return None
 
     @staticmethod
-    def _columns(samples: list[_Sample], msg_rows: list[int],
-                 msg_counts: list[int]) -> tuple[SampleColumns, np.ndarray]:
+    def _columns(
+        samples: list[_Sample], msg_rows: list[int], msg_counts: list[int]
+    ) -> tuple[SampleColumns, np.ndarray]:
         n = len(samples)
         counts = np.asarray(msg_counts, np.int64)
         msg_index = np.repeat(np.arange(len(counts)), counts)
         rows = np.repeat(np.asarray(msg_rows, np.int32), counts)
-        f64 = {name: np.array([getattr(s, name) for s in samples], np.float64)
-               for name in ("ts", "seq", *_FLOAT_FIELDS, "fall", "worn")}
+        f64 = {
+            name: np.array([getattr(s, name) for s in samples], np.float64)
+            for name in ("ts", "seq", *_FLOAT_FIELDS, "fall", "worn")
+        }
         seq = f64["seq"]
         cols = SampleColumns(
-            row=rows, ts=f64["ts"],
+            row=rows,
+            ts=f64["ts"],
             seq=np.where(np.isnan(seq) | (seq < 0) | (seq > 2**62), -1, seq).astype(np.int64),
             fall=np.where(np.isnan(f64["fall"]), -1, f64["fall"]).astype(np.int8),
             worn=np.where(np.isnan(f64["worn"]), -1, f64["worn"]).astype(np.int8),
@@ -253,12 +286,14 @@ class VitalsDecoder:
         with np.errstate(invalid="ignore"):
             return {
                 "ts must be a positive epoch time in seconds": ~(cols.ts > 0),
-                "seq must be an integer >= 0": ~np.isnan(seq) & ((seq < 0) | (seq != np.floor(seq))),
+                "seq must be an integer >= 0": ~np.isnan(seq)
+                & ((seq < 0) | (seq != np.floor(seq))),
                 "battery must be an integer": ~np.isnan(battery) & (battery != np.floor(battery)),
             }
 
-    def decode_status(self, topic: str, payload: bytes, received_at: float,
-                      rejections: list[Rejection]) -> StatusUpdate | None:
+    def decode_status(
+        self, topic: str, payload: bytes, received_at: float, rejections: list[Rejection]
+    ) -> StatusUpdate | None:
         row = self._route(topic, payload, received_at, rejections)
         if row is None:
             return None

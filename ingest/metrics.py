@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
 from ingest.decode import REJECTION_REASONS
 
@@ -17,30 +16,40 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.received = PromCounter("carewatch_messages_received", "Messages taken from the inbox",
-                                    registry=r)
-        self.accepted = PromCounter("carewatch_messages_accepted", "Messages with samples kept",
-                                    registry=r)
+        self.received = PromCounter(
+            "carewatch_messages_received", "Messages taken from the inbox", registry=r
+        )
+        self.accepted = PromCounter(
+            "carewatch_messages_accepted", "Messages with samples kept", registry=r
+        )
         self.samples = PromCounter("carewatch_samples_accepted", "Samples stored", registry=r)
-        self.duplicates = PromCounter("carewatch_samples_duplicate", "Samples already seen",
-                                      registry=r)
-        self.future = PromCounter("carewatch_samples_future_ts",
-                                  "Samples dropped for a ts > 5 min ahead", registry=r)
-        self.rejected = PromCounter("carewatch_messages_rejected", "Messages refused whole",
-                                    ["reason"], registry=r)
-        self.faults = PromCounter("carewatch_sensor_faults", "Values outside the plausible range",
-                                  ["field"], registry=r)
+        self.duplicates = PromCounter(
+            "carewatch_samples_duplicate", "Samples already seen", registry=r
+        )
+        self.future = PromCounter(
+            "carewatch_samples_future_ts", "Samples dropped for a ts > 5 min ahead", registry=r
+        )
+        self.rejected = PromCounter(
+            "carewatch_messages_rejected", "Messages refused whole", ["reason"], registry=r
+        )
+        self.faults = PromCounter(
+            "carewatch_sensor_faults", "Values outside the plausible range", ["field"], registry=r
+        )
         self.status = PromCounter("carewatch_status_messages", "Device status messages", registry=r)
         self.inbox_depth = Gauge("carewatch_inbox_depth", "Messages waiting for decode", registry=r)
-        self.inbox_dropped = Gauge("carewatch_inbox_dropped",
-                                   "Messages dropped because the inbox stayed full", registry=r)
+        self.inbox_dropped = Gauge(
+            "carewatch_inbox_dropped", "Messages dropped because the inbox stayed full", registry=r
+        )
         self.broker_connected = Gauge("carewatch_broker_connected", "1 when connected", registry=r)
-        self.broker_dropped = Gauge("carewatch_broker_messages_dropped",
-                                    "$SYS/broker/publish/messages/dropped", registry=r)
+        self.broker_dropped = Gauge(
+            "carewatch_broker_messages_dropped", "$SYS/broker/publish/messages/dropped", registry=r
+        )
         self.tick_seconds = Gauge("carewatch_tick_seconds", "Duration of the last tick", registry=r)
-        self.lag_seconds = Gauge("carewatch_ingest_lag_seconds",
-                                 "Pipeline clock minus receive time of the oldest message of "
-                                 "the last batch", registry=r)
+        self.lag_seconds = Gauge(
+            "carewatch_ingest_lag_seconds",
+            "Pipeline clock minus receive time of the oldest message of the last batch",
+            registry=r,
+        )
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)
         self.by_reason: Counter[str] = Counter()

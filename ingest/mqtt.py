@@ -12,6 +12,7 @@ when it returns. Reconnection uses paho's exponential backoff.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -66,15 +67,25 @@ def read_secret(path: str | None) -> str | None:
     """A secret from a file (first line, stripped); never logged."""
     if not path:
         return None
-    return Path(path).read_text(encoding="utf-8").splitlines()[0].strip() if Path(path).stat().st_size else ""
+    return (
+        Path(path).read_text(encoding="utf-8").splitlines()[0].strip()
+        if Path(path).stat().st_size
+        else ""
+    )
 
 
 class MqttEdge:
     """One paho client: subscribes with QoS 1 into a bounded inbox, and publishes."""
 
-    def __init__(self, settings: BrokerSettings, clock: Clock, topics: list[str] | None = None,
-                 inbox_max: int = 100_000, inbox_wait_s: float = 2.0,
-                 status_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        clock: Clock,
+        topics: list[str] | None = None,
+        inbox_max: int = 100_000,
+        inbox_wait_s: float = 2.0,
+        status_topic: str | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.topics = topics if topics is not None else [VITALS_TOPIC, STATUS_TOPIC]
@@ -95,14 +106,20 @@ class MqttEdge:
         )
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)  # outgoing: unbounded while disconnected
-        self.client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min_s)),
-                                        max_delay=max(1, int(settings.reconnect_max_s)))
+        self.client.reconnect_delay_set(
+            min_delay=max(1, int(settings.reconnect_min_s)),
+            max_delay=max(1, int(settings.reconnect_max_s)),
+        )
         if settings.username:
             self.client.username_pw_set(settings.username, read_secret(settings.password_file))
         if tls:
             t = settings.tls
-            self.client.tls_set(ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
-                                cert_reqs=ssl.CERT_REQUIRED)
+            self.client.tls_set(
+                ca_certs=t.ca_file,
+                certfile=t.cert_file,
+                keyfile=t.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
             if t.insecure:
                 self.client.tls_insecure_set(True)
         self.status_topic = status_topic or f"carewatch/system/pipeline/{settings.client_id}"
@@ -113,8 +130,14 @@ class MqttEdge:
         self._started = False
 
     # -- paho thread -------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: mqtt.ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason.is_failure:
             self.counters.last_disconnect_reason = str(reason)
             log.warning("broker refused the connection: %s", reason)
@@ -124,12 +147,18 @@ class MqttEdge:
         subs = [(t, 1) for t in self.topics] + [(SYS_DROPPED_TOPIC, 0)]
         client.subscribe(subs)
         client.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
-        log.info("connected to %s:%d (session present: %s)", self.host, self.port,
-                 flags.session_present)
+        log.info(
+            "connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present
+        )
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: object,
-                       flags: mqtt.DisconnectFlags, reason: mqtt.ReasonCode,
-                       properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: mqtt.ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.counters.connected = False
         self.counters.disconnects += 1
         self.counters.last_disconnect_reason = str(reason)
@@ -137,10 +166,8 @@ class MqttEdge:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         if topic == SYS_DROPPED_TOPIC:
-            try:
+            with contextlib.suppress(ValueError):
                 self.counters.broker_dropped = float(msg.payload)
-            except ValueError:
-                pass
             return
         self.counters.received += 1
         if len(self.inbox) >= self.inbox_max:
@@ -150,7 +177,7 @@ class MqttEdge:
             if not self._space.wait(self.inbox_wait_s) and len(self.inbox) >= self.inbox_max:
                 self.counters.inbox_dropped += 1
                 return
-        self.inbox.append((topic, msg.payload, self.clock.now()))
+        self.inbox.append((topic, bytes(msg.payload), self.clock.now()))
         if not self.wakeup.is_set():
             self.wakeup.set()
 
@@ -174,9 +201,13 @@ class MqttEdge:
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.settings.session_expiry_s
-        self.client.connect_async(self.host, self.port, keepalive=self.settings.keepalive_s,
-                                  clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                                  properties=props)
+        self.client.connect_async(
+            self.host,
+            self.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
         self.client.loop_start()
         self._started = True
 
@@ -195,7 +226,9 @@ class MqttEdge:
         self._space.set()
         try:
             if self.counters.connected:
-                info = self.client.publish(self.status_topic, b'{"online": false}', qos=1, retain=True)
+                info = self.client.publish(
+                    self.status_topic, b'{"online": false}', qos=1, retain=True
+                )
                 info.wait_for_publish(timeout=2.0)
             self.client.disconnect()
         except (RuntimeError, ValueError):

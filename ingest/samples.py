@@ -54,8 +54,12 @@ class SampleColumns:
         """n samples with every vital missing (rows 0, ts 0)."""
         f32 = {v: np.full(n, np.nan, np.float32) for v in (*VITALS, "battery")}
         return cls(
-            row=np.zeros(n, np.int32), ts=np.zeros(n, np.float64), seq=np.full(n, -1, np.int64),
-            fall=np.full(n, -1, np.int8), worn=np.full(n, -1, np.int8), **f32,
+            row=np.zeros(n, np.int32),
+            ts=np.zeros(n, np.float64),
+            seq=np.full(n, -1, np.int64),
+            fall=np.full(n, -1, np.int8),
+            worn=np.full(n, -1, np.int8),
+            **f32,
         )
 
     def take(self, index: np.ndarray) -> SampleColumns:
@@ -76,5 +80,8 @@ class SampleColumns:
         if len(parts) == 1:
             return parts[0]
         return SampleColumns(
-            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(parts[0])}
+            **{
+                f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                for f in fields(parts[0])
+            }
         )

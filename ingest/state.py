@@ -122,8 +122,11 @@ class StateStore:
     def take_pending(self) -> SampleColumns:
         """Samples appended since the last call, sorted by (row, ts), for the detectors."""
         parts, self._pending = self._pending, []
-        return SampleColumns.concat(parts).sorted_by_row_ts() if len(parts) > 1 else (
-            parts[0] if parts else SampleColumns.empty())
+        return (
+            SampleColumns.concat(parts).sorted_by_row_ts()
+            if len(parts) > 1
+            else (parts[0] if parts else SampleColumns.empty())
+        )
 
     def set_status(self, row: int, online: bool, battery: float | None, at: float) -> None:
         self.online[row] = 1 if online else 0
@@ -200,8 +203,14 @@ class StateStore:
         fl_rows = g_row[newer]
         fl_rows = fl_rows[self.acc_minute[fl_rows] >= 0]
         if len(fl_rows):
-            self._write_minutes(fl_rows, self.acc_minute[fl_rows], self.acc_sum[:, fl_rows],
-                                self.acc_n[:, fl_rows], self.acc_flags[fl_rows], only_empty=False)
+            self._write_minutes(
+                fl_rows,
+                self.acc_minute[fl_rows],
+                self.acc_sum[:, fl_rows],
+                self.acc_n[:, fl_rows],
+                self.acc_flags[fl_rows],
+                only_empty=False,
+            )
         nr = g_row[newer]
         self.acc_minute[nr] = g_min[newer]
         self.acc_sum[:, nr] = g_sum[:, newer]
@@ -213,18 +222,39 @@ class StateStore:
             late = rest & (g_min < old_acc)
             for mask, only_empty in ((rest & ~late, False), (late, True)):
                 if mask.any():
-                    self._write_minutes(g_row[mask], g_min[mask], g_sum[:, mask], g_n[:, mask],
-                                        g_flags[mask], only_empty=only_empty)
+                    self._write_minutes(
+                        g_row[mask],
+                        g_min[mask],
+                        g_sum[:, mask],
+                        g_n[:, mask],
+                        g_flags[mask],
+                        only_empty=only_empty,
+                    )
 
-    def _write_minutes(self, rows: np.ndarray, minutes: np.ndarray, sums: np.ndarray,
-                       counts: np.ndarray, flags: np.ndarray, only_empty: bool) -> None:
+    def _write_minutes(
+        self,
+        rows: np.ndarray,
+        minutes: np.ndarray,
+        sums: np.ndarray,
+        counts: np.ndarray,
+        flags: np.ndarray,
+        only_empty: bool,
+    ) -> None:
         m = self.minute_capacity
         slot = minutes % m
         tag = ((minutes // m) % 256).astype(np.uint8)
         if only_empty:
-            free = (self.min_tag[rows, slot] != tag) | ((self.min_flags[rows, slot] & _F_WRITTEN) == 0)
+            free = (self.min_tag[rows, slot] != tag) | (
+                (self.min_flags[rows, slot] & _F_WRITTEN) == 0
+            )
             rows, slot, tag, sums, counts, flags = (
-                rows[free], slot[free], tag[free], sums[:, free], counts[:, free], flags[free])
+                rows[free],
+                slot[free],
+                tag[free],
+                sums[:, free],
+                counts[:, free],
+                flags[free],
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / counts
         for i, v in enumerate(VITALS):
@@ -239,7 +269,9 @@ class StateStore:
         self.min_tag[rows, slot] = tag
 
     # ------------------------------------------------------------------ reads
-    def minute_series(self, rows: np.ndarray, now: float, minutes: int | None = None) -> MinuteSeries:
+    def minute_series(
+        self, rows: np.ndarray, now: float, minutes: int | None = None
+    ) -> MinuteSeries:
         """Per-minute means for `rows` over the last `minutes` (default: the ring) up to `now`."""
         m = self.minute_capacity
         k = min(minutes or m, m)
@@ -249,7 +281,8 @@ class StateStore:
         slot = mins % m
         tag = ((mins // m) % 256).astype(np.uint8)
         valid = (self.min_tag[rows[:, None], slot[None, :]] == tag[None, :]) & (
-            (self.min_flags[rows[:, None], slot[None, :]] & _F_WRITTEN) != 0)
+            (self.min_flags[rows[:, None], slot[None, :]] & _F_WRITTEN) != 0
+        )
         values: dict[str, np.ndarray] = {}
         for v in VITALS:
             if v == "activity":
@@ -272,8 +305,9 @@ class StateStore:
                 values[v][ir, cols_] = means[i]
             flags[ir, cols_] = self.acc_flags[rows[ir]] | _F_WRITTEN
         worn = np.where(flags & _F_WORN, 1, np.where(flags & _F_NOT_WORN, 0, -1)).astype(np.int8)
-        return MinuteSeries(minute_start=mins * 60.0, values=values, worn=worn,
-                            fall=(flags & _F_FALL) != 0)
+        return MinuteSeries(
+            minute_start=mins * 60.0, values=values, worn=worn, fall=(flags & _F_FALL) != 0
+        )
 
     def raw_window(self, row: int) -> dict[str, np.ndarray]:
         """The raw ring of one device, oldest first (for the console and tests)."""

@@ -30,7 +30,7 @@ def no_lingering_threads() -> Iterator[None]:
     deadline = 5.0
     leftover = []
     for t in threading.enumerate():
-        if t in before or not t.is_alive() or t.daemon and t.name.startswith("asyncio_"):
+        if t in before or not t.is_alive() or (t.daemon and t.name.startswith("asyncio_")):
             continue
         t.join(timeout=deadline)
         if t.is_alive():
@@ -45,7 +45,10 @@ def fail_on_thread_exceptions() -> Iterator[None]:
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
-        errors.append(f"{args.thread.name if args.thread else '?'}: {args.exc_type.__name__}: {args.exc_value}")
+        errors.append(
+            f"{args.thread.name if args.thread else '?'}: "
+            f"{args.exc_type.__name__}: {args.exc_value}"
+        )
         previous(args)
 
     threading.excepthook = hook

@@ -27,14 +27,16 @@ def small_config(residents: int = 6, towns: int = 3, **extra: Any) -> Config:
     return parse_config(data)
 
 
-def bare_pipeline(config: Config, clock: Clock, publisher: Publisher, **_: Any
-                  ) -> tuple[Pipeline, Callable[[], None]]:
+def bare_pipeline(
+    config: Config, clock: Clock, publisher: Publisher, **_: Any
+) -> tuple[Pipeline, Callable[[], None]]:
     """Ingest only: no detectors, no alert engine, no sink."""
     return Pipeline(config, clock, publisher), lambda: None
 
 
-def ingest_service(config: Config, broker_url: str, client_id: str = "cw-test",
-                   tmp: Path | None = None) -> Service:
+def ingest_service(
+    config: Config, broker_url: str, client_id: str = "cw-test", tmp: Path | None = None
+) -> Service:
     broker = BrokerSettings(url=broker_url, client_id=client_id)
     return Service(config, broker=broker, data_dir=tmp, build=bare_pipeline)
 
@@ -56,8 +58,11 @@ class Client:
         self.messages: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
@@ -80,7 +85,9 @@ class Client:
         with self._lock:
             return [m for m in self.messages if m[0].endswith(topic_suffix)]
 
-    def publish(self, topic: str, payload: bytes | dict[str, Any], qos: int = 1) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes | dict[str, Any], qos: int = 1
+    ) -> mqtt.MQTTMessageInfo:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         return self.client.publish(topic, data, qos=qos)
 

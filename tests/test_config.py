@@ -1,4 +1,4 @@
-"""Config loading: the contract's minimal registry is valid; mistakes name file, key, expectation."""
+"""Config loading: the minimal registry is valid; mistakes name file, key, expectation."""
 
 from __future__ import annotations
 
@@ -48,8 +48,12 @@ def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
         (lambda d: d.update(pipeline={"tick_s": -1}), "pipeline.tick_s", "greater than 0"),
     ],
 )
-def test_mistakes_name_file_key_and_expectation(tmp_path: Path, mutate, key: str,  # type: ignore[no-untyped-def]
-                                                expected: str) -> None:
+def test_mistakes_name_file_key_and_expectation(
+    tmp_path: Path,
+    mutate,
+    key: str,  # type: ignore[no-untyped-def]
+    expected: str,
+) -> None:
     data = yaml.safe_load(MINIMAL)
     mutate(data)
     path = write(tmp_path, yaml.safe_dump(data, allow_unicode=True))
@@ -66,7 +70,9 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
         load_config(write(tmp_path, "towns: [\n  - a: b\n residents"))
 
 
-def test_unknown_condition_kept_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_condition_kept_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = load_config(write(tmp_path, MINIMAL.replace("[copd]", "[copd, gout]")))
     assert config.residents[0].conditions == ["copd", "gout"]
     assert "gout" in caplog.text
@@ -74,9 +80,22 @@ def test_unknown_condition_kept_and_warned(tmp_path: Path, caplog: pytest.LogCap
 
 def test_cli_exits_nonzero_on_bad_config(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.replace("town: gufu", "town: elsewhere"))
-    proc = subprocess.run([sys.executable, "-m", "carewatch.cli", "replay", "x.jsonl",
-                           "--config", str(path), "--out", str(tmp_path / "o.jsonl")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carewatch.cli",
+            "replay",
+            "x.jsonl",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "residents[0].town" in proc.stderr
 

@@ -21,7 +21,9 @@ def pipe() -> Pipeline:
     return Pipeline(small_config(), SimClock(NOW), ListPublisher())
 
 
-def topic(p: Pipeline, device: str = "dev-0001", leaf: str = "vitals", town: str | None = None) -> str:
+def topic(
+    p: Pipeline, device: str = "dev-0001", leaf: str = "vitals", town: str | None = None
+) -> str:
     town = town or p.devices.town_ids[p.devices.row_of_device[device]]
     return f"carewatch/v1/{town}/{device}/{leaf}"
 
@@ -29,12 +31,26 @@ def topic(p: Pipeline, device: str = "dev-0001", leaf: str = "vitals", town: str
 def rejected(p: Pipeline) -> list[dict[str, object]]:
     pub = p.publisher
     assert isinstance(pub, ListPublisher)
-    return [orjson.loads(m[1]) | {"topic": m[0]} for m in pub.messages if m[0].endswith("/rejected")]
+    return [
+        orjson.loads(m[1]) | {"topic": m[0]} for m in pub.messages if m[0].endswith("/rejected")
+    ]
 
 
 def test_single_sample_values_land_in_state(pipe: Pipeline) -> None:
-    sample = {"ts": NOW - 1, "seq": 3, "hr": 71, "spo2": 96.5, "rr": 15, "temp_c": 36.6,
-              "sbp": 128, "dbp": 81, "activity": 0.04, "fall": False, "worn": True, "battery": 77}
+    sample = {
+        "ts": NOW - 1,
+        "seq": 3,
+        "hr": 71,
+        "spo2": 96.5,
+        "rr": 15,
+        "temp_c": 36.6,
+        "sbp": 128,
+        "dbp": 81,
+        "activity": 0.04,
+        "fall": False,
+        "worn": True,
+        "battery": 77,
+    }
     pipe.handle([(topic(pipe), orjson.dumps(sample), NOW)])
     s = pipe.store
     for field in ("hr", "spo2", "rr", "temp_c", "sbp", "dbp", "activity"):
@@ -94,11 +110,17 @@ def test_duplicates_ignored_including_redelivered_batch(pipe: Pipeline) -> None:
         (b'{"ts": 1764399999}', "future_ts", "ahead"),
     ],
 )
-def test_bad_message_rejected_with_reason(pipe: Pipeline, payload: bytes, reason: str,
-                                          detail_part: str) -> None:
+def test_bad_message_rejected_with_reason(
+    pipe: Pipeline, payload: bytes, reason: str, detail_part: str
+) -> None:
     good = orjson.dumps({"ts": NOW - 5, "hr": 65})
-    pipe.handle([(topic(pipe), good, NOW), (topic(pipe), payload, NOW),
-                 (topic(pipe, "dev-0002"), good, NOW)])
+    pipe.handle(
+        [
+            (topic(pipe), good, NOW),
+            (topic(pipe), payload, NOW),
+            (topic(pipe, "dev-0002"), good, NOW),
+        ]
+    )
     rej = rejected(pipe)
     assert len(rej) == 1, rej
     assert rej[0]["reason"] == reason
@@ -119,8 +141,12 @@ def test_limits_too_large(pipe: Pipeline) -> None:
 def test_unknown_device_and_wrong_town(pipe: Pipeline) -> None:
     other_town = next(t for t in pipe.devices.towns if t != pipe.devices.town_ids[0])
     msg = orjson.dumps({"ts": NOW})
-    pipe.handle([("carewatch/v1/jijiang/dev-nobody/vitals", msg, NOW),
-                 (topic(pipe, town=other_town), msg, NOW)])
+    pipe.handle(
+        [
+            ("carewatch/v1/jijiang/dev-nobody/vitals", msg, NOW),
+            (topic(pipe, town=other_town), msg, NOW),
+        ]
+    )
     rej = rejected(pipe)
     assert [r["reason"] for r in rej] == ["unknown_device", "wrong_town"]
     assert rej[0]["topic"] == "carewatch/v1/jijiang/dev-nobody/rejected"
@@ -134,7 +160,13 @@ def test_future_sample_in_batch_dropped_rest_kept(pipe: Pipeline) -> None:
 
 
 def test_integers_as_floats_and_unknown_fields(pipe: Pipeline) -> None:
-    msg = {"ts": NOW, "seq": 15.0, "battery": 40.0, "firmware": {"v": [1, 2]}, "device_id": "dev-0001"}
+    msg = {
+        "ts": NOW,
+        "seq": 15.0,
+        "battery": 40.0,
+        "firmware": {"v": [1, 2]},
+        "device_id": "dev-0001",
+    }
     pipe.handle([(topic(pipe), orjson.dumps(msg), NOW)])
     assert not rejected(pipe)
     assert pipe.store.raw_window(0)["seq"].tolist() == [15]
@@ -153,7 +185,9 @@ def test_status_and_last_will(pipe: Pipeline) -> None:
 def test_every_reason_counted_in_prometheus(pipe: Pipeline) -> None:
     from prometheus_client import generate_latest
 
-    pipe.handle([(topic(pipe), b"nope", NOW), (topic(pipe), orjson.dumps({"ts": NOW, "hr": 1}), NOW)])
+    pipe.handle(
+        [(topic(pipe), b"nope", NOW), (topic(pipe), orjson.dumps({"ts": NOW, "hr": 1}), NOW)]
+    )
     text = generate_latest(pipe.metrics.registry).decode()
     assert 'carewatch_messages_rejected_total{reason="invalid_json"} 1.0' in text
     assert 'carewatch_sensor_faults_total{field="hr"} 1.0' in text

@@ -27,15 +27,32 @@ def test_paho_and_mosquitto_pub_samples_arrive(mosquitto: MosquittoProcess, tmp_
     try:
         assert service.edge.wait_connected(10)
         now = WallClock().now()
-        pub.publish(vitals_topic(config, 0), {"ts": now - 1, "seq": 1, "hr": 72, "spo2": 95}).wait_for_publish(5)
-        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-t",
-                        vitals_topic(config, 1), "-m",
-                        orjson.dumps({"ts": now - 2, "rr": 17, "temp_c": 37.2, "worn": True}).decode()],
-                       check=True, timeout=10)
+        pub.publish(
+            vitals_topic(config, 0), {"ts": now - 1, "seq": 1, "hr": 72, "spo2": 95}
+        ).wait_for_publish(5)
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(mosquitto.port),
+                "-q",
+                "1",
+                "-t",
+                vitals_topic(config, 1),
+                "-m",
+                orjson.dumps({"ts": now - 2, "rr": 17, "temp_c": 37.2, "worn": True}).decode(),
+            ],
+            check=True,
+            timeout=10,
+        )
         store = service.pipeline.store
-        wait_for(lambda: store.samples_total[0] == 1 and store.samples_total[1] == 1, what="samples")
+        wait_for(
+            lambda: store.samples_total[0] == 1 and store.samples_total[1] == 1, what="samples"
+        )
         assert store.latest["hr"][0] == 72 and store.latest["spo2"][0] == 95
-        assert store.latest["rr"][1] == 17 and store.latest["temp_c"][1] == pytest.approx(37.2, abs=0.01)
+        assert store.latest["rr"][1] == 17 and store.latest["temp_c"][1] == pytest.approx(
+            37.2, abs=0.01
+        )
         assert store.worn[1] == 1
     finally:
         pub.close()
@@ -57,7 +74,11 @@ def test_bad_input_rejected_on_topic_good_kept(mosquitto: MosquittoProcess, tmp_
             (t0, b"{oops", "invalid_json"),
             (t0, b'{"ts": "x"}', "schema"),
             (t0, orjson.dumps({"ts": now, "pad": "x" * 70_000}), "too_large"),
-            (f"carewatch/v1/{r0.town}/dev-ghost/vitals", orjson.dumps({"ts": now}), "unknown_device"),
+            (
+                f"carewatch/v1/{r0.town}/dev-ghost/vitals",
+                orjson.dumps({"ts": now}),
+                "unknown_device",
+            ),
             (f"carewatch/v1/nowhere/{r0.device}/vitals", orjson.dumps({"ts": now}), "wrong_town"),
             (t0, orjson.dumps({"ts": now, "device_id": "dev-9999"}), "device_mismatch"),
             (t0, orjson.dumps({"ts": now + 3600}), "future_ts"),
@@ -72,7 +93,9 @@ def test_bad_input_rejected_on_topic_good_kept(mosquitto: MosquittoProcess, tmp_
         wait_for(lambda: len(watcher.received("/rejected")) == len(bad), what="rejections")
         reasons = [body["reason"] for _, body in watcher.received("/rejected")]
         assert reasons == [b[2] for b in bad]
-        assert all(isinstance(b["detail"], str) and b["detail"] for _, b in watcher.received("/rejected"))
+        assert all(
+            isinstance(b["detail"], str) and b["detail"] for _, b in watcher.received("/rejected")
+        )
         store = service.pipeline.store
         wait_for(lambda: store.samples_total[0] == good, what="good samples")
         assert store.latest["hr"][0] == 99
@@ -83,8 +106,9 @@ def test_bad_input_rejected_on_topic_good_kept(mosquitto: MosquittoProcess, tmp_
         service.stop()
 
 
-def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto: MosquittoProcess,
-                                                              tmp_path: Path) -> None:
+def test_broker_killed_and_restarted_mid_stream_loses_nothing(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
     config = small_config()
     service = ingest_service(config, mosquitto.url, tmp=tmp_path)
     service.start()
@@ -94,7 +118,9 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto: Mosquit
         assert service.edge.wait_connected(10)
         now = WallClock().now()
         topic = vitals_topic(config, 0)
-        infos = [pub.publish(topic, {"ts": now - 1000 + i, "seq": i, "hr": 70}) for i in range(n_before)]
+        infos = [
+            pub.publish(topic, {"ts": now - 1000 + i, "seq": i, "hr": 70}) for i in range(n_before)
+        ]
         for info in infos:
             info.wait_for_publish(10)
         assert mosquitto.wait_saved(after=WallClock().now()), "broker never saved its sessions"
@@ -104,8 +130,11 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto: Mosquit
             pub.publish(topic, {"ts": now - 1000 + i, "seq": i, "hr": 71})
         mosquitto.start()
         store = service.pipeline.store
-        wait_for(lambda: store.samples_total[0] == n_before + n_after, timeout_s=60,
-                 what=f"{n_before + n_after} samples after the broker restart")
+        wait_for(
+            lambda: store.samples_total[0] == n_before + n_after,
+            timeout_s=60,
+            what=f"{n_before + n_after} samples after the broker restart",
+        )
         assert service.edge.counters.connects >= 2
         seqs = set(store.raw_window(0)["seq"].tolist())
         assert set(range(n_before + n_after - store.raw_capacity, n_before + n_after)) <= seqs
@@ -114,8 +143,9 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(mosquitto: Mosquit
         service.stop()
 
 
-def test_pipeline_down_while_devices_publish_persistent_session(mosquitto: MosquittoProcess,
-                                                                tmp_path: Path) -> None:
+def test_pipeline_down_while_devices_publish_persistent_session(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
     config = small_config()
     first = ingest_service(config, mosquitto.url, client_id="cw-persist", tmp=tmp_path)
     first.start()
@@ -125,7 +155,9 @@ def test_pipeline_down_while_devices_publish_persistent_session(mosquitto: Mosqu
     try:
         now = WallClock().now()
         topic = vitals_topic(config, 2)
-        infos = [pub.publish(topic, {"ts": now - 500 + i, "seq": i, "spo2": 94}) for i in range(200)]
+        infos = [
+            pub.publish(topic, {"ts": now - 500 + i, "seq": i, "spo2": 94}) for i in range(200)
+        ]
         for info in infos:
             info.wait_for_publish(10)
         second = ingest_service(config, mosquitto.url, client_id="cw-persist", tmp=tmp_path)
@@ -146,14 +178,19 @@ def test_mqtt_311_selectable(mosquitto: MosquittoProcess, tmp_path: Path) -> Non
     from tests.ingest_harness import bare_pipeline
 
     config = small_config()
-    service = Service(config, broker=BrokerSettings(url=mosquitto.url, protocol="3.1.1",
-                                                    client_id="cw-311"),
-                      data_dir=tmp_path, build=bare_pipeline)
+    service = Service(
+        config,
+        broker=BrokerSettings(url=mosquitto.url, protocol="3.1.1", client_id="cw-311"),
+        data_dir=tmp_path,
+        build=bare_pipeline,
+    )
     service.start()
     pub = Client(mosquitto.port, "dev-311")
     try:
         assert service.edge.wait_connected(10)
-        pub.publish(vitals_topic(config, 0), {"ts": WallClock().now(), "hr": 55}).wait_for_publish(5)
+        pub.publish(vitals_topic(config, 0), {"ts": WallClock().now(), "hr": 55}).wait_for_publish(
+            5
+        )
         wait_for(lambda: service.pipeline.store.samples_total[0] == 1, what="sample over 3.1.1")
     finally:
         pub.close()

@@ -20,16 +20,48 @@ def recording(resident: dict, hypoxemic_from: int = 6) -> list[bytes]:  # type: 
     for i in range(60):
         t = T0 + i * 5
         spo2 = 83 if i >= hypoxemic_from else 97
-        lines.append(orjson.dumps({"t": t + 0.2, "topic": topic, "payload": {
-            "ts": t, "seq": i, "spo2": spo2, "hr": 80, "activity": 0.01, "worn": True}}))
+        lines.append(
+            orjson.dumps(
+                {
+                    "t": t + 0.2,
+                    "topic": topic,
+                    "payload": {
+                        "ts": t,
+                        "seq": i,
+                        "spo2": spo2,
+                        "hr": 80,
+                        "activity": 0.01,
+                        "worn": True,
+                    },
+                }
+            )
+        )
     lines.append(orjson.dumps({"t": T0 + 301, "topic": topic, "payload_raw": "not json"}))
     lines.append(orjson.dumps({"t": T0 + 400}))
-    lines.append(orjson.dumps({"t": T0 + 401, "ack": {"resident_id": resident["id"],
-                                                      "kind": "hypoxemia"}, "by": "carer-x"}))
-    lines.append(orjson.dumps({"t": T0 + 402, "ack": {"resident_id": resident["id"],
-                                                      "kind": "fall"}, "by": "carer-x"}))
-    lines.append(orjson.dumps({"t": T0 + 500, "resolve": {"resident_id": resident["id"],
-                               "kind": "hypoxemia"}, "by": "carer-x", "note": "visited, on O2"}))
+    lines.append(
+        orjson.dumps(
+            {
+                "t": T0 + 401,
+                "ack": {"resident_id": resident["id"], "kind": "hypoxemia"},
+                "by": "carer-x",
+            }
+        )
+    )
+    lines.append(
+        orjson.dumps(
+            {"t": T0 + 402, "ack": {"resident_id": resident["id"], "kind": "fall"}, "by": "carer-x"}
+        )
+    )
+    lines.append(
+        orjson.dumps(
+            {
+                "t": T0 + 500,
+                "resolve": {"resident_id": resident["id"], "kind": "hypoxemia"},
+                "by": "carer-x",
+                "note": "visited, on O2",
+            }
+        )
+    )
     lines.append(orjson.dumps({"t": T0 + 700}))
     return lines
 
@@ -40,10 +72,26 @@ def run_replay(tmp_path: Path, name: str) -> tuple[list[dict], list[dict], str]:
     inp = tmp_path / "in.jsonl"
     inp.write_bytes(b"\n".join(recording(reg["residents"][0])) + b"\n")
     out, rej = tmp_path / f"{name}.jsonl", tmp_path / f"{name}-rej.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "carewatch.cli", "--log-level", "WARNING",
-                           "replay", str(inp), "--config", str(tmp_path / "reg.yaml"),
-                           "--out", str(out), "--rejected", str(rej)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carewatch.cli",
+            "--log-level",
+            "WARNING",
+            "replay",
+            str(inp),
+            "--config",
+            str(tmp_path / "reg.yaml"),
+            "--out",
+            str(out),
+            "--rejected",
+            str(rej),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     rejected = [orjson.loads(x) for x in rej.read_bytes().splitlines()]
@@ -62,8 +110,14 @@ def test_replay_escalates_acks_resolves_and_is_deterministic(tmp_path: Path) -> 
     assert esc2["updated_at"] - opened == 120.0
     assert [s for s, _ in states][-2:] == ["acknowledged", "resolved"]
     assert hyp[0]["evidence"]["onset_ts"] == T0 + 30
-    assert rejected == [{"t": T0 + 301, "topic": rejected[0]["topic"], "reason": "invalid_json",
-                         "detail": rejected[0]["detail"]}]
+    assert rejected == [
+        {
+            "t": T0 + 301,
+            "topic": rejected[0]["topic"],
+            "reason": "invalid_json",
+            "detail": rejected[0]["detail"],
+        }
+    ]
     assert "fall" in stderr  # the ack of a non-existent alert is warned about
     again, _, _ = run_replay(tmp_path, "b")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()

@@ -34,29 +34,57 @@ def _payload_files(tmp: Path, config: Config, n_msgs: int, batch: int) -> list[t
         path = tmp / f"pub-{p}-{batch}.txt"
         with open(path, "wb") as fh:
             for i in range(per):
-                samples = [{"ts": round(t0 + (i * batch + k) * 0.01, 3), "seq": i * batch + k,
-                            "hr": 70 + k % 5, "spo2": 97, "rr": 14, "activity": 0.05, "worn": True}
-                           for k in range(batch)]
+                samples = [
+                    {
+                        "ts": round(t0 + (i * batch + k) * 0.01, 3),
+                        "seq": i * batch + k,
+                        "hr": 70 + k % 5,
+                        "spo2": 97,
+                        "rr": 14,
+                        "activity": 0.05,
+                        "worn": True,
+                    }
+                    for k in range(batch)
+                ]
                 body = samples[0] if batch == 1 else {"samples": samples}
                 fh.write(orjson.dumps(body) + b"\n")
         out.append((topic, path))
     return out
 
 
-def _publish(broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int) -> list[subprocess.Popen[bytes]]:
+def _publish(
+    broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for topic, path in files:
         with open(path, "rb") as fh:
-            procs.append(subprocess.Popen(
-                ["mosquitto_pub", "-p", str(broker.port), "-q", str(qos), "-t", topic, "-l"],
-                stdin=fh, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    ["mosquitto_pub", "-p", str(broker.port), "-q", str(qos), "-t", topic, "-l"],
+                    stdin=fh,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
     return procs
 
 
 def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
-    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", str(qos), "-t",
-                            "carewatch/v1/+/+/vitals", "-C", str(n)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-p",
+            str(broker.port),
+            "-q",
+            str(qos),
+            "-t",
+            "carewatch/v1/+/+/vitals",
+            "-C",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)  # mosquitto_sub offers no "subscribed" signal; give it time to subscribe
     t0 = time.perf_counter()
     pubs = _publish(broker, files, qos)
@@ -76,16 +104,27 @@ def _wait(cond: Any, timeout_s: float) -> bool:
     return False
 
 
-def measure_pipeline(broker: MosquittoProcess, config: Config, files: list[tuple[str, Path]],
-                     n_samples: int, qos: int, tmp: Path, client_id: str) -> float:
+def measure_pipeline(
+    broker: MosquittoProcess,
+    config: Config,
+    files: list[tuple[str, Path]],
+    n_samples: int,
+    qos: int,
+    tmp: Path,
+    client_id: str,
+) -> float:
     """Samples per second through the real pipeline (ingest only: decode, validate, state)."""
     from carewatch.pipeline import Pipeline
 
     def ingest_only(cfg: Config, clock: Any, publisher: Any, **_: Any) -> Any:
         return Pipeline(cfg, clock, publisher), lambda: None
 
-    service = Service(config, broker=BrokerSettings(url=broker.url, client_id=client_id),
-                      data_dir=tmp, build=ingest_only)
+    service = Service(
+        config,
+        broker=BrokerSettings(url=broker.url, client_id=client_id),
+        data_dir=tmp,
+        build=ingest_only,
+    )
     service.start()
     try:
         if not service.edge.wait_connected(10):
@@ -104,8 +143,9 @@ def measure_pipeline(broker: MosquittoProcess, config: Config, files: list[tuple
     return n_samples / dt
 
 
-def measure_naive(broker: MosquittoProcess, files: list[tuple[str, Path]], n_msgs: int,
-                  qos: int) -> float:
+def measure_naive(
+    broker: MosquittoProcess, files: list[tuple[str, Path]], n_msgs: int, qos: int
+) -> float:
     """Messages per second for the naive consumer: json.loads per message, a dict per sample,
     Python lists, all in paho's callback."""
     import json
@@ -117,19 +157,27 @@ def measure_naive(broker: MosquittoProcess, files: list[tuple[str, Path]], n_msg
 
     def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         body = json.loads(msg.payload)
-        samples = body["samples"] if "samples" in body else [body]
+        samples = body.get("samples", [body])
         device = msg.topic.split("/")[3]
         for s in samples:
-            row = {"device": device, "ts": float(s["ts"]), "hr": s.get("hr"),
-                   "spo2": s.get("spo2"), "rr": s.get("rr")}
+            row = {
+                "device": device,
+                "ts": float(s["ts"]),
+                "hr": s.get("hr"),
+                "spo2": s.get("spo2"),
+                "rr": s.get("rr"),
+            }
             for k, v in row.items():
                 columns[k].append(v)
         count[0] += 1
         if count[0] >= n_msgs:
             done.set()
 
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="naive-bench",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="naive-bench",
+        protocol=mqtt.MQTTv5,
+    )
     client.on_message = on_message
     client.on_subscribe = lambda *a: subscribed.set()
     client.connect(broker.host, broker.port)
@@ -162,9 +210,13 @@ def bench_ingest(quick: bool = False, seconds: float = 60.0) -> dict[str, float]
         out["broker_ceiling_single_msgs_per_s"] = _ceiling(broker, single, single_n, 1)
         out["broker_ceiling_batch_samples_per_s"] = _ceiling(broker, batch, batch_n, 1) * 10
         out["single_msgs_per_s"] = measure_pipeline(broker, config, single, single_n, 1, tmp, "b1")
-        out["batch_samples_per_s"] = measure_pipeline(broker, config, batch, batch_n * 10, 1, tmp, "b2")
+        out["batch_samples_per_s"] = measure_pipeline(
+            broker, config, batch, batch_n * 10, 1, tmp, "b2"
+        )
         out["batch_msgs_per_s"] = out["batch_samples_per_s"] / 10
-        out["qos0_single_msgs_per_s"] = measure_pipeline(broker, config, single, single_n, 0, tmp, "b3")
+        out["qos0_single_msgs_per_s"] = measure_pipeline(
+            broker, config, single, single_n, 0, tmp, "b3"
+        )
         out["baseline_single_msgs_per_s"] = measure_naive(broker, single, single_n, 1)
         out["baseline_batch_samples_per_s"] = measure_naive(broker, batch, batch_n, 1) * 10
     out["single_vs_ceiling"] = out["single_msgs_per_s"] / out["broker_ceiling_single_msgs_per_s"]
@@ -178,6 +230,7 @@ def bench_memory(devices: int = 10_000) -> dict[str, float]:
     from ingest.state import StateStore
 
     store = StateStore(devices)
-    return {"bytes_per_device_day": store.bytes_per_device_day(),
-            "mib_per_1000_device_days": store.bytes_per_device_day() * 1000 / 2**20}
-
+    return {
+        "bytes_per_device_day": store.bytes_per_device_day(),
+        "mib_per_1000_device_days": store.bytes_per_device_day() * 1000 / 2**20,
+    }

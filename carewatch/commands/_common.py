@@ -10,8 +10,11 @@ from config.models import BrokerSettings, Config
 
 
 def add_broker_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", help="mqtt://host:port or mqtts://host:port "
-                   "(default: the config's broker, else mqtt://127.0.0.1:1883)")
+    p.add_argument(
+        "--broker",
+        help="mqtt://host:port or mqtts://host:port "
+        "(default: the config's broker, else mqtt://127.0.0.1:1883)",
+    )
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-file", help="file holding the broker password")
 

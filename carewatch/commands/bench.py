@@ -61,15 +61,24 @@ def _memory(quick: bool) -> dict[str, float]:
 
 
 RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
-    "ingest": _ingest, "detect": _detect, "replay": _replay, "simulate": _simulate,
-    "alerts": _alerts, "sinks": _sinks, "memory": _memory,
+    "ingest": _ingest,
+    "detect": _detect,
+    "replay": _replay,
+    "simulate": _simulate,
+    "alerts": _alerts,
+    "sinks": _sinks,
+    "memory": _memory,
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run the performance benchmark")
-    p.add_argument("sections", nargs="*", metavar="SECTION",
-                   help=f"any of {', '.join(SECTIONS)} (default: all)")
+    p.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"any of {', '.join(SECTIONS)} (default: all)",
+    )
     p.add_argument("--quick", action="store_true", help="a reduced run, under a minute or two")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=main)
@@ -77,9 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def main(args: argparse.Namespace) -> int:
     chosen = args.sections or list(SECTIONS)
-    results: dict[str, Any] = {"machine": {"python": platform.python_version(),
-                                           "cpu": platform.processor() or platform.machine()},
-                               "quick": bool(args.quick)}
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "quick": bool(args.quick),
+    }
     failed = False
     for name in chosen:
         t0 = time.perf_counter()
@@ -94,8 +107,11 @@ def main(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"== {name} ({time.perf_counter() - t0:.1f} s)")
             for key, value in section.items():
-                print(f"  {key:42s} {value:>14,.3f}" if isinstance(value, float)
-                      else f"  {key:42s} {value!s:>14}")
+                print(
+                    f"  {key:42s} {value:>14,.3f}"
+                    if isinstance(value, float)
+                    else f"  {key:42s} {value!s:>14}"
+                )
             sys.stdout.flush()
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))

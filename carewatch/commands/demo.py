@@ -18,15 +18,23 @@ from carewatch.commands.run import parse_hostport
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "simulators" / "scenarios" / "demo.yaml"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="local broker + pipeline + simulated fleet + console")
     p.add_argument("--residents", type=int, default=60, help="simulated residents (default 60)")
     p.add_argument("--data-dir", default="var/demo", help="registry, alert store, history")
-    p.add_argument("--http", type=parse_hostport, default=("127.0.0.1", 8080),
-                   help="HOST:PORT for the console and /metrics (a free port if taken)")
+    p.add_argument(
+        "--http",
+        type=parse_hostport,
+        default=("127.0.0.1", 8080),
+        help="HOST:PORT for the console and /metrics (a free port if taken)",
+    )
     p.add_argument("--speed", type=float, default=1.0, help="simulated time per real second")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     p.add_argument("--seed", type=int, default=7)
     add_broker_options(p)
     p.set_defaults(func=main)
@@ -57,10 +65,18 @@ def main(args: argparse.Namespace) -> int:
     if not registry.exists():
         write_demo_registry(registry, args.residents, seed=args.seed)
     config = load_config(registry)
-    config = config.model_copy(update={"storage": config.storage.model_copy(update={
-        "data_dir": str(data_dir),
-        "sqlite": config.storage.sqlite.model_copy(update={"path": str(data_dir / "history.db")}),
-    })})
+    config = config.model_copy(
+        update={
+            "storage": config.storage.model_copy(
+                update={
+                    "data_dir": str(data_dir),
+                    "sqlite": config.storage.sqlite.model_copy(
+                        update={"path": str(data_dir / "history.db")}
+                    ),
+                }
+            )
+        }
+    )
 
     broker: MosquittoProcess | None = None
     if args.broker:
@@ -73,31 +89,51 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     http = _free_http(*args.http)
-    service = Service(config, broker=BrokerSettings(url=broker_url, client_id="carewatch-demo"),
-                      http=http, data_dir=data_dir)
+    service = Service(
+        config,
+        broker=BrokerSettings(url=broker_url, client_id="carewatch-demo"),
+        http=http,
+        data_dir=data_dir,
+    )
     fleet: subprocess.Popen[bytes] | None = None
     try:
         service.start()
         alerts: Any = service.pipeline.alerts
         alerts.add_listener(_print_event)
-        cmd = [sys.executable, "-m", "carewatch.cli", "simulate", "--registry", str(registry),
-               "--broker", broker_url, "--speed", str(args.speed), "--seed", str(args.seed),
-               "--interval-s", "5"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "carewatch.cli",
+            "simulate",
+            "--registry",
+            str(registry),
+            "--broker",
+            broker_url,
+            "--speed",
+            str(args.speed),
+            "--seed",
+            str(args.seed),
+            "--interval-s",
+            "5",
+        ]
         if DEMO_SCENARIO.exists():
             cmd += ["--scenario", str(DEMO_SCENARIO)]
         fleet = subprocess.Popen(cmd)
         host, port = service.http.address if service.http else http
-        print(f"""
+        print(
+            f"""
 CareWatch demo is running
-  broker     {broker_url}   (Mosquitto{' child process' if broker else ''})
+  broker     {broker_url}   (Mosquitto{" child process" if broker else ""})
   console    http://{host}:{port}/
   metrics    http://{host}:{port}/metrics
   registry   {registry}  ({len(config.residents)} residents in {len(config.towns)} towns)
   data       {data_dir}
   fleet      carewatch simulate (pid {fleet.pid}), scripted events in the first minutes
-  watch alerts: mosquitto_sub -p {broker_url.rsplit(':', 1)[-1]} -t 'carewatch/v1/+/alerts/#' -v
+  watch alerts: mosquitto_sub -p {broker_url.rsplit(":", 1)[-1]} -t 'carewatch/v1/+/alerts/#' -v
 Press Ctrl-C to stop.
-""", flush=True)
+""",
+            flush=True,
+        )
         deadline = args.duration or None
         waited = 0.0
         while not stop.wait(0.5):
@@ -123,7 +159,10 @@ Press Ctrl-C to stop.
 
 
 def _print_event(event: dict[str, Any]) -> None:
-    print(f"[alert] {event.get('state', '?'):12s} tier {event.get('tier')} "
-          f"{event.get('severity', '?'):8s} {event.get('kind', '?'):20s} "
-          f"{event.get('resident_id', '?')} ({event.get('town_id', '?')}): {event.get('message', '')}",
-          flush=True)
+    print(
+        f"[alert] {event.get('state', '?'):12s} tier {event.get('tier')} "
+        f"{event.get('severity', '?'):8s} {event.get('kind', '?'):20s} "
+        f"{event.get('resident_id', '?')} ({event.get('town_id', '?')}): "
+        f"{event.get('message', '')}",
+        flush=True,
+    )

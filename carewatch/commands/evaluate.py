@@ -20,8 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("--config", required=True, help="registry / settings YAML file")
     p.add_argument("--events", help="score these alert events instead of replaying the input")
     p.add_argument("--out", help="also write the replay's alert events here")
-    p.add_argument("--grace", type=float, default=600.0,
-                   help="an alert may open this long after a truth event ends (s)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=600.0,
+        help="an alert may open this long after a truth event ends (s)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=main)
 
@@ -62,8 +66,7 @@ def main(args: argparse.Namespace) -> int:
     resident_days = len(config.residents) * span_days(args.input)
     report = score(events, truth, resident_days, grace_s=args.grace)
     if args.json:
-        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(report.table())
     return 0

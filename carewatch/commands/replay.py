@@ -10,7 +10,7 @@ import orjson
 from carewatch.commands._common import load
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="run the pipeline on recorded traffic with a simulated clock")
     p.add_argument("input", help="recorded messages, one JSON object a line")
     p.add_argument("--config", required=True, help="registry / settings YAML file")
@@ -26,13 +26,20 @@ def main(args: argparse.Namespace) -> int:
     rej = open(args.rejected, "wb") if args.rejected else None  # noqa: SIM115
     with open(args.out, "wb") as out:
         result = replay(
-            read_lines(args.input), config, keep_events=False,
+            read_lines(args.input),
+            config,
+            keep_events=False,
             on_event=lambda e: out.write(orjson.dumps(e) + b"\n"),
             on_rejected=(lambda r: rej.write(orjson.dumps(r) + b"\n")) if rej else None,
         )
     if rej is not None:
         rej.close()
-    summary = {"messages": result.messages, "ticks": result.ticks, "bad_lines": result.bad_lines,
-               "actions_ignored": result.acks_ignored, "ingest": result.ingest}
+    summary = {
+        "messages": result.messages,
+        "ticks": result.ticks,
+        "bad_lines": result.bad_lines,
+        "actions_ignored": result.acks_ignored,
+        "ingest": result.ingest,
+    }
     print(orjson.dumps(summary).decode(), file=sys.stderr)
     return 0

@@ -19,13 +19,17 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the pipeline service against the configured broker")
     p.add_argument("--config", required=True, help="registry / settings YAML file")
     add_broker_options(p)
-    p.add_argument("--http", type=parse_hostport, default=None,
-                   help="serve the console and /metrics on HOST:PORT (default: the config's "
-                        "http settings, 127.0.0.1:8080)")
+    p.add_argument(
+        "--http",
+        type=parse_hostport,
+        default=None,
+        help="serve the console and /metrics on HOST:PORT (default: the config's "
+        "http settings, 127.0.0.1:8080)",
+    )
     p.add_argument("--data-dir", help="alert store and state directory (default: config)")
     p.set_defaults(func=main)
 
@@ -38,15 +42,18 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.config)
     broker = broker_from_args(args, config)
     http = args.http or (config.http.host, config.http.port)
-    service = Service(config, broker=broker, http=http,
-                      data_dir=Path(args.data_dir) if args.data_dir else None)
+    service = Service(
+        config, broker=broker, http=http, data_dir=Path(args.data_dir) if args.data_dir else None
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
     host, port = service.http.address if service.http else ("-", 0)
-    print(f"carewatch: pipeline running; broker {broker.url}; metrics http://{host}:{port}/metrics",
-          flush=True)
+    print(
+        f"carewatch: pipeline running; broker {broker.url}; metrics http://{host}:{port}/metrics",
+        flush=True,
+    )
     try:
         while not stop.wait(1.0):
             if service.error is not None:
