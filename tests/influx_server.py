@@ -181,7 +181,7 @@ class FakeInflux:
 
     def __init__(self, token: str = "test-token", org: str = "carewatch",
                  buckets: tuple[str, ...] = ("vitals",), max_body_bytes: int = 25 * 1024 * 1024,
-                 ) -> None:
+                 port: int = 0) -> None:
         self.token, self.org, self.buckets = token, org, set(buckets)
         self.org_id = "0000000000000001"
         self.max_body_bytes = max_body_bytes
@@ -191,12 +191,16 @@ class FakeInflux:
         self._types: dict[tuple[str, str], type] = {}
         self._cond = threading.Condition()
         self._conns: set[socket.socket] = set()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         # non-daemon handler threads, joined by server_close() once their sockets are shut
         self._httpd.daemon_threads = False
         self._httpd.block_on_close = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
 
     @property
     def url(self) -> str:

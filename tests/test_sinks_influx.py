@@ -6,6 +6,7 @@ wire protocol (auth, org, bucket, precision, gzip, strict line protocol, error a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,35 @@ def test_build_sink_influxdb(server: FakeInflux, tmp_path: Path) -> None:
         sink.close()
     assert len(server.points) == 7
     assert np.all([p.measurement == "vitals" for p in server.points])
+
+
+def test_server_down_then_back_loses_nothing(tmp_path: Path) -> None:
+    first = FakeInflux(token=TOKEN).start()
+    port = first.port
+    first.stop()  # nothing listens: connection refused
+    sink = make_sink(first, tmp_path, settings={"max_retries": 1})
+    try:
+        sink.write(fleet(120))
+        assert wait_until(lambda: int(sink.stats()["failed_batches"]) >= 1)
+        assert "Connection refused" in str(sink.stats()["last_error"]) or \
+            "NewConnectionError" in str(sink.stats()["last_error"])
+        with FakeInflux(token=TOKEN, port=port) as second:
+            assert sink.flush(15)
+            assert len(second.points) == 120
+            assert len({(p.tags["device"], p.time_ns) for p in second.points}) == 120
+    finally:
+        sink.close()
+    assert sink.stats()["written"] == 120 and sink.stats()["dropped_failed"] == 0
+
+
+def test_close_is_bounded_while_the_server_is_down(tmp_path: Path) -> None:
+    gone = FakeInflux(token=TOKEN).start()
+    gone.stop()
+    sink = make_sink(gone, tmp_path, close_wait_s=1.0, settings={"max_retries": 2})
+    sink.write(fleet(40))
+    assert not sink.flush(0.3)
+    t = time.monotonic()
+    sink.close()
+    assert time.monotonic() - t < 4.0
+    st = sink.stats()
+    assert st["written"] == 0 and st["dropped_failed"] == 40  # counted, not silently lost

@@ -101,6 +101,7 @@ class BackgroundSink:
 
     name = "sink"
     tick_s = 0.25  # how often the worker runs _maintain() when idle
+    close_timeout_s = 10.0  # how long close() waits for the worker to finish
 
     def __init__(self, queue_max: int, batch_max: int, linger_s: float = 0.2) -> None:
         self._queue_max = int(queue_max)
@@ -173,7 +174,8 @@ class BackgroundSink:
             finally:
                 self._flushing -= 1
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        timeout_s = self.close_timeout_s if timeout_s is None else timeout_s
         if self._closed:
             return
         self._closed = True

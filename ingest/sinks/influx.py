@@ -60,10 +60,11 @@ class InfluxSink(BackgroundSink):
         token: str | None = None,
         precision: str = "ms",
         retry_interval_ms: int = 1000,
-        max_retry_delay_ms: int = 30_000,
-        max_retry_time_ms: int = 60_000,
+        max_retry_delay_ms: int = 8_000,
+        max_retry_time_ms: int = 15_000,
         resubmit_min_s: float = 1.0,
         resubmit_max_s: float = 60.0,
+        close_wait_s: float = 5.0,
     ) -> None:
         if precision not in ("s", "ms"):
             raise ValueError("precision must be 's' or 'ms'")
@@ -81,6 +82,8 @@ class InfluxSink(BackgroundSink):
         self._retry_rows = 0
         self._resubmit_min, self._resubmit_max = resubmit_min_s, resubmit_max_s
         self._backoff = resubmit_min_s
+        self._close_wait_s = close_wait_s
+        self.close_timeout_s = close_wait_s + 5.0
         self._pending: list[bytes] = []
         self._pending_since = 0.0
         self._scheduler = ThreadPoolScheduler(max_workers=1)
@@ -92,7 +95,7 @@ class InfluxSink(BackgroundSink):
             write_type=WriteType.batching, batch_size=1, flush_interval=settings.flush_interval_ms,
             retry_interval=retry_interval_ms, max_retries=settings.max_retries,
             max_retry_delay=max_retry_delay_ms, max_retry_time=max_retry_time_ms,
-            exponential_base=2, max_close_wait=settings.timeout_ms * 2,
+            exponential_base=2, max_close_wait=int(close_wait_s * 500),
             write_scheduler=self._scheduler)
         self._write_api: WriteApi = self._client.write_api(
             write_options=options, success_callback=self._on_success,
@@ -192,18 +195,46 @@ class InfluxSink(BackgroundSink):
 
     def _finish(self) -> None:
         self._submit(force=True)
-        deadline = time.monotonic() + self.settings.timeout_ms / 1000
+        # half of close_wait_s here, the other half inside WriteApi.close()
+        deadline = time.monotonic() + self._close_wait_s / 2
         with self._cond:  # let in-flight requests finish; kept-for-retry bodies are given up
             while self._inflight > 0 and time.monotonic() < deadline:
                 self._cond.wait(0.05)
+        stuck = self._inflight > 0
+        if stuck:
+            log.warning("influxdb sink closing with %d samples still in flight (server down?)",
+                        self._inflight)
         try:
             self._write_api.close()
         finally:
             self._client.close()
-            self._scheduler.executor.shutdown(wait=True)
+            # a request still retrying inside urllib3 ends by itself within max_retry_time
+            self._scheduler.executor.shutdown(wait=not stuck, cancel_futures=True)
         with self._lock:
             self._retry.clear()
             self._retry_rows = 0
+
+
+class _OncePer(logging.Filter):
+    """Passes one record per `every_s` per logger: an outage must not flood the log."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        super().__init__()
+        self._every = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(record.name, -float("inf")) < self._every:
+            return False
+        self._last[record.name] = now
+        return True
+
+
+_QUIET = _OncePer()
+for _name in ("influxdb_client.client.write.retry", "influxdb_client.client.write_api"):
+    # the client logs every retry and failed batch; the sink counts them in stats()
+    logging.getLogger(_name).addFilter(_QUIET)
 
 
 def _describe(exc: Exception) -> str:
