@@ -168,8 +168,9 @@ class StateStore:
         slot = (self.raw_head[rows_k] + rank[keep]) % c
         self.raw_ts[rows_k, slot] = cols.ts[keep]
         self.raw_seq[rows_k, slot] = cols.seq[keep].astype(np.int32)
-        for v in VITALS:
-            self.raw[v][rows_k, slot] = getattr(cols, v)[keep]
+        with np.errstate(over="ignore"):  # float16: out-of-range values (never plausible) -> inf
+            for v in VITALS:
+                self.raw[v][rows_k, slot] = getattr(cols, v)[keep]
         self.raw_flags[rows_k, slot] = _flags(cols.worn[keep], cols.fall[keep])
         self.raw_head[rows[first_of_row]] += counts
 
@@ -259,7 +260,8 @@ class StateStore:
             means = sums / counts
         for i, v in enumerate(VITALS):
             if v == "activity":
-                self.min_activity[rows, slot] = means[i]
+                with np.errstate(over="ignore"):
+                    self.min_activity[rows, slot] = means[i]
                 continue
             offset, scale = _CODEC[v]
             code = np.round((means[i] - offset) * scale)
