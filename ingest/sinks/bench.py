@@ -70,8 +70,24 @@ def bench_sinks(samples: int = 200_000, devices: int = 1000, chunk: int = 2000,
     }
 
 
+def bench_lineproto(samples: int = 200_000, devices: int = 1000) -> dict[str, Any]:
+    """Line-protocol encoding rate of the InfluxDB sink (its CPU cost per sample)."""
+    from ingest.sinks.lineproto import encode_lines, tag_prefixes
+
+    table = DeviceTable.from_config(Config.model_validate(demo_registry(devices, seed=1)))
+    cols = synthetic_columns(samples, devices, 1_764_316_800.0)
+    prefixes = tag_prefixes(table)
+    t0 = time.perf_counter()
+    lines = encode_lines(cols, prefixes, "ms")
+    elapsed = time.perf_counter() - t0
+    return {"samples": samples, "lines": len(lines), "seconds": round(elapsed, 3),
+            "lines_per_s": round(len(lines) / elapsed),
+            "bytes_per_line": round(sum(map(len, lines)) / max(1, len(lines)), 1)}
+
+
 if __name__ == "__main__":
     import json
 
     for batch in (5000, 20_000):
         print(json.dumps(bench_sinks(batch_max=batch)))
+    print(json.dumps(bench_lineproto()))
