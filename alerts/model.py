@@ -50,7 +50,7 @@ def next_state(state: str, action: str, note: str | None = None) -> str:
     if action not in allowed:
         if state == "resolved":
             raise AlertTransitionError(f"cannot {action} a resolved alert")
-        if state == action + "d" or (action == "ack" and state == "acknowledged"):
+        if state == EVENT_OF_ACTION.get(action):
             raise AlertTransitionError(f"alert is already {state}")
         raise AlertTransitionError(f"cannot {action} an alert in state {state!r}")
     return allowed[action]

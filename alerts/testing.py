@@ -34,3 +34,37 @@ def finding(kind: str, rows: list[int], severity: int | list[int] = 4,
     return Findings(kind, np.array(rows, np.int32), np.array(sev, np.int8), np.array(act, bool),
                     np.full(n, onset, np.float64),
                     {k: np.asarray(v) for k, v in evidence.items()})
+
+
+class Harness:
+    """An engine on a SimClock with an in-memory publisher and a list of listener events."""
+
+    def __init__(self, data_dir: Any, config: Config | None = None, start: float = T0,
+                 **kwargs: Any) -> None:
+        from alerts.engine import AlertEngine
+        from carewatch.clock import SimClock
+        from ingest.devices import DeviceTable
+        from ingest.publish import ListPublisher
+
+        self.config = config or minimal_config()
+        self.clock = SimClock(start)
+        self.publisher = ListPublisher()
+        self.events: list[dict[str, Any]] = []
+        self.engine = AlertEngine(self.config, DeviceTable.from_config(self.config), self.clock,
+                                  self.publisher, data_dir, deterministic_ids=True, **kwargs)
+        self.engine.add_listener(self.events.append)
+
+    def run_until(self, t: float, step: float = 1.0) -> None:
+        """Tick every `step` seconds of simulated time up to `t`."""
+        while self.clock.now() + step <= t:
+            self.clock.advance(step)
+            self.engine.tick(self.clock.now())
+
+    def findings(self, *fs: Findings) -> None:
+        self.engine.on_findings(list(fs), self.clock.now())
+
+    def kinds_of(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+    def close(self) -> None:
+        self.engine.close()
