@@ -49,7 +49,7 @@ def build_pipeline(
     if with_sink if with_sink is not None else not replay:
         from ingest.sinks import build_sink
 
-        sink = build_sink(config, devices)
+        sink = build_sink(config, devices, clock=clock)
     pipeline = Pipeline(
         config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink, devices=devices
     )

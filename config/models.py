@@ -147,7 +147,7 @@ class SqliteSinkSettings(Strict):
     path: str = "var/history.db"
     retention_days: float = Field(30, gt=0, description="raw samples kept this long")
     aggregate_retention_days: float = Field(400, gt=0, description="per-minute aggregates")
-    batch_max: int = Field(5000, ge=1)
+    batch_max: int = Field(20_000, ge=1)
     queue_max: int = Field(200_000, ge=1000)
 
 
