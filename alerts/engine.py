@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from alerts.commands import Command
+from alerts.commands import Command, CommandError, parse_command, result_topic
 from alerts.delivery import Dispatcher, group_rows, load_secret
 from alerts.engine_api import EngineApi
 from alerts.lifecycle import Lifecycle, Step
@@ -83,6 +83,8 @@ class AlertEngine(EngineApi):
             max_attempts=settings.retry_max_attempts, workers=settings.workers,
             queue_max=settings.queue_max)
         self._nonces: dict[str, float] = {}
+        self.command_secret = load_secret(settings.command_secret_file,
+                                          settings.command_secret_env)
         self._closed = False
 
     # ---- bookkeeping -------------------------------------------------------------------
@@ -321,6 +323,33 @@ class AlertEngine(EngineApi):
                 raise AlertNotFoundError(f"alert {alert.alert_id} is not in town {cmd.town_id}")
             self._nonces[cmd.nonce] = now
             return self._transition(alert, cmd.action, cmd.by, now, cmd.note)
+
+    def handle_command_message(self, topic: str, payload: bytes, now: float) -> dict[str, Any]:
+        """Parse, authenticate and apply one message from `carewatch/v1/+/cmd/alerts`, and
+        publish the result on the town's result topic (docs/alert-commands.md)."""
+        parsed = parse_command(topic, payload, self.command_secret, now,
+                               self.config.alerts.command_max_skew_s)
+        result: dict[str, Any]
+        if isinstance(parsed, CommandError):
+            result = {"request_id": parsed.request_id, "ok": False, "reason": parsed.reason,
+                      "detail": parsed.detail}
+        else:
+            try:
+                alert = self.apply_command(parsed, now)
+                result = {"request_id": parsed.request_id, "ok": True,
+                          "alert_id": alert.alert_id, "state": alert.state}
+            except AlertNotFoundError as exc:
+                result = {"request_id": parsed.request_id, "ok": False, "reason": "not_found",
+                          "detail": str(exc)}
+            except AlertTransitionError as exc:
+                result = {"request_id": parsed.request_id, "ok": False,
+                          "reason": "transition", "detail": str(exc)}
+        if not (isinstance(parsed, CommandError) and parsed.reason == "topic"):
+            town = topic.split("/")[2]
+            self.publisher.publish(result_topic(town), orjson.dumps(result), 1, False)
+        if not result["ok"]:
+            log.warning("alert command refused on %s: %s", topic, result)
+        return result
 
     def close(self) -> None:
         """Stop the delivery workers and close the store."""
