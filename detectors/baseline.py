@@ -1,15 +1,15 @@
 """Baseline deviation: far outside the resident's own robust 24 h baseline for >= 10 min.
 
-The baseline is the median and MAD of per-minute means for each local hour of day over the
-store's minute ring (24 h), so the night is compared with nights. It is refreshed in
-chunks of rows, each row at most every `refresh_s`, so no tick pays for every device.
+The baseline is the median and MAD of per-minute means for each local hour of day (the
+latest occurrence of that hour: the store's 24 h minute ring), so the night is compared
+with nights. A slot is refitted when its hour completes, in chunks of rows, so no tick
+pays for every device; an hour without enough data keeps the slot's previous fit.
 Score: robust z = |x - median| / max(1.4826 MAD, floor); a sample deviates when some vital
 has z >= k and differs by at least that vital's minimum absolute change.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,9 +20,25 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import at_rest, worn_ok
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
+from ingest.state import MinuteSeries
 
 BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
 MOTION_SENSITIVE = ("hr", "spo2")
+
+
+def robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise median, MAD and count of non-NaN values of a 2-D array (by sorting)."""
+    count = (~np.isnan(x)).sum(axis=1)
+    med = _middle(np.sort(x, axis=1), count)
+    mad = _middle(np.sort(np.abs(x - med[:, None]), axis=1), count)
+    return med, mad, count
+
+
+def _middle(xs: np.ndarray, count: np.ndarray) -> np.ndarray:
+    lo = np.clip((count - 1) // 2, 0, None)[:, None]
+    hi = np.clip(count // 2, 0, xs.shape[1] - 1)[:, None]
+    mid = (np.take_along_axis(xs, lo, 1) + np.take_along_axis(xs, hi, 1))[:, 0] / 2
+    return np.where(count > 0, mid, np.nan)
 
 
 class BaselineParams(DetectorParams):
@@ -40,8 +56,7 @@ class BaselineParams(DetectorParams):
     max_gap_s: float = Field(60.0, gt=0)
     clear_s: float = Field(300.0, ge=0)
     min_minutes: int = Field(20, ge=1, description="minutes of data an hour slot needs")
-    refresh_s: float = Field(300.0, gt=0)
-    chunk_rows: int = Field(512, ge=1, description="rows whose baseline one tick may refresh")
+    chunk_rows: int = Field(1024, ge=24, description="rows whose hour slot one tick may refit")
     rest_g: float = Field(0.1, gt=0)
 
 
@@ -59,54 +74,60 @@ class BaselineDeviation:
         self.fresh = Fresh(n)
         self.med = {v: np.full((n, 24), np.nan, np.float32) for v in BASE_VITALS}
         self.scale = {v: np.full((n, 24), np.nan, np.float32) for v in BASE_VITALS}
-        self.refreshed = np.full(n, -np.inf)
+        self.last_hour: int | None = None
+        self.pending_hour: int | None = None
         self.cursor = 0
+        self.boot = np.zeros(0, np.int64)
         self.episodes = Episodes("baseline_deviation", n, (1,), "max")
 
     # ---------------------------------------------------------------- baseline
-    def refresh(self, state: TickState, now: float, rows: np.ndarray | None = None) -> None:
-        """Recompute the baseline of `rows` (default: the next due chunk)."""
-        if rows is None:
-            b = self.params.base
-            lo = self.cursor
-            hi = min(self.n, lo + b.chunk_rows)
-            rows = np.arange(lo, hi)
-            rows = rows[now - self.refreshed[rows] >= b.refresh_s]
-            self.cursor = 0 if hi >= self.n else hi
-        if len(rows) == 0:
-            return
-        series = state.store.minute_series(rows, now)
-        hour = (np.floor(np.mod(series.minute_start + state.utc_offset_s, 86400.0) / 3600.0)
-                .astype(np.int64))
+    def refresh(self, state: TickState, now: float) -> None:
+        """Bounded baseline work for one tick.
+
+        When a local hour completes, its slot is recomputed from that hour's minutes for every
+        row, `chunk_rows` rows per tick. On the first tick, rows that already have data are
+        bootstrapped from the whole minute ring (fewer rows per tick: 24x the minutes).
+        """
+        hour = int(np.floor((now + state.utc_offset_s) / 3600.0))
+        chunk = self.params.base.chunk_rows
+        if self.last_hour is None:
+            self.last_hour = hour
+            self.boot = np.flatnonzero(state.store.samples_total > 0)
+        elif hour > self.last_hour:
+            self.pending_hour, self.cursor, self.last_hour = hour - 1, 0, hour
+        if self.pending_hour is not None:
+            rows = np.arange(self.cursor, min(self.n, self.cursor + chunk))
+            self.cursor += chunk
+            end = (self.pending_hour + 1) * 3600.0 - state.utc_offset_s
+            series = state.store.minute_series(rows, end - 1.0, minutes=60)
+            self._fit(rows, series, np.full(60, self.pending_hour % 24))
+            if self.cursor >= self.n:
+                self.pending_hour = None
+        elif len(self.boot):
+            rows, self.boot = self.boot[: max(1, chunk // 24)], self.boot[max(1, chunk // 24):]
+            series = state.store.minute_series(rows, now)
+            hours = np.floor(np.mod(series.minute_start + state.utc_offset_s, 86400.0) / 3600.0)
+            self._fit(rows, series, hours.astype(np.int64))
+
+    def _fit(self, rows: np.ndarray, series: MinuteSeries, hours: np.ndarray) -> None:
+        """Median and scaled MAD per (row, hour slot) for the hours present in `series`."""
+        p = self.params
         worn = series.worn != 0
-        moving = series.values["activity"] > self.params.base.rest_g
-        floors = {v: self.params.at(f"{v}_floor", rows) for v in BASE_VITALS}
-        need = self.params.at("min_minutes", rows)
+        with np.errstate(invalid="ignore"):
+            moving = series.values["activity"] > p.base.rest_g
+        need = p.at("min_minutes", rows)
         for v in BASE_VITALS:
             x = np.where(worn, series.values[v], np.nan)
             if v in MOTION_SENSITIVE:
                 x = np.where(moving, np.nan, x)
-            med = np.full((len(rows), 24), np.nan, np.float32)
-            scale = np.full((len(rows), 24), np.nan, np.float32)
-            for h in range(24):
-                cols = hour == h
-                if not cols.any():
+            floor = p.at(f"{v}_floor", rows)
+            for h in np.unique(hours):
+                med, mad, count = robust(x[:, hours == h])
+                ok = count >= need
+                if not ok.any():
                     continue
-                xh = x[:, cols]
-                count = (~np.isnan(xh)).sum(axis=1)
-                enough = count >= need
-                if not enough.any():
-                    continue
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
-                    m = np.nanmedian(xh, axis=1)
-                    mad = np.nanmedian(np.abs(xh - m[:, None]), axis=1)
-                med[:, h] = np.where(enough, m, np.nan)
-                fl = floors[v]
-                scale[:, h] = np.where(enough, np.maximum(1.4826 * mad, fl), np.nan)
-            self.med[v][rows] = med
-            self.scale[v][rows] = scale
-        self.refreshed[rows] = now
+                self.med[v][rows[ok], h] = med[ok]
+                self.scale[v][rows[ok], h] = np.maximum(1.4826 * mad, floor)[ok]
 
     # ---------------------------------------------------------------- update
     def update(self, state: TickState, now: float) -> list[Findings]:

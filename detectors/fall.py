@@ -60,10 +60,20 @@ class Fall:
             ok = self.fresh.step(r, t)
             if not ok.any():
                 continue
-            r, t, sel = r[ok], t[ok], idx[ok]
-            a = new.activity[sel].astype(np.float64)
+            sel = idx[ok]
+            a = new.activity[sel]
             worn = new.worn[sel]
             flag = (new.fall[sel] == 1) & (worn != 0) & p.base.use_flag
+            r = r[ok]
+            with np.errstate(invalid="ignore"):
+                hit = a >= p.at("impact_g", r)
+            # only rows with an impact, a flag, a pending candidate or an active fall matter
+            live = hit | flag | ~np.isnan(self.impact[r]) | self.active[r]
+            if not live.any():
+                continue
+            r, t, sel, flag = r[live], t[ok][live], sel[live], flag[live]
+            a = a[live].astype(np.float64)
+            worn = worn[live]
             off = worn == 0
             have = ~np.isnan(a)
             with np.errstate(invalid="ignore"):
@@ -96,6 +106,8 @@ class Fall:
             with np.errstate(invalid="ignore"):
                 cleared = was & ((t - ms) >= p.at("clear_s", r))
             on = self.onset[r]
+            if not (fire.any() or cleared.any()):
+                continue
             ev = {"source": np.where(flag, "device", "impact_stillness").astype(object),
                   "impact_g": np.where(flag, a, peak), "duration_s": t - on}
             out.add(fire, r, 4, True, on, ev)

@@ -28,21 +28,47 @@ def _bands(x: np.ndarray, edges: list[float], scores: list[int]) -> np.ndarray:
     return np.where(np.isnan(x), 0, out).astype(np.int8)
 
 
+_BANDS: dict[str, tuple[list[float], list[int]]] = {
+    "rr": ([8, 11, 20, 24], [3, 1, 0, 2, 3]),
+    "spo2": ([91, 93, 95], [3, 2, 1, 0]),
+    "spo2_copd": ([83, 85, 87], [3, 2, 1, 0]),  # scale 2, on air: >= 88 scores 0
+    "sbp": ([90, 100, 110, 219], [3, 2, 1, 0, 3]),
+    "hr": ([40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3]),
+    "temp_c": ([35.0, 36.0, 38.0, 39.0], [3, 1, 0, 1, 2]),
+}
+# Lookup tables over charted (rounded) values: index = round(x * scale) - lo; last = missing.
+_LUT_RANGE = {"rr": (0, 1), "spo2": (0, 1), "spo2_copd": (0, 1), "sbp": (0, 1), "hr": (0, 1),
+              "temp_c": (250, 10)}
+_LUT_SIZE = 501
+
+
+def _make_lut(name: str) -> np.ndarray:
+    lo, scale = _LUT_RANGE[name]
+    grid = (np.arange(_LUT_SIZE - 1) + lo) / scale
+    edges, scores = _BANDS[name]
+    return np.r_[_bands(grid, edges, scores), 0].astype(np.int8)
+
+
+_LUTS = {name: _make_lut(name) for name in _BANDS}
+
+
+def _score(name: str, x: np.ndarray) -> np.ndarray:
+    lo, scale = _LUT_RANGE[name]
+    with np.errstate(invalid="ignore"):
+        i = np.round(x * scale) - lo
+    i = np.where(np.isnan(i), _LUT_SIZE - 1, np.clip(i, 0, _LUT_SIZE - 2)).astype(np.intp)
+    return _LUTS[name][i]
+
+
 def news2_scores(values: dict[str, np.ndarray], copd: np.ndarray) -> dict[str, np.ndarray]:
     """Per-parameter NEWS2 scores (0 where missing). Values are rounded as charted."""
-    rr = np.round(values["rr"])
-    spo2 = np.round(values["spo2"])
-    sbp = np.round(values["sbp"])
-    hr = np.round(values["hr"])
-    temp = np.round(values["temp_c"], 1)
-    s1 = _bands(spo2, [91, 93, 95], [3, 2, 1, 0])
-    s2 = _bands(spo2, [83, 85, 87], [3, 2, 1, 0])  # scale 2, on air: >= 88 scores 0
+    spo2 = values["spo2"]
     return {
-        "rr": _bands(rr, [8, 11, 20, 24], [3, 1, 0, 2, 3]),
-        "spo2": np.where(copd, s2, s1).astype(np.int8),
-        "sbp": _bands(sbp, [90, 100, 110, 219], [3, 2, 1, 0, 3]),
-        "hr": _bands(hr, [40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3]),
-        "temp_c": _bands(temp, [35.0, 36.0, 38.0, 39.0], [3, 1, 0, 1, 2]),
+        "rr": _score("rr", values["rr"]),
+        "spo2": np.where(copd, _score("spo2_copd", spo2), _score("spo2", spo2)).astype(np.int8),
+        "sbp": _score("sbp", values["sbp"]),
+        "hr": _score("hr", values["hr"]),
+        "temp_c": _score("temp_c", values["temp_c"]),
     }
 
 

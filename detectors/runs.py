@@ -110,6 +110,13 @@ class Emitter:
         return [concat_findings(self.kind, self.parts)] if self.parts else []
 
 
+def _sub(value: Any, mask: np.ndarray) -> Any:
+    """`value[mask]` for per-sample arrays; scalars pass through."""
+    if isinstance(value, np.ndarray) and value.shape == mask.shape:
+        return value[mask]
+    return value
+
+
 def _pick(value: Any, mask: np.ndarray, k: int) -> np.ndarray:
     if isinstance(value, np.ndarray) and value.shape == mask.shape:
         return value[mask]
@@ -146,6 +153,21 @@ class Episodes:
         """
         if len(r) == 0:
             return
+        # Only rows with something going on need the full step: a qualifying sample, a run
+        # in progress or an active condition (level 0 is the loosest, so it covers the rest).
+        live = qs[0] | ~np.isnan(self.runs[0].start[r]) | (self.sev[r] > 0)
+        if not live.all():
+            if not live.any():
+                return
+            r, t = r[live], t[live]
+            qs = [q[live] for q in qs]
+            durs = [_sub(d, live) for d in durs]
+            clear, clear_s, max_gap = clear[live], _sub(clear_s, live), _sub(max_gap, live)
+            value = None if value is None else value[live]
+            evidence = None if evidence is None else {k: _sub(v, live)
+                                                       for k, v in evidence.items()}
+            breaks = None if breaks is None else breaks[live]
+            thresholds = None if thresholds is None else [_sub(x, live) for x in thresholds]
         for run, q in zip(self.runs, qs, strict=True):
             run.step(r, t, q, max_gap)
         if breaks is not None and breaks.any():
@@ -177,6 +199,8 @@ class Episodes:
         self.cstart[r] = cs
         with np.errstate(invalid="ignore"):
             cleared = (sev_now > 0) & ~rise & ((t - cs) >= clear_s)
+        if not (rise.any() or cleared.any()):
+            return
         ev: dict[str, Any] = {"duration_s": t - onset}
         if self.extreme is not None:
             ev[ext_key] = self.ext[r].copy()
