@@ -56,7 +56,8 @@ class BaselineParams(DetectorParams):
     max_gap_s: float = Field(60.0, gt=0)
     clear_s: float = Field(300.0, ge=0)
     min_minutes: int = Field(20, ge=1, description="minutes of data an hour slot needs")
-    chunk_rows: int = Field(1024, ge=24, description="rows whose hour slot one tick may refit")
+    chunk_rows: int = Field(256, ge=24, description="rows whose hour slot one tick may refit")
+    boot_samples: int = Field(120, ge=1, description="samples a row needs to fit at start")
     rest_g: float = Field(0.1, gt=0)
 
 
@@ -92,7 +93,8 @@ class BaselineDeviation:
         chunk = self.params.base.chunk_rows
         if self.last_hour is None:
             self.last_hour = hour
-            self.boot = np.flatnonzero(state.store.samples_total > 0)
+            # a store restored with history: fit from it (a fresh store has nothing to fit)
+            self.boot = np.flatnonzero(state.store.samples_total >= self.params.base.boot_samples)
         elif hour > self.last_hour:
             self.pending_hour, self.cursor, self.last_hour = hour - 1, 0, hour
         if self.pending_hour is not None:
