@@ -124,8 +124,7 @@ def main(args: argparse.Namespace) -> int:
             f"""
 CareWatch demo is running
   broker     {broker_url}   (Mosquitto{" child process" if broker else ""})
-  console    http://{host}:{port}/
-  metrics    http://{host}:{port}/metrics
+  metrics    http://{host}:{port}/metrics   (also /healthz, /readyz)
   registry   {registry}  ({len(config.residents)} residents in {len(config.towns)} towns)
   data       {data_dir}
   fleet      carewatch simulate (pid {fleet.pid}), scripted events in the first minutes
