@@ -51,7 +51,7 @@ _DIGITS5 = np.frombuffer("".join(f"{v:05d}" for v in range(100_000)).encode(),
                          np.uint8).reshape(100_000, 5)
 _DIGITS3 = _DIGITS5[:1000, 2:]
 # leading zeros of each 5-digit row (the last digit always shows)
-_LEAD_ZERO = np.cumprod(_DIGITS5 == ord("0"), axis=1).astype(bool)
+_LEAD_ZERO = np.cumprod(ord("0") == _DIGITS5, axis=1).astype(bool)
 _LEAD_ZERO[:, -1] = False
 _DIGITS2 = _DIGITS5[:100, 3:]
 
@@ -171,7 +171,8 @@ class Encoder:
         self.topics_v = self.topics.view(f"V{self.topics.shape[1]}").ravel()
         sw = self.layout.sample_width
         self.blank = np.frombuffer(bytes([pad]) * sw, np.uint8).view(self.layout.sample_dtype)[0]
-        hi_txt = [(',"seq":' + (str(v) if v else "").rjust(2, chr(pad))).encode() for v in range(100)]
+        hi_txt = [(',"seq":' + (str(v) if v else "").rjust(2, chr(pad))).encode()
+                  for v in range(100)]
         self.seq_hi = np.frombuffer(b"".join(hi_txt), np.uint8).reshape(100, 9).copy()
         stripped = np.where(_LEAD_ZERO, np.uint8(pad), _DIGITS5)
         self.seq_lo = np.concatenate([_DIGITS5, stripped])
@@ -185,7 +186,7 @@ class Encoder:
         return np.concatenate([top, low], axis=-1)
 
     def encode(self, c: Chunk) -> Encoded:
-        lay, k, pad = self.layout, self.batch, self.pad
+        lay, k = self.layout, self.batch
         n, m = c.shape
         if m % k:
             raise ValueError("chunk length must be a multiple of the batch size")

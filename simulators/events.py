@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulators.news2 import news2_parts, news2_severity
-from simulators.physiology import BENIGN_HR, BENIGN_RR, BENIGN_SPO2, BENIGN_SPO2_COPD, Chunk, Physiology
+from simulators.physiology import (
+    BENIGN_HR,
+    BENIGN_RR,
+    BENIGN_SPO2,
+    BENIGN_SPO2_COPD,
+    Chunk,
+    Physiology,
+)
 
 # event kind -> (default duration s, truth kind, default severity)
 EVENT_KINDS: dict[str, tuple[float, str, str]] = {
@@ -151,7 +157,8 @@ def random_events(phys: Physiology, rate_per_day: float, hours: float, seed: int
             start = t0 + rng.uniform(600.0, max(601.0, hours * 3600 - dur - 600))
         if start < t0 + 600 or start + dur > t0 + hours * 3600 - 60:
             continue
-        sev = str(rng.choice(["high", "critical"])) if kind in {"hypoxemia", "tachycardia"} else None
+        two = kind in {"hypoxemia", "tachycardia"}
+        sev = str(rng.choice(["high", "critical"])) if two else None
         ev = make_event(row, kind, start, dur, sev, bool(rng.random() < 0.6), source="random")
         margin = 1800.0
         if any(ev.window_start - margin < e and s < ev.end + margin for s, e in busy.get(row, [])):
@@ -214,7 +221,8 @@ def _apply_one(c: Chunk, phys: Physiology, ev: Event, idx: np.ndarray,
         tt = c.true_t[r, idx]
         pre = 100.0 - 84.0 * (tt - ev.window_start) / LOW_BATTERY_LEAD_S
         post = 15.0 - 10.0 * (tt - ev.start) / ev.duration
-        c.battery[r, idx] = np.floor(np.minimum(c.battery[r, idx], np.where(tt < ev.start, pre, post)))
+        ramp = np.where(tt < ev.start, pre, post)
+        c.battery[r, idx] = np.floor(np.minimum(c.battery[r, idx], ramp))
     elif ev.kind == "fall":
         _rest_fill(c, phys, r, idx, k, rng, act=(0.0, 0.02))
         impact = k == kf

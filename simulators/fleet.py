@@ -11,6 +11,7 @@ Each such device costs a TCP connection and a paho network thread, hence a subse
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import socket
@@ -85,7 +86,8 @@ class LiveFleet:
                               chunk_s=max(60.0, batch * interval_s))
         pop = self.sim.phys.pop
         self.topics = [vitals_topic(t, d) for t, d in zip(pop.towns, pop.device_ids, strict=True)]
-        self.status_topics = [status_topic(t, d) for t, d in zip(pop.towns, pop.device_ids, strict=True)]
+        self.status_topics = [status_topic(t, d)
+                              for t, d in zip(pop.towns, pop.device_ids, strict=True)]
         offline_rows = {e.row for e in self.sim.events.events if e.kind == "device_offline"}
         self.lwt_rows = sorted(offline_rows | set(range(min(lwt_devices, pop.n))))
         self.connections, self.faults, self.prefix = max(1, connections), faults, client_prefix
@@ -102,7 +104,8 @@ class LiveFleet:
     # -- lifecycle
     def start(self) -> LiveFleet:
         pop = self.sim.phys.pop
-        self._shared = [make_client(self.broker, f"{self.prefix}-{i}") for i in range(self.connections)]
+        self._shared = [make_client(self.broker, f"{self.prefix}-{i}")
+                        for i in range(self.connections)]
         for r in self.lwt_rows:
             self._connect_own(r)
         for r in range(pop.n):  # retained: a subscriber arriving later still sees it
@@ -154,10 +157,8 @@ class LiveFleet:
         c.loop_stop()
         sock = c.socket()
         if isinstance(sock, socket.socket):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def sim_now(self) -> float:
@@ -192,7 +193,8 @@ class LiveFleet:
             self._go_dark(arg)
         elif action == "back":
             self._connect_own(arg)
-            self._client(arg).publish(self.status_topics[arg], self._online(arg, self.sim_now()), 1, True)
+            payload = self._online(arg, self.sim_now())
+            self._client(arg).publish(self.status_topics[arg], payload, 1, True)
         elif action == "status":
             r, payload = arg
             self._client(r).publish(self.status_topics[r], payload, 1, True)

@@ -191,7 +191,8 @@ class Chunk:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.true_t.shape  # type: ignore[return-value]
+        n, m = self.true_t.shape
+        return int(n), int(m)
 
 
 @dataclass
@@ -230,7 +231,8 @@ class Physiology:
             prev = rng.normal(0, sd, shape[0])
         e = rng.standard_normal(shape, dtype=np.float32)
         zi = (a * prev)[:, None].astype(np.float32)
-        y, _ = lfilter(np.float32([sd * np.sqrt(1 - a * a)]), np.float32([1.0, -a]), e, axis=1, zi=zi)
+        b_coef = np.array([sd * np.sqrt(1 - a * a)], np.float32)
+        y, _ = lfilter(b_coef, np.array([1.0, -a], np.float32), e, axis=1, zi=zi)
         self._ou[name] = y[:, -1].astype(np.float64)
         return y.astype(np.float32, copy=False)
 
@@ -328,7 +330,7 @@ class Physiology:
         # Between charger events the level is linear; charging is rare, so step only where
         # some resident is charging and use cumulative sums over the plain stretches.
         out = np.empty(charging.shape, np.float32)
-        any_charge = charging.any(axis=0)
+        any_charge: np.ndarray = np.asarray(charging.any(axis=0))
         j, m = 0, charging.shape[1]
         while j < m:
             if any_charge[j]:

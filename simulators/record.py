@@ -17,28 +17,31 @@ CLOCK_TAIL_S = 1800.0  # clock lines after the last sample, so timers (escalatio
 CLOCK_STEP_S = 60.0
 
 
-def _line(t: float, topic: str | None = None, payload: bytes | None = None,
-          raw: bool = False) -> bytes:
+def _line(t: float, topic: str | None = None, payload: bytes = b"", raw: bool = False) -> bytes:
     if topic is None:
         return b'{"t":%.3f}\n' % t
-    if raw:
-        return b'{"t":%.3f,"topic":%s,"payload_raw":%s}\n' % (
-            t, orjson.dumps(topic), orjson.dumps(payload.decode("utf-8", "replace") if payload else ""))
+    if raw:  # not JSON: carried as text
+        text = orjson.dumps(payload.decode("utf-8", "replace"))
+        return b'{"t":%.3f,"topic":%s,"payload_raw":%s}\n' % (t, orjson.dumps(topic), text)
     return b'{"t":%.3f,"topic":%s,"payload":%s}\n' % (t, orjson.dumps(topic), payload)
 
 
-def extra_lines(sim: Simulation, faults: bool, faults_per_hour: float = 30.0) -> list[tuple[float, bytes]]:
+Lines = list[tuple[float, bytes]]
+
+
+def extra_lines(sim: Simulation, faults: bool, faults_per_hour: float = 30.0) -> Lines:
     """Status, fault and clock lines (few; built one by one), sorted by t."""
     pop, t0 = sim.phys.pop, sim.t0
     end = sim.end_t if sim.end_t is not None else t0
     out: list[tuple[float, bytes]] = []
     batt = pop.battery0
+    topics = [status_topic(tw, d) for tw, d in zip(pop.towns, pop.device_ids, strict=True)]
     for r in range(pop.n):  # each device announces itself (retained on a real broker)
-        payload = orjson.dumps({"online": True, "battery": int(batt[r]), "ts": round(t0 - 1.0, 2)})
-        out.append((t0 - 1.0, _line(t0 - 1.0, status_topic(pop.towns[r], pop.device_ids[r]), payload)))
-    for t, r, payload in sim.status_changes():
+        hello = orjson.dumps({"online": True, "battery": int(batt[r]), "ts": round(t0 - 1.0, 2)})
+        out.append((t0 - 1.0, _line(t0 - 1.0, topics[r], hello)))
+    for t, r, status in sim.status_changes():
         if t < end:
-            out.append((t, _line(t, status_topic(pop.towns[r], pop.device_ids[r]), orjson.dumps(payload))))
+            out.append((t, _line(t, topics[r], orjson.dumps(status))))
     if faults:
         towns = [tw.id for tw in sim.config.towns]
         for f in make_faults(sim.phys, t0 + 60, end, faults_per_hour, sim.seed, towns):
@@ -50,20 +53,21 @@ def extra_lines(sim: Simulation, faults: bool, faults_per_hour: float = 30.0) ->
 
 
 def _write_merged(f: BinaryIO, t: np.ndarray, buf: np.ndarray, off: np.ndarray,
-                  small: list[tuple[float, bytes]]) -> None:
+                  small: Lines) -> None:
     """Write main lines (sorted t) with the few `small` lines interleaved in t order."""
     pos = np.searchsorted(t, [x[0] for x in small], side="right").tolist() if small else []
     start = 0
     for (_, line), p in zip(small, pos, strict=True):
         if p > start:
-            f.write(memoryview(buf[off[start]:off[p]]))
+            f.write(buf[off[start]:off[p]].data)
             start = p
         f.write(line)
     if start < t.size:
-        f.write(memoryview(buf[off[start]:off[-1]]))
+        f.write(buf[off[start]:off[-1]].data)
 
 
-def write_recording(sim: Simulation, path: str | Path | None, faults: bool = False) -> dict[str, Any]:
+def write_recording(sim: Simulation, path: str | Path | None,
+                    faults: bool = False) -> dict[str, Any]:
     """Write the run as replay lines (None: generate and encode only, for benchmarks)."""
     pop = sim.phys.pop
     topics = [vitals_topic(tw, d) for tw, d in zip(pop.towns, pop.device_ids, strict=True)]

@@ -13,6 +13,7 @@ from simulators.events import (
     DETERIORATION,
     DETERIORATION_SPO2,
     EVENT_KINDS,
+    LWT_AFTER_S,
     Event,
     _first_k,
 )
@@ -96,18 +97,21 @@ def write_truth(path: str | Path, records: list[dict[str, Any]]) -> None:
             f.write(orjson.dumps(rec) + b"\n")
 
 
-def offline_status(events: list[Event], phys: Physiology) -> list[tuple[float, int, dict[str, Any]]]:
+StatusChange = tuple[float, int, dict[str, Any]]
+
+
+def offline_status(events: list[Event], phys: Physiology) -> list[StatusChange]:
     """(true time, row, status payload): the Last Will when the broker notices the silence,
     and the device's own retained `online` when it reconnects."""
-    out: list[tuple[float, int, dict[str, Any]]] = []
+    out: list[StatusChange] = []
+    p, dt = phys.pop, phys.interval_s
     for ev in events:
         if ev.kind != "device_offline":
             continue
         kf = _first_k(phys, ev.row, ev.start)
-        last_sent = _ts(phys, ev.row, kf - 1)
-        out.append((ev.start + 90.0 - phys.interval_s, ev.row, {"online": False}))
+        last_sent = phys.t0 + p.phase[ev.row] + (kf - 1) * dt
+        out.append((float(last_sent + LWT_AFTER_S), ev.row, {"online": False}))
         ke = _first_k(phys, ev.row, ev.end)
-        out.append((phys.t0 + phys.pop.phase[ev.row] + ke * phys.interval_s - 0.5, ev.row,
+        out.append((float(phys.t0 + p.phase[ev.row] + ke * dt - 0.5), ev.row,
                     {"online": True, "ts": _ts(phys, ev.row, ke) - 0.5}))
-        del last_sent
     return sorted(out, key=lambda x: x[0])

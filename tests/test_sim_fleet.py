@@ -1,0 +1,100 @@
+"""A simulated fleet published through a real Mosquitto arrives complete at a subscriber."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from config.generate import demo_registry
+from config.loader import parse_config
+from config.models import BrokerSettings
+from simulators.fleet import LiveFleet
+from simulators.scenario import Scenario
+
+
+class Collector:
+    """A paho subscriber on carewatch/v1/#, collecting payloads per topic."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-test-sub",
+                        protocol=mqtt.MQTTv311)
+        c.on_connect = lambda cl, *_a: cl.subscribe("carewatch/v1/#", qos=1)
+        c.on_subscribe = lambda *_a: self.subscribed.set()
+        c.on_message = self._on_message
+        c.connect(host, port)
+        c.loop_start()
+        self.client = c
+        assert self.subscribed.wait(10)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate(list(self.messages)):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _vitals_samples(messages: list[tuple[str, bytes, bool]]) -> int:
+    n = 0
+    for topic, payload, _r in messages:
+        if topic.endswith("/vitals"):
+            p = orjson.loads(payload)
+            n += len(p["samples"]) if "samples" in p else 1
+    return n
+
+
+def test_fleet_arrives_complete_with_last_will(mosquitto: Any) -> None:
+    config = parse_config(demo_registry(40, seed=2))
+    scenario = Scenario.from_dict({"events": [
+        {"resident": "r-0003", "kind": "device_offline", "at": "+5m", "duration": "20m"},
+        {"resident": "r-0004", "kind": "fall", "at": "+2m"},
+    ]})
+    broker = BrokerSettings(url=mosquitto.url)
+    sub = Collector(mosquitto.host, mosquitto.port)
+    fleet = LiveFleet(config, broker, speed=1200.0, interval_s=10.0, batch=3, qos=1,
+                      scenario=scenario, seed=2, start=time.time() - 3600, hours=0.5,
+                      connections=2, lwt_devices=2)
+    try:
+        fleet.start()
+        assert fleet.wait(60), "the run finishes"
+        assert not fleet.errors
+        expected = fleet.samples
+        assert expected > 40 * 150
+        assert sub.wait_for(lambda m: _vitals_samples(m) >= expected, 30)
+    finally:
+        fleet.stop()
+    msgs = list(sub.messages)
+    sub.close()
+    assert _vitals_samples(msgs) == expected, "no sample lost or duplicated"
+    vitals = [(t, orjson.loads(p)) for t, p, _ in msgs if t.endswith("/vitals")]
+    assert len(vitals) == fleet.published
+    devices = {t.split("/")[3] for t, _ in vitals}
+    assert devices == {r.device for r in config.residents}
+    status = [(t, orjson.loads(p)) for t, p, _ in msgs if t.endswith("/status")]
+    online = {t.split("/")[3] for t, p in status if p.get("online") is True}
+    assert online == devices, "every device announces itself"
+    dark = [t for t, p in status if p == {"online": False}]
+    assert dark == ["carewatch/v1/" + config.residents[2].town + "/dev-0003/status"], \
+        "the broker's Last Will marks the vanished device offline"
+    off = next(e for e in fleet.sim.events.events if e.kind == "device_offline")
+    during = [p for t, p in vitals if "/dev-0003/" in t
+              for s in p["samples"] if off.start + 5 < s["ts"] < off.end - 5]
+    assert not during
