@@ -137,12 +137,14 @@ class SqliteAlertStore:
                         "INSERT INTO alerts(alert_id, resident_id, kind, state, opened_at, doc) "
                         "VALUES (?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET "
                         "state=excluded.state, doc=excluded.doc",
-                        [(a.alert_id, a.resident_id, a.kind, a.state, a.opened_at,
-                          _dumps(a.to_doc())) for a in txn.alerts])
-                for alert_id, topic, doc in txn.events:
-                    cur.execute("INSERT INTO events(alert_id, topic, doc) VALUES (?,?,?)",
-                                (alert_id, topic, _dumps(doc)))
-                    seqs.append(int(cur.lastrowid or 0))
+                        [(a.alert_id, a.resident_id, a.kind, a.state, a.opened_at, _dumps(a))
+                         for a in txn.alerts])
+                if txn.events:
+                    cur.executemany("INSERT INTO events(alert_id, topic, doc) VALUES (?,?,?)",
+                                    [(a, t, _dumps(d)) for a, t, d in txn.events])
+                    # Inside this write transaction the new seqs are the last len(events).
+                    last = int(cur.execute("SELECT max(seq) FROM events").fetchone()[0])
+                    seqs = list(range(last - len(txn.events) + 1, last + 1))
                 if txn.audit:
                     cur.executemany(
                         "INSERT INTO audit(ts, alert_id, resident_id, actor, action, detail) "
@@ -176,9 +178,19 @@ class SqliteAlertStore:
     def mark_published(self, seqs: list[int]) -> None:
         if not seqs:
             return
+        # One statement (one implicit transaction, one sync) per contiguous run of seqs;
+        # a commit's events are contiguous, so this is usually a single range.
+        runs: list[tuple[int, int]] = []
+        for s in sorted(seqs):
+            if runs and s == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], s)
+            else:
+                runs.append((s, s))
         with self._lock:
-            self._db.executemany("UPDATE events SET published = 1 WHERE seq = ?",
-                                 [(s,) for s in seqs])
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            cur.executemany("UPDATE events SET published = 1 WHERE seq BETWEEN ? AND ?", runs)
+            cur.execute("COMMIT")
 
     def unpublished_events(self) -> list[tuple[int, str, dict[str, Any]]]:
         rows = self._q("SELECT seq, topic, doc FROM events WHERE published = 0 ORDER BY seq")

@@ -160,7 +160,7 @@ def test_restart_restores_open_alerts_and_fires_overdue_escalations(tmp_path: Pa
         second.engine.tick(T0 + 250)  # the first tick after restart fires what is overdue
         esc = second.kinds_of("escalated")
         assert [(e["tier"], e["updated_at"]) for e in esc] == [(2, T0 + 120), (3, T0 + 240)]
-        fever = [a for a in second.engine.open_alerts() if a.kind == "fever"][0]
+        fever = next(a for a in second.engine.open_alerts() if a.kind == "fever")
         assert fever.state == "acknowledged" and fever.deadline is None
     finally:
         second.close()
