@@ -84,6 +84,7 @@ class Encoded:
     buf: np.ndarray  # uint8
     off: np.ndarray  # int64, len = messages + 1
     row: np.ndarray  # int64 resident row of each message
+    samples: np.ndarray  # int64 samples in each message
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
@@ -232,6 +233,7 @@ class Encoder:
             sv[unsent] = self.blank
         t_sorted = msg_t[order]
         rows = order // nm
+        counts = sent[order].sum(axis=1)
         if self.record:
             t0, t1 = lay.cols["t"]
             out[:, t0:t1].view("V14")[:, 0] = render_fixed_epoch(t_sorted, 3).view("V14")[:, 0]
@@ -240,8 +242,9 @@ class Encoder:
             # fixed-width lines padded with JSON blanks: compaction would cost more than
             # generating the data, and every JSON reader skips blanks between tokens
             return Encoded(t=t_sorted, buf=out.reshape(-1),
-                           off=np.arange(total + 1, dtype=np.int64) * lay.width, row=rows)
+                           off=np.arange(total + 1, dtype=np.int64) * lay.width, row=rows,
+                           samples=counts)
         keep = out != SENTINEL
         off = np.zeros(total + 1, np.int64)
         np.cumsum(np.count_nonzero(keep, axis=1), out=off[1:])
-        return Encoded(t=t_sorted, buf=out[keep], off=off, row=rows)
+        return Encoded(t=t_sorted, buf=out[keep], off=off, row=rows, samples=counts)

@@ -237,5 +237,5 @@ class LiveFleet:
                         (self._own.get(r) or self._shared[r % len(self._shared)]).publish(
                             topics[r], msgs[idx], qos)
                 self.published += j - i
+                self.samples += int(e.samples[i:j].sum())
                 i = j
-            self.samples += int(chunk.sent.sum())
