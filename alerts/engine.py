@@ -54,7 +54,7 @@ class AlertEngine(EngineApi):
                  data_dir: Path | str,
                  message_for: Callable[[str, str, dict[str, Any]], str] | None = None,
                  deterministic_ids: bool = False, store: AlertStore | None = None,
-                 webhook_secret: bytes | None = None) -> None:
+                 webhook_secret: bytes | None = None, send_notifications: bool = True) -> None:
         self.config, self.devices, self.clock, self.publisher = config, devices, clock, publisher
         settings = config.alerts
         self.store: AlertStore = store or SqliteAlertStore(
@@ -62,6 +62,8 @@ class AlertEngine(EngineApi):
         self.router = Router(config)
         self.life = Lifecycle(config, self.router, message_for or default_message)
         self.deterministic_ids = deterministic_ids
+        # False (e.g. replay): notices are still recorded in the outbox, never sent.
+        self.send_notifications = send_notifications
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._open: dict[tuple[str, str], Alert] = {}
@@ -293,6 +295,8 @@ class AlertEngine(EngineApi):
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:
+        if not self.send_notifications:
+            return
         rows = self.store.due_outbox(now, self.dispatcher.inflight(), 500)
         for batch in group_rows(rows):
             if not self.dispatcher.offer(batch):
