@@ -41,7 +41,8 @@ def build_pipeline(
     detectors = build_detectors(config, devices)
     data_dir.mkdir(parents=True, exist_ok=True)
     alerts = AlertEngine(
-        config, devices, clock, publisher, data_dir, message_for=message, deterministic_ids=replay
+        config, devices, clock, publisher, data_dir, message_for=message,
+        deterministic_ids=replay, send_notifications=not replay,
     )
     if on_event is not None:
         alerts.add_listener(on_event)
@@ -51,7 +52,8 @@ def build_pipeline(
 
         sink = build_sink(config, devices, clock=clock)
     pipeline = Pipeline(
-        config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink, devices=devices
+        config, clock, publisher, detectors=detectors, alerts=alerts, sink=sink, devices=devices,
+        commands=_AlertCommands(alerts),
     )
 
     def close() -> None:
@@ -60,3 +62,13 @@ def build_pipeline(
             sink.close()
 
     return pipeline, close
+
+
+class _AlertCommands:
+    """Routes MQTT alert commands (ack / dispatch / resolve) to the engine."""
+
+    def __init__(self, alerts: Any) -> None:
+        self.alerts = alerts
+
+    def handle_command(self, topic: str, payload: bytes, now: float) -> None:
+        self.alerts.handle_command_message(topic, payload, now)

@@ -38,7 +38,11 @@ class Service:
         self.config = config
         self.clock = clock or WallClock()
         self.broker = broker or config.broker
-        self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max)
+        from alerts.commands import COMMAND_SUBSCRIPTION
+        from ingest.mqtt import STATUS_TOPIC, VITALS_TOPIC
+
+        self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max,
+                             topics=[VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
         self.pipeline, self._close_pipeline = build(
