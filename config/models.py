@@ -181,7 +181,7 @@ class PipelineSettings(Strict):
     queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
     batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
     linger_ms: float = Field(
-        10.0,
+        25.0,
         ge=0,
         le=1000,
         description="after the first message arrives, wait this long for more so that "
