@@ -3,7 +3,8 @@ alerts per resident-day. Pure functions; `carewatch evaluate` does the I/O.
 
 Truth records (JSON lines, shared with the simulators): `{"resident_id", "kind", "start",
 "end", "severity"?, "primary"?}`, times in epoch s. An alert matches a truth record of the
-same resident and kind when it opened within [start - early_s, end + grace_s]. Records with
+same resident and kind when it opened (or its condition became active again) within
+[start - early_s, end + grace_s]. Records with
 `"primary": false` (co-alerts an event implies, e.g. NEWS2) may be matched but are not
 required: missing them costs no recall, matching them is not a false alert.
 """
@@ -18,13 +19,18 @@ import numpy as np
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 # Each default rule's own duration (s), by kind and severity: delay is counted beyond it.
+# Fall: the impact-then-stillness signature (a device flag fires at once). Blood pressure:
+# the rule needs a second reading, 5 min apart in the simulators' events.
 RULE_DURATION_S: dict[str, float] = {
-    "fall": 0.0, "hypoxemia": 60.0, "hypoxemia:critical": 30.0, "bradycardia": 60.0,
+    "fall": 60.0, "hypoxemia": 60.0, "hypoxemia:critical": 30.0, "bradycardia": 60.0,
     "tachycardia": 120.0, "tachycardia:critical": 60.0, "bradypnoea": 60.0,
-    "tachypnoea": 120.0, "fever": 600.0, "hypothermia": 600.0, "hypotension": 0.0,
-    "hypertensive_crisis": 0.0, "news2": 300.0, "baseline_deviation": 600.0,
+    "tachypnoea": 120.0, "fever": 600.0, "hypothermia": 600.0, "hypotension": 300.0,
+    "hypertensive_crisis": 300.0, "news2": 300.0, "baseline_deviation": 600.0,
     "inactivity": 3 * 3600.0, "not_worn": 1800.0, "device_offline": 600.0, "low_battery": 0.0,
 }
+
+
+SECONDARY_KINDS = frozenset({"news2", "baseline_deviation"})
 
 
 def rule_duration(kind: str, severity: str | None) -> float:
@@ -38,6 +44,7 @@ class KindReport:
     detected: int = 0
     alerts: int = 0
     true_alerts: int = 0
+    secondary: int = 0  # aggregate-kind detections during another truth event
     false_alerts: int = 0
     recall: float | None = None
     ppv: float | None = None
@@ -85,26 +92,36 @@ def _f(x: float | None, digits: int) -> str:
 
 
 def alerts_from_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per alert (the first event of each alert id), at its highest severity."""
-    by_id: dict[str, dict[str, Any]] = {}
+    """Detections: an alert's opening, and every later event on which its condition became
+    active again (an open alert absorbs new findings of its kind: the contract's dedup), each
+    at the time it happened, with the alert's severity then."""
+    last_active: dict[str, bool] = {}
+    out: list[dict[str, Any]] = []
     for i, ev in enumerate(events):
         aid = str(ev.get("alert_id") or f"{ev.get('resident_id')}/{ev.get('kind')}/"
                                          f"{ev.get('opened_at', i)}")
-        sev = str(ev.get("severity", "low"))
-        if aid not in by_id:
-            by_id[aid] = {"alert_id": aid, "resident_id": ev.get("resident_id"),
-                          "kind": ev.get("kind"), "opened_at": float(ev.get("opened_at", 0.0)),
-                          "severity": sev}
-        elif SEVERITY_RANK.get(sev, 0) > SEVERITY_RANK.get(by_id[aid]["severity"], 0):
-            by_id[aid]["severity"] = sev
-    return sorted(by_id.values(), key=lambda a: (a["opened_at"], a["alert_id"]))
+        active = bool(ev.get("condition_active", True))
+        first = aid not in last_active
+        if first or (active and not last_active[aid]):
+            at = float(ev.get("opened_at", 0.0)) if first else float(
+                ev.get("updated_at", ev.get("opened_at", 0.0)))
+            out.append({"alert_id": f"{aid}#{len(out)}", "resident_id": ev.get("resident_id"),
+                        "kind": ev.get("kind"), "opened_at": at,
+                        "severity": str(ev.get("severity", "low"))})
+        last_active[aid] = active
+    return sorted(out, key=lambda a: (a["opened_at"], a["alert_id"]))
 
 
 def score(events: list[dict[str, Any]], truth: list[dict[str, Any]], resident_days: float,
           grace_s: float = 600.0, early_s: float = 120.0,
-          kinds: set[str] | None = None) -> EvalReport:
-    """Match alerts to truth and summarise. `kinds` limits the report (default: all seen)."""
+          kinds: set[str] | None = None, until: float | None = None,
+          secondary_kinds: frozenset[str] = SECONDARY_KINDS) -> EvalReport:
+    """Match detections to truth and summarise. `kinds` limits the report (default: all
+    seen); `until` drops detections after it (the end of the recorded data: a recording
+    that stops is not a fleet going offline)."""
     alerts = alerts_from_events(events)
+    if until is not None:
+        alerts = [a for a in alerts if a["opened_at"] <= until]
     if kinds is not None:
         alerts = [a for a in alerts if a["kind"] in kinds]
         truth = [t for t in truth if t["kind"] in kinds]
@@ -136,12 +153,22 @@ def score(events: list[dict[str, Any]], truth: list[dict[str, Any]], resident_da
                 first - float(t["start"]) - rule_duration(kind, t.get("severity")))
         else:
             missed.append(t)
+    # Aggregate kinds (NEWS2, baseline) follow from any physiological event: during one of
+    # the resident's truth events they are secondary, not false.
+    spans: dict[Any, list[tuple[float, float]]] = {}
+    for t in truth:
+        spans.setdefault(t["resident_id"], []).append(
+            (float(t["start"]) - early_s, float(t["end"]) + grace_s))
     false: list[dict[str, Any]] = []
     for a in alerts:
         rep = reports.setdefault(a["kind"], KindReport(a["kind"]))
         rep.alerts += 1
         if a["alert_id"] in matched_alerts:
             rep.true_alerts += 1
+        elif a["kind"] in secondary_kinds and any(
+                lo <= a["opened_at"] <= hi for lo, hi in spans.get(a["resident_id"], [])):
+            rep.true_alerts += 1
+            rep.secondary += 1
         else:
             rep.false_alerts += 1
             false.append(a)

@@ -3,7 +3,8 @@
 Impact-then-stillness: activity >= `impact_g`, then every sample after a short settling
 time at or below `still_g` until `still_s` after the impact. Movement, taking the device
 off, or a gap longer than `max_gap_s` cancels the candidate. The condition clears when
-the resident moves again for `clear_s`.
+the resident moves again for `clear_s`, or lapses `hold_s` after onset, so that a later fall
+is a new finding.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class FallParams(DetectorParams):
     still_s: float = Field(60.0, ge=0)
     settle_s: float = Field(10.0, ge=0, description="movement right after the impact is allowed")
     max_gap_s: float = Field(30.0, gt=0)
-    clear_g: float = Field(0.2, gt=0, description="movement at or above this ends the condition")
-    clear_s: float = Field(30.0, ge=0)
+    clear_g: float = Field(0.1, gt=0, description="movement at or above this ends the condition")
+    clear_s: float = Field(20.0, ge=0)
+    hold_s: float = Field(900.0, gt=0, description="a fall condition lapses after this long")
 
 
 class Fall:
@@ -104,7 +106,8 @@ class Fall:
                                                  self.move_start[r]), np.nan)
             self.move_start[r] = ms
             with np.errstate(invalid="ignore"):
-                cleared = was & ((t - ms) >= p.at("clear_s", r))
+                cleared = was & (((t - ms) >= p.at("clear_s", r))
+                                 | ((t - self.onset[r]) >= p.at("hold_s", r)))
             on = self.onset[r]
             if not (fire.any() or cleared.any()):
                 continue

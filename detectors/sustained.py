@@ -178,7 +178,7 @@ class TachycardiaParams(SustainedParams):
     critical_duration_s: float = 60.0
     clear_margin: float = 10.0
     rest_g: float | None = 0.1
-    recovery_s: float = 300.0
+    recovery_s: float = 60.0
     max_jump: float = 40.0
     flat_samples: int = 60
 

@@ -140,7 +140,11 @@ def test_excluded_samples_neither_extend_nor_break(exclusion: dict[str, Any]) ->
 def test_tachycardia_recovery_after_exercise_is_not_at_rest() -> None:
     moving = series(0, T0, [140.0] * 30, vital="hr", activity=0.6)
     after = series(0, T0 + 300, [135.0] * 20, vital="hr", activity=0.0)  # 190 s of recovery
-    assert run_one(Tachycardia(1), SampleColumns.concat([moving, after])) == []
+    det = Tachycardia(1, Tachycardia.Params(recovery_s=300.0))
+    assert run_one(det, SampleColumns.concat([moving, after])) == []
+    # with the default 60 s recovery the same resting samples count after a minute
+    got = opened(run_one(Tachycardia(1), SampleColumns.concat([moving, after])))
+    assert [r["onset"] for r in got] == [T0 + 290 + 70]  # last motion + 60 s, next sample
 
 
 def test_hysteresis_clears_only_past_margin_for_clear_time() -> None:

@@ -39,18 +39,19 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def span_days(path: str | Path) -> float:
-    """Days between the first and last `t` of a replay input."""
+def data_span(path: str | Path) -> tuple[float, float]:
+    """(first, last) receive time `t` of a message line (not a clock-only line)."""
     first = last = None
     with open(path, "rb") as fh:
         for line in fh:
             if not line.strip():
                 continue
-            t = orjson.loads(line).get("t")
-            if isinstance(t, int | float):
+            rec = orjson.loads(line)
+            t = rec.get("t")
+            if isinstance(t, int | float) and "topic" in rec:
                 first = t if first is None else first
                 last = t
-    return 0.0 if first is None or last is None else (last - first) / 86400.0
+    return (0.0, 0.0) if first is None or last is None else (first, last)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -63,8 +64,9 @@ def main(args: argparse.Namespace) -> int:
         events = read_jsonl(args.events)
     else:
         events = replay_file(args.input, config, out_path=args.out)
-    resident_days = len(config.residents) * span_days(args.input)
-    report = score(events, truth, resident_days, grace_s=args.grace)
+    first, last = data_span(args.input)
+    resident_days = len(config.residents) * (last - first) / 86400.0
+    report = score(events, truth, resident_days, grace_s=args.grace, until=last)
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
