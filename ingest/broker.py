@@ -2,7 +2,13 @@
 
 Every config written here raises Mosquitto's default `max_queued_messages 1000`, which
 silently drops QoS 1 messages for a subscriber that falls 1,000 behind, and bounds memory
-with `max_queued_bytes` instead. Anonymous access is allowed only on loopback listeners.
+with `max_queued_bytes` instead.
+
+Anonymous access: a `MosquittoProcess` with `auth` (a password file and an ACL file from
+`carewatch devices provision`) refuses anonymous clients; `carewatch demo` runs that way.
+Without `auth` the broker is anonymous and bound to loopback only: tests and benchmarks that
+are not about security use it (docs/security.md). `tls` turns the listener into MQTT over TLS
+(`mqtts://`), optionally requiring client certificates.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -39,14 +46,65 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def broker_config(port: int, data_dir: Path, extra: str = "") -> str:
+@dataclass(frozen=True)
+class BrokerAuth:
+    """Password file (`mosquitto_passwd` format) and ACL file: anonymous access off."""
+
+    password_file: Path
+    acl_file: Path
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """Server certificate for a TLS listener; `require_certificate` asks clients for theirs."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    require_certificate: bool = False
+
+
+def auth_lines(auth: BrokerAuth | None) -> list[str]:
+    if auth is None:
+        return ["allow_anonymous true"]
+    return [
+        "allow_anonymous false",
+        f"password_file {Path(auth.password_file).resolve()}",
+        f"acl_file {Path(auth.acl_file).resolve()}",
+    ]
+
+
+def listener_lines(port: int, bind: str, tls: BrokerTls | None) -> list[str]:
+    lines = [f"listener {port} {bind}"]
+    if tls is not None:
+        lines += [
+            f"certfile {Path(tls.certfile).resolve()}",
+            f"keyfile {Path(tls.keyfile).resolve()}",
+            f"cafile {Path(tls.cafile).resolve()}",
+            "tls_version tlsv1.2",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+        ]
+    return lines
+
+
+def broker_config(
+    port: int,
+    data_dir: Path,
+    extra: str = "",
+    auth: BrokerAuth | None = None,
+    tls: BrokerTls | None = None,
+    bind: str = "127.0.0.1",
+) -> str:
+    """A complete mosquitto.conf. Anonymous only without `auth` (and then loopback only)."""
+    if auth is None and bind not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("an anonymous broker may listen on loopback only; pass auth=")
     return "\n".join(
         [
-            f"listener {port} 127.0.0.1",
+            *listener_lines(port, bind, tls),
             # run as the invoking user: as root, Mosquitto would otherwise switch to the
             # `mosquitto` user and fail to write its persistence file in our directory
             f"user {getpass.getuser()}",
-            "allow_anonymous true",
+            *auth_lines(auth),
             "persistence true",
             f"persistence_location {data_dir}/",
             "autosave_interval 1",
@@ -68,7 +126,12 @@ class MosquittoProcess:
     """A Mosquitto broker on a free loopback port; restartable on the same port."""
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, extra_conf: str = ""
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        extra_conf: str = "",
+        auth: BrokerAuth | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -76,14 +139,17 @@ class MosquittoProcess:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="carewatch-mosq-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path = self.workdir / "mosquitto.conf"
-        self.conf_path.write_text(broker_config(self.port, self.workdir, extra_conf))
+        self.auth, self.tls = auth, tls
+        self.conf_path.write_text(
+            broker_config(self.port, self.workdir, extra_conf, auth=auth, tls=tls)
+        )
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.binary = find_mosquitto()
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -1,0 +1,1 @@
+"""Security: broker credentials and ACLs, TLS settings, secret handling, structured logs."""
