@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 
 from carewatch.clock import Clock
 from config.models import BrokerSettings
+from ingest.fastpaho import FastClient
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class MqttEdge:
         self.host, self.port, tls = parse_broker_url(settings.url)
         v5 = settings.protocol == "5"
         self._v5 = v5
-        self.client = mqtt.Client(
+        self.client = FastClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
