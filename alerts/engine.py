@@ -36,6 +36,7 @@ from alerts.model import (
 from alerts.noise import MERGED_INTO, inhibitor, silence_matches
 from alerts.routing import Router
 from alerts.store import AlertStore, SqliteAlertStore
+from alerts.store_pg_base import StaleAlertError
 from carewatch.clock import Clock
 from config.models import Config
 from detectors.base import Findings
@@ -57,6 +58,10 @@ class AlertEngine(EngineApi):
                  webhook_secret: bytes | None = None, send_notifications: bool = True) -> None:
         self.config, self.devices, self.clock, self.publisher = config, devices, clock, publisher
         settings = config.alerts
+        if store is None and config.storage.alerts_backend == "postgresql":
+            from alerts.store_pg import open_pg_store  # psycopg only when it is used
+
+            store = open_pg_store(config.storage.postgresql)
         self.store: AlertStore = store or SqliteAlertStore(
             Path(data_dir) / settings.db_file, settings.sqlite_synchronous)
         self.router = Router(config)
@@ -150,10 +155,26 @@ class AlertEngine(EngineApi):
         if not step.txn:
             return
         step.txn.meta["counter"] = self._counter
-        seqs = self.store.commit(step.txn)
+        try:
+            seqs = self.store.commit(step.txn)
+        except StaleAlertError:
+            # A shared store refused the whole step: another instance changed one of its
+            # alerts. Our copies of them are ahead of the store now; take the stored ones.
+            self._reload([a.alert_id for a in step.txn.alerts])
+            raise
         for topic, doc in step.announce:
             self._announce(topic, doc)
         self.store.mark_published(seqs)
+
+    def _reload(self, alert_ids: list[str]) -> None:
+        """Replace our copies of these alerts by the stored ones (drop them if resolved)."""
+        for alert_id in dict.fromkeys(alert_ids):
+            cached = self._by_id.get(alert_id)
+            if cached is not None:
+                self._unindex(cached)
+            stored = self.store.get_alert(alert_id)
+            if stored is not None and stored.is_open:
+                self._index(stored)
 
     def _announce(self, topic: str, doc: dict[str, Any]) -> None:
         self.publisher.publish(topic, orjson.dumps(doc), 1, False)
@@ -167,11 +188,17 @@ class AlertEngine(EngineApi):
     def on_findings(self, findings: list[Findings], now: float) -> None:
         """Open, raise, clear or update alerts from one tick's findings."""
         with self._lock:
-            step = Step()
-            for f in findings:
-                if len(f):
-                    self._apply(f, now, step)
-            self._finish(step)
+            for attempt in range(3):
+                step = Step()
+                for f in findings:
+                    if len(f):
+                        self._apply(f, now, step)
+                try:
+                    self._finish(step)
+                    return
+                except StaleAlertError:  # reloaded: apply again to the stored alerts
+                    if attempt == 2:
+                        raise
 
     def _apply(self, f: Findings, now: float, step: Step) -> None:
         sev_now, cond_now = self._arrays(f.kind)
@@ -284,14 +311,22 @@ class AlertEngine(EngineApi):
                     step.txn.silences.append(s)
                     step.txn.audit.append((now, None, s.get("resident_id"), "system",
                                            "silence_expired", {"silence_id": sid}))
-            for alert in list(self._by_id.values()):
-                if (alert.deadline is not None and alert.deadline <= now
-                        and alert.state in ("open", "escalated")
-                        and self._silenced(alert.resident_id, alert.device_id, alert.kind,
-                                           now) is None):
-                    self._refresh_evidence(alert)
-                    self.life.due(step, alert, now)
             self._finish(step)
+            for attempt in range(3):
+                step = Step()
+                for alert in list(self._by_id.values()):
+                    if (alert.deadline is not None and alert.deadline <= now
+                            and alert.state in ("open", "escalated")
+                            and self._silenced(alert.resident_id, alert.device_id, alert.kind,
+                                               now) is None):
+                        self._refresh_evidence(alert)
+                        self.life.due(step, alert, now)
+                try:
+                    self._finish(step)
+                    break
+                except StaleAlertError:  # reloaded (acked elsewhere?): decide again
+                    if attempt == 2:
+                        raise
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:

@@ -15,6 +15,7 @@ from alerts.model import (
     next_state,
 )
 from alerts.store import AlertStore
+from alerts.store_pg_base import StaleAlertError
 from ingest.devices import DeviceTable
 
 
@@ -33,6 +34,8 @@ class EngineApi:
     def _finish(self, step: Step) -> None: ...
     def _unindex(self, alert: Alert) -> None: ...
     def _refresh_evidence(self, alert: Alert) -> None: ...
+    def _index(self, alert: Alert) -> None: ...
+    def _new_id(self, resident_id: str, kind: str, now: float) -> str: ...
 
     # ---- lookups -----------------------------------------------------------------------
     def _find(self, resident_id: str, kind: str) -> Alert:
@@ -53,6 +56,18 @@ class EngineApi:
     # ---- transitions -------------------------------------------------------------------
     def _transition(self, alert: Alert, action: str, by: str, now: float,
                     note: str | None = None) -> Alert:
+        with self._lock:
+            for _ in range(2):
+                try:
+                    return self._transition_once(alert, action, by, now, note)
+                except StaleAlertError:
+                    # Someone else changed it first (a shared store): decide again on the
+                    # stored alert, so the loser of a race gets e.g. "already acknowledged".
+                    alert = self._get(alert.alert_id)
+            return self._transition_once(alert, action, by, now, note)
+
+    def _transition_once(self, alert: Alert, action: str, by: str, now: float,
+                         note: str | None) -> Alert:
         with self._lock:
             if not by:
                 raise AlertTransitionError("`by` (who acts) is required")
@@ -105,6 +120,52 @@ class EngineApi:
         with self._lock:
             return self._transition(self._get(alert_id), "resolve", by, now, note)
 
+    def raise_manual(self, resident_id: str, *, kind: str = "hazard", severity: str = "high",
+                     by: str, note: str, now: float,
+                     evidence: dict[str, Any] | None = None) -> Alert:
+        """Open an alert reported by a person (e.g. a hazard found on a home inspection).
+
+        It then lives like any alert (tiers, escalation, ack, resolve). While an alert of the
+        same kind is open for the resident, it updates that one instead (higher severity
+        restarts its timer, as for detector findings)."""
+        from alerts.model import SEVERITY_CODES
+
+        if severity not in SEVERITY_CODES:
+            raise AlertTransitionError(f"severity must be one of {list(SEVERITY_CODES)}")
+        if not by or not (note or "").strip():
+            raise AlertTransitionError("a reported alert needs `by` and a note")
+        row = self.devices.row_of_resident.get(resident_id)
+        if row is None:
+            raise AlertNotFoundError(f"unknown resident {resident_id}")
+        sev = SEVERITY_CODES[severity]
+        ev = {**(evidence or {}), "reported_by": by, "note": note.strip()}
+        with self._lock:
+            step = Step()
+            alert = self._open.get((resident_id, kind))
+            if alert is not None:
+                alert.evidence.update(ev)
+                alert.updated_at = now
+                detail: dict[str, Any] = {"reported_by": by}
+                if sev > alert.severity:
+                    detail["from"] = alert.severity_name
+                    alert.severity = sev
+                    if alert.state in ("open", "escalated"):
+                        alert.tier_reached_at = now
+                        alert.deadline = now + self.life.ack_time(sev, alert.town_id)
+                self.life.record(step, alert, "updated", by, detail)
+            else:
+                alert = Alert(
+                    alert_id=self._new_id(resident_id, kind, now), resident_id=resident_id,
+                    device_id=self.devices.device_ids[row], town_id=self.devices.town_ids[row],
+                    kind=kind, severity=sev, state="open", tier=1, opened_at=now,
+                    updated_at=now, condition_active=True, evidence=ev, message="",
+                    deadline=now + self.life.ack_time(sev, self.devices.town_ids[row]),
+                    tier_reached_at=now)
+                self._index(alert)
+                self.life.open(step, alert, now)
+            self._finish(step)
+            return copy.deepcopy(alert)
+
     # ---- silences ----------------------------------------------------------------------
     def silence(self, *, by: str, reason: str, until: float, now: float,
                 resident_id: str | None = None, device_id: str | None = None,
@@ -130,8 +191,8 @@ class EngineApi:
             step = Step()
             step.txn.silences.append(s)
             step.txn.audit.append((now, None, resident_id, by, "silenced", dict(s)))
-            self._silences[sid] = s
             self._finish(step)
+            self._silences[sid] = s  # only once stored (a shared store may refuse the id)
             return dict(s)
 
     def unsilence(self, silence_id: str, by: str, now: float) -> None:

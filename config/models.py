@@ -164,9 +164,30 @@ class InfluxSinkSettings(Strict):
     gzip: bool = True
 
 
+class PostgresSettings(Strict):
+    """The shared alert store on PostgreSQL (storage.alerts_backend: postgresql)."""
+
+    dsn_file: str | None = Field(
+        None, description="file holding a libpq connection string; wins over the fields below"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    dbname: str = "carewatch"
+    user: str = "carewatch"
+    password_file: str | None = None
+    connect_timeout_s: float = Field(10.0, gt=0)
+    claim_lease_s: float = Field(
+        60.0, gt=0, description="a notice claimed by an instance that stops is re-sent after this"
+    )
+
+
 class StorageSettings(Strict):
     sink: Literal["sqlite", "influxdb", "none"] = "sqlite"
     data_dir: str = Field("var", description="alerts store, audit log and session state")
+    alerts_backend: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="where alerts, audit and outbox live; postgresql to share them"
+    )
+    postgresql: PostgresSettings = Field(default_factory=PostgresSettings)
     sqlite: SqliteSinkSettings = Field(default_factory=SqliteSinkSettings)
     influxdb: InfluxSinkSettings = Field(default_factory=InfluxSinkSettings)
 

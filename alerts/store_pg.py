@@ -1,0 +1,319 @@
+"""The alert store on PostgreSQL: one source of truth for many engines and console instances.
+
+Same interface and semantics as `SqliteAlertStore` (alerts/store.py): every `Txn` is one
+transaction, committed before anything is published or sent. What sharing adds:
+
+- **No lost update.** Each alert row has a version; an alert object remembers the version it
+  was read at (`store_pg_base.VERSION_ATTR`). `commit` updates a row only at that version
+  (`UPDATE ... WHERE version = v`; under READ COMMITTED a concurrent writer's row lock makes
+  us wait, then the re-checked WHERE fails), else rolls the whole Txn back and raises
+  `StaleAlertError` (an `AlertTransitionError`). The engine then reloads and retries, so of
+  two simultaneous acks exactly one is stored and the other gets "already acknowledged".
+- **One sender per notice.** `due_outbox` claims rows (`FOR UPDATE SKIP LOCKED`, a lease
+  naming this instance); rows claimed by an instance that died are taken over when the
+  lease runs out, so a notice is neither lost nor sent twice by live instances.
+- **Append-only audit.** Triggers refuse UPDATE, DELETE and TRUNCATE on `audit` and
+  `deliveries`, and any change to `events` except marking them published.
+
+One connection guarded by a lock (like the SQLite store); a broken connection is replaced
+on the next call. Multi-statement work uses explicit transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import conninfo
+
+from alerts.model import Alert
+from alerts.store import OutboxRow, Txn
+from alerts.store_pg_base import (
+    SCHEMA,
+    SCHEMA_LOCK_KEY,
+    StaleAlertError,
+    set_version,
+    version_of,
+)
+from config.models import PostgresSettings
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def dsn_from_settings(settings: PostgresSettings) -> str:
+    """A libpq connection string from `storage.postgresql` (secrets read from their files)."""
+    if settings.dsn_file:
+        return Path(settings.dsn_file).read_text(encoding="utf-8").strip()
+    parts: dict[str, Any] = {"host": settings.host, "port": settings.port,
+                             "dbname": settings.dbname, "user": settings.user,
+                             "connect_timeout": max(1, round(settings.connect_timeout_s))}
+    if settings.password_file:
+        parts["password"] = Path(settings.password_file).read_text(encoding="utf-8").strip()
+    return conninfo.make_conninfo(**parts)
+
+
+def open_pg_store(settings: PostgresSettings, instance: str | None = None) -> PgAlertStore:
+    """The PostgreSQL store described by `storage.postgresql`."""
+    return PgAlertStore(dsn_from_settings(settings), instance=instance,
+                        claim_lease_s=settings.claim_lease_s)
+
+
+class PgAlertStore:
+    """`AlertStore` on PostgreSQL, safe to share between processes and machines."""
+
+    def __init__(self, dsn: str, *, instance: str | None = None,
+                 claim_lease_s: float = 60.0) -> None:
+        self.dsn = dsn
+        # Names this process in outbox claims and delivery rows (which machine sent what).
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.claim_lease_s = claim_lease_s
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        with self._lock, self._txn() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cur.execute(SCHEMA)
+
+    # ---- connection --------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = psycopg.connect(self.dsn, autocommit=True)
+        return conn
+
+    @contextmanager
+    def _txn(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        """A cursor inside one transaction (caller holds the lock)."""
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def _q(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """One read. Retried once on a fresh connection if the old one had gone (server
+        restart, idle timeout): a read has no effect to duplicate."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    with self._connection().cursor() as cur:
+                        return cur.execute(sql, args).fetchall()
+                except psycopg.OperationalError:
+                    if attempt or self._conn is None or not self._conn.broken:
+                        raise
+        raise AssertionError("unreachable")
+
+    # ---- writes ------------------------------------------------------------------------
+    def commit(self, txn: Txn) -> list[int]:
+        # The same alert may be recorded several times in one step (open, then escalate):
+        # its last state is what is stored, at one version bump.
+        alerts = list({a.alert_id: a for a in txn.alerts}.values())
+        seqs: list[int] = []
+        versions: list[int] = []
+        with self._lock, self._txn() as cur:
+            stale: list[str] = []
+            for a in alerts:
+                seen = version_of(a)
+                if seen is None:
+                    cur.execute(
+                        "INSERT INTO alerts(alert_id, resident_id, kind, state, opened_at, doc) "
+                        "VALUES (%s,%s,%s,%s,%s,%s::jsonb) ON CONFLICT (alert_id) DO NOTHING",
+                        (a.alert_id, a.resident_id, a.kind, a.state, a.opened_at,
+                         _dumps(a.to_doc())))
+                else:
+                    cur.execute(
+                        "UPDATE alerts SET state = %s, doc = %s::jsonb, version = version + 1 "
+                        "WHERE alert_id = %s AND version = %s",
+                        (a.state, _dumps(a.to_doc()), a.alert_id, seen))
+                if cur.rowcount != 1:
+                    stale.append(a.alert_id)
+                versions.append((seen or 0) + 1)
+            if stale:
+                # Raised inside the transaction block: psycopg rolls everything back.
+                raise StaleAlertError(
+                    f"alert {', '.join(stale)} was changed by another instance; "
+                    "reload it and try again", stale)
+            if txn.events:
+                cur.executemany(
+                    "INSERT INTO events(alert_id, topic, doc) VALUES (%s,%s,%s::jsonb) "
+                    "RETURNING seq", [(a, t, _dumps(d)) for a, t, d in txn.events],
+                    returning=True)
+                while True:
+                    row = cur.fetchone()
+                    assert row is not None
+                    seqs.append(int(row[0]))
+                    if not cur.nextset():
+                        break
+            if txn.audit:
+                cur.executemany(
+                    "INSERT INTO audit(ts, alert_id, resident_id, actor, action, detail) "
+                    "VALUES (%s,%s,%s,%s,%s,%s::jsonb)",
+                    [(ts, aid, rid, actor, action, _dumps(detail))
+                     for ts, aid, rid, actor, action, detail in txn.audit])
+            if txn.outbox:
+                # The unique dedup key is the de-duplication stage, across instances too.
+                cur.executemany(
+                    "INSERT INTO outbox(dedup_key, channel, target, group_key, payload, "
+                    "created_at, due_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s,%s) "
+                    "ON CONFLICT (dedup_key) DO NOTHING",
+                    [(o.dedup_key, o.channel, o.target, o.group_key, _dumps(o.payload),
+                      o.created_at, o.due_at) for o in txn.outbox])
+            self._write_silences(cur, txn.silences)
+            if txn.meta:
+                cur.executemany(
+                    "INSERT INTO meta(key, value) VALUES (%s, %s::jsonb) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(k, _dumps(v)) for k, v in txn.meta.items()])
+        for a, v in zip(alerts, versions, strict=True):  # only once the commit succeeded
+            set_version(a, v)
+        return seqs
+
+    @staticmethod
+    def _write_silences(cur: psycopg.Cursor[tuple[Any, ...]],
+                        silences: list[dict[str, Any]]) -> None:
+        for s in silences:
+            # Silence ids come from each engine's counter; two instances can pick the same
+            # one. Updating is allowed only for the same silence (creator and creation
+            # time); anything else is refused rather than overwriting someone's silence.
+            cur.execute(
+                "INSERT INTO silences(silence_id, doc, active) VALUES (%s, %s::jsonb, %s) "
+                "ON CONFLICT (silence_id) DO UPDATE SET doc = excluded.doc, "
+                "active = excluded.active WHERE silences.doc->'by' = excluded.doc->'by' "
+                "AND silences.doc->'created_at' = excluded.doc->'created_at'",
+                (s["silence_id"], _dumps(s), bool(s.get("active", True))))
+            if cur.rowcount != 1:
+                raise StaleAlertError(
+                    f"silence id {s['silence_id']} is taken by another instance's silence", [])
+
+    def mark_published(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self._lock, self._txn() as cur:
+            cur.execute("UPDATE events SET published = TRUE WHERE seq = ANY(%s) AND NOT published",
+                        (list(seqs),))
+
+    def record_attempt(self, outbox_ids: list[int], ts: float, outcome: str,
+                       status_code: int | None, error: str, next_at: float | None) -> None:
+        """Record a delivery attempt of these rows. outcome: started | sent | retry | failed."""
+        status = {"sent": "sent", "failed": "failed"}.get(outcome, "pending")
+        with self._lock, self._txn() as cur:
+            for oid in outbox_ids:
+                if outcome == "started":
+                    # Written before the send: a crash mid-send still leaves a record.
+                    cur.execute("INSERT INTO deliveries(outbox_id, attempt, ts, outcome, "
+                                "status_code, error, sender) SELECT %s, attempts + 1, %s, "
+                                "'started', NULL, '', %s FROM outbox WHERE outbox_id = %s",
+                                (oid, ts, self.instance, oid))
+                    continue
+                # The attempt is over: release the claim (a retry is due later, to anyone).
+                cur.execute("UPDATE outbox SET attempts = attempts + 1, status = %s, "
+                            "last_error = %s, due_at = COALESCE(%s, due_at), claimed_by = NULL, "
+                            "claimed_until = NULL WHERE outbox_id = %s",
+                            (status, error, next_at, oid))
+                cur.execute("INSERT INTO deliveries(outbox_id, attempt, ts, outcome, "
+                            "status_code, error, sender) SELECT %s, attempts, %s, %s, %s, %s, "
+                            "%s FROM outbox WHERE outbox_id = %s",
+                            (oid, ts, outcome, status_code, error, self.instance, oid))
+
+    # ---- outbox claims -----------------------------------------------------------------
+    def due_outbox(self, now: float, exclude: set[int], limit: int) -> list[OutboxRow]:
+        """Claim and return due notices (whole groups when their earliest member is due).
+
+        Rows claimed by another live instance are skipped; this instance's own claims come
+        back (minus `exclude`, its in-flight rows) so a batch its queue refused is retried.
+        """
+        with self._lock, self._txn() as cur:
+            rows = cur.execute(
+                "WITH due AS (SELECT outbox_id FROM outbox WHERE status = 'pending' "
+                "AND group_key IN (SELECT group_key FROM outbox WHERE status = 'pending' "
+                "AND due_at <= %(now)s) AND NOT (outbox_id = ANY(%(exclude)s)) "
+                "AND (claimed_by IS NULL OR claimed_by = %(me)s OR claimed_until < %(now)s) "
+                "ORDER BY outbox_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                "UPDATE outbox o SET claimed_by = %(me)s, "
+                "claimed_until = %(now)s + %(lease)s FROM due WHERE o.outbox_id = due.outbox_id "
+                "RETURNING o.outbox_id, o.dedup_key, o.channel, o.target, o.group_key, "
+                "o.payload::text, o.created_at, o.due_at, o.attempts",
+                {"now": now, "exclude": sorted(exclude), "me": self.instance,
+                 "limit": limit, "lease": self.claim_lease_s}).fetchall()
+        rows.sort(key=lambda r: int(r[0]))
+        return [OutboxRow(key, ch, target, gk, orjson.loads(payload), created, due, int(oid),
+                          int(attempts))
+                for oid, key, ch, target, gk, payload, created, due, attempts in rows]
+
+    # ---- reads -------------------------------------------------------------------------
+    @staticmethod
+    def _alert(doc: str, version: int) -> Alert:
+        alert = Alert.from_doc(orjson.loads(doc))
+        set_version(alert, int(version))
+        return alert
+
+    def unpublished_events(self) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self._q("SELECT seq, topic, doc::text FROM events WHERE NOT published ORDER BY seq")
+        return [(int(s), str(t), orjson.loads(d)) for s, t, d in rows]
+
+    def open_alerts(self) -> list[Alert]:
+        rows = self._q("SELECT doc::text, version FROM alerts WHERE state <> 'resolved' "
+                       "ORDER BY opened_at, alert_id")
+        return [self._alert(d, v) for d, v in rows]
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        rows = self._q("SELECT doc::text, version FROM alerts WHERE alert_id = %s", (alert_id,))
+        return self._alert(*rows[0]) if rows else None
+
+    def history(self, resident_id: str) -> list[Alert]:
+        rows = self._q("SELECT doc::text, version FROM alerts WHERE resident_id = %s "
+                       "ORDER BY opened_at, alert_id", (resident_id,))
+        return [self._alert(d, v) for d, v in rows]
+
+    def events(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        if alert_id is None:
+            rows = self._q("SELECT doc::text FROM events ORDER BY seq")
+        else:
+            rows = self._q("SELECT doc::text FROM events WHERE alert_id = %s ORDER BY seq",
+                           (alert_id,))
+        return [orjson.loads(d) for (d,) in rows]
+
+    def audit(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, alert_id, resident_id, actor, action, detail::text FROM audit"
+        rows = (self._q(sql + " ORDER BY seq") if alert_id is None
+                else self._q(sql + " WHERE alert_id = %s ORDER BY seq", (alert_id,)))
+        return [{"seq": s, "ts": ts, "alert_id": a, "resident_id": r, "actor": actor,
+                 "action": action, "detail": orjson.loads(detail)}
+                for s, ts, a, r, actor, action, detail in rows]
+
+    def active_silences(self) -> list[dict[str, Any]]:
+        return [orjson.loads(d) for (d,) in
+                self._q("SELECT doc::text FROM silences WHERE active ORDER BY silence_id")]
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        rows = self._q("SELECT value::text FROM meta WHERE key = %s", (key,))
+        return orjson.loads(rows[0][0]) if rows else default
+
+    def deliveries(self, outbox_id: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT outbox_id, attempt, ts, outcome, status_code, error FROM deliveries"
+        rows = (self._q(sql + " ORDER BY seq") if outbox_id is None
+                else self._q(sql + " WHERE outbox_id = %s ORDER BY seq", (outbox_id,)))
+        return [{"outbox_id": o, "attempt": a, "ts": t, "outcome": oc, "status_code": sc,
+                 "error": e} for o, a, t, oc, sc, e in rows]
+
+    def outbox(self) -> list[dict[str, Any]]:
+        rows = self._q("SELECT outbox_id, dedup_key, channel, target, group_key, payload::text, "
+                       "status, attempts, due_at FROM outbox ORDER BY outbox_id")
+        return [{"outbox_id": o, "dedup_key": k, "channel": c, "target": t, "group_key": g,
+                 "payload": orjson.loads(p), "status": s, "attempts": a, "due_at": d}
+                for o, k, c, t, g, p, s, a, d in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
