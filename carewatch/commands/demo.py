@@ -79,19 +79,31 @@ def main(args: argparse.Namespace) -> int:
     )
 
     broker: MosquittoProcess | None = None
+    # the pipeline's and the fleet's accounts: (username, password file) or None (external)
+    pipeline_auth: tuple[str | None, str | None] = (args.username, args.password_file)
+    fleet_auth: tuple[str | None, str | None] = (args.username, args.password_file)
     if args.broker:
         broker_url = args.broker
     else:
-        broker = MosquittoProcess(workdir=data_dir / "mosquitto")
+        # anonymous access off here too: provision the demo's pipeline and fleet gateway
+        from carewatch.security.acl import GATEWAY_PREFIX, PIPELINE_USER
+        from carewatch.security.provision import GatewaySpec, provision
+
+        creds = provision(config, data_dir / "credentials", gateways=[GatewaySpec("fleet")])
+        broker = MosquittoProcess(workdir=data_dir / "mosquitto", auth=creds.auth)
         broker.start()
         broker_url = broker.url
+        pipeline_auth = (PIPELINE_USER, str(creds.secret_path(PIPELINE_USER)))
+        fleet_user = GATEWAY_PREFIX + "fleet"
+        fleet_auth = (fleet_user, str(creds.secret_path(fleet_user)))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     http = _free_http(*args.http)
     service = Service(
         config,
-        broker=BrokerSettings(url=broker_url, client_id="carewatch-demo"),
+        broker=BrokerSettings(url=broker_url, client_id="carewatch-demo",
+                              username=pipeline_auth[0], password_file=pipeline_auth[1]),
         http=http,
         data_dir=data_dir,
     )
@@ -116,6 +128,10 @@ def main(args: argparse.Namespace) -> int:
             "--interval-s",
             "5",
         ]
+        if fleet_auth[0]:
+            cmd += ["--username", fleet_auth[0]]
+        if fleet_auth[1]:
+            cmd += ["--password-file", fleet_auth[1]]
         if DEMO_SCENARIO.exists():
             cmd += ["--scenario", str(DEMO_SCENARIO)]
         fleet = subprocess.Popen(cmd)
@@ -128,7 +144,7 @@ CareWatch demo is running
   registry   {registry}  ({len(config.residents)} residents in {len(config.towns)} towns)
   data       {data_dir}
   fleet      carewatch simulate (pid {fleet.pid}), scripted events in the first minutes
-  watch alerts: mosquitto_sub -p {broker_url.rsplit(":", 1)[-1]} -t 'carewatch/v1/+/alerts/#' -v
+  watch alerts: {_watch_hint(broker_url, data_dir if broker else None)}
 Press Ctrl-C to stop.
 """,
             flush=True,
@@ -155,6 +171,16 @@ Press Ctrl-C to stop.
             broker.stop()
         print("CareWatch demo stopped.", flush=True)
     return 0
+
+
+def _watch_hint(broker_url: str, data_dir: Path | None) -> str:
+    """A mosquitto_sub command for the alert topics (reads the console's password file)."""
+    port = broker_url.rsplit(":", 1)[-1]
+    auth = ""
+    if data_dir is not None:
+        pw = data_dir / "credentials" / "passwords" / "svc.console.pw"
+        auth = f' -u svc.console -P "$(cat {pw})"'
+    return f"mosquitto_sub -p {port}{auth} -t 'carewatch/v1/+/alerts/#' -v"
 
 
 def _print_event(event: dict[str, Any]) -> None:
