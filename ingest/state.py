@@ -107,7 +107,6 @@ class StateStore:
         last_of_row = _ends(rows)
         urows = rows[last_of_row]
         self.last_received[urows] = received_at
-        self.samples_total += np.bincount(rows, minlength=self.n_devices)
         self.last_ts[urows] = np.fmax(self.last_ts[urows], cols.ts[last_of_row])
         for v in VITALS:
             self._latest(v, rows, cols.ts, getattr(cols, v))
@@ -118,6 +117,8 @@ class StateStore:
         self._append_raw(cols, last_of_row)
         self._append_minutes(cols)
         self._pending.append(cols)
+        # counted last: a reader on another thread that sees the count sees the values
+        self.samples_total += np.bincount(rows, minlength=self.n_devices)
 
     def take_pending(self) -> SampleColumns:
         """Samples appended since the last call, sorted by (row, ts), for the detectors."""
