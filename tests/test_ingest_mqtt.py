@@ -47,7 +47,11 @@ def test_paho_and_mosquitto_pub_samples_arrive(mosquitto: MosquittoProcess, tmp_
         )
         store = service.pipeline.store
         wait_for(
-            lambda: store.samples_total[0] == 1 and store.samples_total[1] == 1, what="samples"
+            lambda: store.samples_total[0] == 1
+            and store.samples_total[1] == 1
+            and store.latest["spo2"][0] == 95
+            and store.worn[1] == 1,
+            what="samples",
         )
         assert store.latest["hr"][0] == 72 and store.latest["spo2"][0] == 95
         assert store.latest["rr"][1] == 17 and store.latest["temp_c"][1] == pytest.approx(
