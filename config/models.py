@@ -218,6 +218,60 @@ class HttpSettings(Strict):
     port: int = Field(8080, ge=0, le=65535)
 
 
+class RoutineRule(Strict):
+    """When one routine's task is issued and when it is due (local time).
+
+    `weekday` (ISO 1..7) applies to weekly routines, `day` (1..31, clamped to the month's
+    last day) to monthly ones. A task is due `due_days` after its issue date at `due_time`,
+    escalates to the next tier every `escalate_after_h` once overdue, and is missed when
+    the next period's task is issued."""
+
+    enabled: bool = True
+    time: str = Field("08:00", pattern=HHMM_PATTERN)
+    weekday: int = Field(1, ge=1, le=7)
+    day: int = Field(1, ge=1, le=31)
+    due_days: int = Field(0, ge=0, le=31)
+    due_time: str = Field("18:00", pattern=HHMM_PATTERN)
+    escalate_after_h: float = Field(24.0, gt=0)
+
+
+def _rule(**kw: Any) -> Any:
+    return Field(default_factory=lambda: RoutineRule(**kw))
+
+
+class RoutineRules(Strict):
+    """The four routines ("four ones"); a town may override any of them."""
+
+    daily_check: RoutineRule = _rule(time="08:00", due_days=0, due_time="18:00",
+                                     escalate_after_h=4.0)
+    weekly_call: RoutineRule = _rule(time="09:00", weekday=1, due_days=4, due_time="18:00")
+    monthly_inspection: RoutineRule = _rule(time="08:00", day=1, due_days=19, due_time="18:00")
+    monthly_visit: RoutineRule = _rule(time="08:00", day=1, due_days=24, due_time="18:00")
+
+
+class DailyCheckThresholds(Strict):
+    """Daily monitoring check: data completeness and worn share below these need a look."""
+
+    ok_completeness: float = Field(0.9, ge=0, le=1)
+    action_completeness: float = Field(0.5, ge=0, le=1)
+    ok_worn: float = Field(0.8, ge=0, le=1)
+    offline_gap_min: int = Field(10, ge=1, description="no data this long is an offline period")
+    long_offline_min: int = Field(60, ge=1, description="an offline period this long: attention")
+
+
+class RoutineSettings(Strict):
+    """Routine scheduler ("four ones") and its task store."""
+
+    enabled: bool = True
+    db_file: str = Field("routines.db", description="SQLite file inside storage.data_dir")
+    poll_s: float = Field(30.0, gt=0, le=3600, description="live scheduler wake-up interval")
+    max_tier: Literal[2, 3, 4] = Field(3, description="overdue tasks escalate up to this tier")
+    rules: RoutineRules = Field(default_factory=RoutineRules)
+    towns: dict[str, RoutineRules] = Field(default_factory=dict,
+                                           description="per-town schedules (whole rule set)")
+    daily_check: DailyCheckThresholds = Field(default_factory=DailyCheckThresholds)
+
+
 class Config(Strict):
     """One deployment: the registry plus optional settings."""
 
@@ -237,6 +291,7 @@ class Config(Strict):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    routines: RoutineSettings = Field(default_factory=RoutineSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -301,6 +356,9 @@ class Config(Strict):
                         raise ValueError(
                             f"rosters[{i}].shifts[{j}].staff: unknown staff id {sid!r}"
                         )
+        for town in self.routines.towns:
+            if town not in towns:
+                raise ValueError(f"routines.towns: unknown town {town!r}")
         for i, inst in enumerate(self.institutions):
             for town in inst.towns:
                 if town not in towns:

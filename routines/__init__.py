@@ -1,0 +1,2 @@
+"""The "four ones" routines (daily check, weekly call, monthly inspection and visit) and
+supervision reports."""
