@@ -94,10 +94,9 @@ class Pipeline:
         vitals: list[Message] = []
         rejections: list[Rejection] = []
         for msg in messages:
-            leaf = msg[0].rsplit("/", 1)[-1]
-            if leaf == "vitals":
+            if msg[0].endswith("/vitals"):
                 vitals.append(msg)
-            elif leaf == "status":
+            elif msg[0].endswith("/status"):
                 update = self.decoder.decode_status(msg[0], msg[1], msg[2], rejections)
                 if update is not None:
                     self.metrics.count("status")

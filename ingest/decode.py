@@ -122,6 +122,9 @@ class VitalsDecoder:
         self.max_message_bytes = max_message_bytes
         self.max_batch_samples = max_batch_samples
         self.future_tolerance_s = future_tolerance_s
+        # topics of registered devices in their own town -> (row, town, device); bounded by
+        # the registry, since only valid topics are cached
+        self._known_topics: dict[str, tuple[int, str, str]] = {}
 
     def _route(
         self, topic: str, payload: bytes, received_at: float, rejections: list[Rejection]
@@ -158,13 +161,19 @@ class VitalsDecoder:
         msg_rows: list[int] = []
         msg_counts: list[int] = []
         msg_meta: list[tuple[str, bytes, float]] = []
+        known_topics, max_bytes = self._known_topics, self.max_message_bytes
         for topic, payload, received_at in messages:
-            row = self._route(topic, payload, received_at, rejections)
-            if row is None:
-                continue
-            parsed = split_topic(topic)
-            assert parsed is not None
-            town, device, _ = parsed
+            known = known_topics.get(topic)
+            if known is not None and len(payload) <= max_bytes:
+                row, town, device = known
+            else:
+                routed = self._route(topic, payload, received_at, rejections)
+                if routed is None:
+                    continue
+                parsed = split_topic(topic)
+                assert parsed is not None
+                row, (town, device, _) = routed, parsed
+                known_topics[topic] = (row, town, device)
             try:
                 msg = _DECODE_MESSAGE.decode(payload)
             except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
