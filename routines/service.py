@@ -177,7 +177,7 @@ class Routines:
                         tid in inserted or tid not in new_ids):
                     src = changed.get(tid) or self._open.get(tid)
                     if src is not None:
-                        docs.append(src.event(action, at=ts, **detail))
+                        docs.append(src.event(action, **{**detail, "at": ts}))
         self._announce(docs)
         return docs
 
