@@ -126,12 +126,12 @@ class PgAlertStore:
                 if seen is None:
                     cur.execute(
                         "INSERT INTO alerts(alert_id, resident_id, kind, state, opened_at, doc) "
-                        "VALUES (%s,%s,%s,%s,%s,%s::jsonb) ON CONFLICT (alert_id) DO NOTHING",
+                        "VALUES (%s,%s,%s,%s,%s,%s::json) ON CONFLICT (alert_id) DO NOTHING",
                         (a.alert_id, a.resident_id, a.kind, a.state, a.opened_at,
                          _dumps(a.to_doc())))
                 else:
                     cur.execute(
-                        "UPDATE alerts SET state = %s, doc = %s::jsonb, version = version + 1 "
+                        "UPDATE alerts SET state = %s, doc = %s::json, version = version + 1 "
                         "WHERE alert_id = %s AND version = %s",
                         (a.state, _dumps(a.to_doc()), a.alert_id, seen))
                 if cur.rowcount != 1:
@@ -144,7 +144,7 @@ class PgAlertStore:
                     "reload it and try again", stale)
             if txn.events:
                 cur.executemany(
-                    "INSERT INTO events(alert_id, topic, doc) VALUES (%s,%s,%s::jsonb) "
+                    "INSERT INTO events(alert_id, topic, doc) VALUES (%s,%s,%s::json) "
                     "RETURNING seq", [(a, t, _dumps(d)) for a, t, d in txn.events],
                     returning=True)
                 while True:
@@ -156,21 +156,21 @@ class PgAlertStore:
             if txn.audit:
                 cur.executemany(
                     "INSERT INTO audit(ts, alert_id, resident_id, actor, action, detail) "
-                    "VALUES (%s,%s,%s,%s,%s,%s::jsonb)",
+                    "VALUES (%s,%s,%s,%s,%s,%s::json)",
                     [(ts, aid, rid, actor, action, _dumps(detail))
                      for ts, aid, rid, actor, action, detail in txn.audit])
             if txn.outbox:
                 # The unique dedup key is the de-duplication stage, across instances too.
                 cur.executemany(
                     "INSERT INTO outbox(dedup_key, channel, target, group_key, payload, "
-                    "created_at, due_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s,%s) "
+                    "created_at, due_at) VALUES (%s,%s,%s,%s,%s::json,%s,%s) "
                     "ON CONFLICT (dedup_key) DO NOTHING",
                     [(o.dedup_key, o.channel, o.target, o.group_key, _dumps(o.payload),
                       o.created_at, o.due_at) for o in txn.outbox])
             self._write_silences(cur, txn.silences)
             if txn.meta:
                 cur.executemany(
-                    "INSERT INTO meta(key, value) VALUES (%s, %s::jsonb) "
+                    "INSERT INTO meta(key, value) VALUES (%s, %s::json) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [(k, _dumps(v)) for k, v in txn.meta.items()])
         for a, v in zip(alerts, versions, strict=True):  # only once the commit succeeded
@@ -185,10 +185,10 @@ class PgAlertStore:
             # one. Updating is allowed only for the same silence (creator and creation
             # time); anything else is refused rather than overwriting someone's silence.
             cur.execute(
-                "INSERT INTO silences(silence_id, doc, active) VALUES (%s, %s::jsonb, %s) "
+                "INSERT INTO silences(silence_id, doc, active) VALUES (%s, %s::json, %s) "
                 "ON CONFLICT (silence_id) DO UPDATE SET doc = excluded.doc, "
-                "active = excluded.active WHERE silences.doc->'by' = excluded.doc->'by' "
-                "AND silences.doc->'created_at' = excluded.doc->'created_at'",
+                "active = excluded.active WHERE silences.doc->>'by' = excluded.doc->>'by' "
+                "AND silences.doc->>'created_at' = excluded.doc->>'created_at'",
                 (s["silence_id"], _dumps(s), bool(s.get("active", True))))
             if cur.rowcount != 1:
                 raise StaleAlertError(

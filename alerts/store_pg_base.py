@@ -43,22 +43,22 @@ SCHEMA_LOCK_KEY = 0x63617265  # "care"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
   alert_id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, kind TEXT NOT NULL,
-  state TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, doc JSONB NOT NULL,
+  state TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, doc JSON NOT NULL,
   version BIGINT NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts(opened_at, alert_id) WHERE state <> 'resolved';
 CREATE TABLE IF NOT EXISTS events (
-  seq BIGSERIAL PRIMARY KEY, alert_id TEXT NOT NULL, topic TEXT NOT NULL, doc JSONB NOT NULL,
+  seq BIGSERIAL PRIMARY KEY, alert_id TEXT NOT NULL, topic TEXT NOT NULL, doc JSON NOT NULL,
   published BOOLEAN NOT NULL DEFAULT FALSE);
 CREATE INDEX IF NOT EXISTS events_alert ON events(alert_id);
 CREATE INDEX IF NOT EXISTS events_unpublished ON events(seq) WHERE NOT published;
 CREATE TABLE IF NOT EXISTS audit (
   seq BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, alert_id TEXT, resident_id TEXT,
-  actor TEXT NOT NULL, action TEXT NOT NULL, detail JSONB NOT NULL);
+  actor TEXT NOT NULL, action TEXT NOT NULL, detail JSON NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_alert ON audit(alert_id);
 CREATE TABLE IF NOT EXISTS outbox (
   outbox_id BIGSERIAL PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, channel TEXT NOT NULL,
-  target TEXT NOT NULL, group_key TEXT NOT NULL, payload JSONB NOT NULL,
+  target TEXT NOT NULL, group_key TEXT NOT NULL, payload JSON NOT NULL,
   created_at DOUBLE PRECISION NOT NULL, due_at DOUBLE PRECISION NOT NULL,
   status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT NOT NULL DEFAULT '', claimed_by TEXT, claimed_until DOUBLE PRECISION);
@@ -69,8 +69,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
   error TEXT NOT NULL, sender TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_outbox ON deliveries(outbox_id);
 CREATE TABLE IF NOT EXISTS silences (
-  silence_id TEXT PRIMARY KEY, doc JSONB NOT NULL, active BOOLEAN NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value JSONB NOT NULL);
+  silence_id TEXT PRIMARY KEY, doc JSON NOT NULL, active BOOLEAN NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value JSON NOT NULL);
 
 -- The audit log and the delivery record are append-only for everyone, the application
 -- included: a row once written is evidence. Events may only flip `published`.
@@ -82,7 +82,7 @@ END $$;
 CREATE OR REPLACE FUNCTION carewatch_events_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' OR NEW.seq <> OLD.seq OR NEW.alert_id <> OLD.alert_id
-     OR NEW.topic <> OLD.topic OR NEW.doc <> OLD.doc THEN
+     OR NEW.topic <> OLD.topic OR NEW.doc::text <> OLD.doc::text THEN
     RAISE EXCEPTION 'carewatch: events are append-only (only published may change)'
       USING ERRCODE = 'insufficient_privilege';
   END IF;

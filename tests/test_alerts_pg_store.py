@@ -154,7 +154,7 @@ def test_audit_and_deliveries_are_append_only(pg_dsn: str) -> None:
     s.close()
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for sql in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit",
-                    "TRUNCATE audit", "UPDATE events SET doc = '{}'::jsonb",
+                    "TRUNCATE audit", "UPDATE events SET doc = '{}'::json",
                     "DELETE FROM events"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 conn.execute(sql)
