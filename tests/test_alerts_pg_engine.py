@@ -78,7 +78,7 @@ class _FailingPublisher:
     def __init__(self) -> None:
         self.calls = 0
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self.calls += 1
         raise ConnectionError("broker gone")
 
