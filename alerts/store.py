@@ -4,10 +4,16 @@
 `SqliteAlertStore` is the default, one WAL-mode SQLite file. Every change the engine makes is
 one `Txn`, committed atomically *before* anything is published or sent, so a crash at any
 instant leaves either the whole change or none of it, and anything sent has its record.
+
+The audit log is append-only (triggers refuse UPDATE and DELETE) and tamper-evident: each
+entry stores the SHA-256 of its own content and of the previous entry's hash, and the head
+(last seq and hash) is kept in `meta`; `verify_audit_chain` (`carewatch audit verify`) finds
+the first entry that does not fit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -88,7 +94,8 @@ CREATE INDEX IF NOT EXISTS events_alert ON events(alert_id);
 CREATE INDEX IF NOT EXISTS events_unpublished ON events(published) WHERE published = 0;
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, alert_id TEXT, resident_id TEXT,
-  actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
+  actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
+  prev_hash TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS audit_alert ON audit(alert_id);
 CREATE TABLE IF NOT EXISTS outbox (
   outbox_id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL UNIQUE,
@@ -103,6 +110,110 @@ CREATE TABLE IF NOT EXISTS silences (
   silence_id TEXT PRIMARY KEY, doc TEXT NOT NULL, active INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+AUDIT_GUARD = """
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+AUDIT_GENESIS = "0" * 64
+
+
+def audit_entry_hash(seq: int, ts: float, alert_id: str | None, resident_id: str | None,
+                     actor: str, action: str, detail_json: str, prev_hash: str) -> str:
+    """SHA-256 (hex) of one audit entry's content chained to the previous entry's hash."""
+    body = orjson.dumps([seq, ts, alert_id, resident_id, actor, action, detail_json, prev_hash])
+    return hashlib.sha256(body).hexdigest()
+
+
+def _chain_audit(cur: sqlite3.Cursor,
+                 rows: list[tuple[float, str | None, str | None, str, str, str]]) -> None:
+    """Append rows to the audit chain (inside the caller's write transaction)."""
+    last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (int(last[0]), str(last[1])) if last else (0, AUDIT_GENESIS)
+    out = []
+    for ts_raw, aid, rid, actor, action, detail in rows:
+        seq += 1
+        # hashed exactly as SQLite will return it (REAL, TEXT) so verification recomputes it
+        ts = float(ts_raw)
+        aid, rid = (None if aid is None else str(aid)), (None if rid is None else str(rid))
+        actor, action = str(actor), str(action)
+        h = audit_entry_hash(seq, ts, aid, rid, actor, action, detail, prev)
+        out.append((seq, ts, aid, rid, actor, action, detail, prev, h))
+        prev = h
+    cur.executemany("INSERT INTO audit(seq, ts, alert_id, resident_id, actor, action, detail, "
+                    "prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?)", out)
+    cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('audit_head', ?)",
+                (orjson.dumps({"seq": seq, "hash": prev}).decode(),))
+
+
+def _migrate_audit(db: sqlite3.Connection) -> None:
+    """Add the hash columns to a store created before them and chain its entries."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(audit)")}
+    if "hash" in cols:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+        rows = db.execute("SELECT ts, alert_id, resident_id, actor, action, detail FROM audit "
+                          "ORDER BY seq").fetchall()
+        db.execute("DELETE FROM audit")
+        _chain_audit(db.cursor(), rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+@dataclass
+class AuditVerdict:
+    """Result of `verify_audit_chain`: `first_bad` is the seq of the first bad entry."""
+
+    ok: bool
+    entries: int
+    head: str
+    first_bad: int | None = None
+    reason: str = ""
+
+
+def verify_audit_chain(path: str | Path) -> AuditVerdict:
+    """Recompute the audit chain of a SQLite alert store (read-only) and name the first break.
+
+    Detects edited, inserted, deleted or reordered entries, and a truncated tail (against
+    the head recorded in `meta`). Someone able to rewrite the whole file can rebuild a
+    consistent chain: record the printed head hash elsewhere to anchor it.
+    """
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT seq, ts, alert_id, resident_id, actor, action, detail, "
+                          "prev_hash, hash FROM audit ORDER BY seq").fetchall()
+        head_row = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+    finally:
+        db.close()
+    prev, expect_seq = AUDIT_GENESIS, 1
+    for seq, ts, aid, rid, actor, action, detail, prev_hash, h in rows:
+        if seq != expect_seq:
+            return AuditVerdict(False, len(rows), prev, int(seq),
+                                f"entry {seq} follows entry {expect_seq - 1}: entries missing")
+        if prev_hash != prev:
+            return AuditVerdict(False, len(rows), prev, int(seq),
+                                f"entry {seq} does not chain to entry {seq - 1}")
+        if audit_entry_hash(seq, ts, aid, rid, actor, action, detail, prev_hash) != h:
+            return AuditVerdict(False, len(rows), prev, int(seq),
+                                f"entry {seq} was altered (content does not match its hash)")
+        prev, expect_seq = h, expect_seq + 1
+    if head_row is not None:
+        head = orjson.loads(head_row[0])
+        if int(head["seq"]) != len(rows) or head["hash"] != prev:
+            return AuditVerdict(False, len(rows), prev, len(rows) + 1,
+                                f"the log ends at entry {len(rows)} but its recorded head is "
+                                f"entry {head['seq']}: entries removed from the end")
+    elif rows:
+        return AuditVerdict(False, len(rows), prev, 1, "no recorded head for a non-empty log")
+    return AuditVerdict(True, len(rows), prev)
 
 
 def _dumps(obj: Any) -> str:
@@ -121,6 +232,8 @@ class SqliteAlertStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        _migrate_audit(self._db)
+        self._db.executescript(AUDIT_GUARD)
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -146,11 +259,8 @@ class SqliteAlertStore:
                     last = int(cur.execute("SELECT max(seq) FROM events").fetchone()[0])
                     seqs = list(range(last - len(txn.events) + 1, last + 1))
                 if txn.audit:
-                    cur.executemany(
-                        "INSERT INTO audit(ts, alert_id, resident_id, actor, action, detail) "
-                        "VALUES (?,?,?,?,?,?)",
-                        [(ts, aid, rid, actor, action, _dumps(detail))
-                         for ts, aid, rid, actor, action, detail in txn.audit])
+                    _chain_audit(cur, [(ts, aid, rid, actor, action, _dumps(detail))
+                                       for ts, aid, rid, actor, action, detail in txn.audit])
                 if txn.outbox:
                     # The unique dedup key is the de-duplication stage: the same notice is
                     # queued once, however often the engine (or a restarted one) asks.
