@@ -35,8 +35,9 @@ import psycopg
 from psycopg import conninfo
 
 from alerts.model import Alert
-from alerts.store import OutboxRow, Txn
+from alerts.store import AUDIT_GENESIS, AuditVerdict, OutboxRow, Txn, audit_entry_hash
 from alerts.store_pg_base import (
+    AUDIT_LOCK_KEY,
     SCHEMA,
     SCHEMA_LOCK_KEY,
     StaleAlertError,
@@ -154,11 +155,7 @@ class PgAlertStore:
                     if not cur.nextset():
                         break
             if txn.audit:
-                cur.executemany(
-                    "INSERT INTO audit(ts, alert_id, resident_id, actor, action, detail) "
-                    "VALUES (%s,%s,%s,%s,%s,%s::json)",
-                    [(ts, aid, rid, actor, action, _dumps(detail))
-                     for ts, aid, rid, actor, action, detail in txn.audit])
+                self._chain_audit(cur, txn.audit)
             if txn.outbox:
                 # The unique dedup key is the de-duplication stage, across instances too.
                 cur.executemany(
@@ -176,6 +173,51 @@ class PgAlertStore:
         for a, v in zip(alerts, versions, strict=True):  # only once the commit succeeded
             set_version(a, v)
         return seqs
+
+    @staticmethod
+    def _chain_audit(cur: psycopg.Cursor[tuple[Any, ...]],
+                     entries: list[tuple[float, str | None, str | None, str, str,
+                                         dict[str, Any]]]) -> None:
+        """Append to the audit hash chain, hashed exactly as the SQLite store does (same
+        `audit_entry_hash`), so one verifier logic serves both. Appends from all instances
+        are serialised by an advisory lock held to the commit; JSON (not JSONB) columns give
+        the detail text back byte for byte."""
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+        last = cur.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (int(last[0]), str(last[1])) if last else (0, AUDIT_GENESIS)
+        out = []
+        for ts, aid, rid, actor, action, detail in entries:
+            seq += 1
+            text = _dumps(detail)
+            aid, rid = (None if aid is None else str(aid)), (None if rid is None else str(rid))
+            h = audit_entry_hash(seq, float(ts), aid, rid, str(actor), str(action), text, prev)
+            out.append((seq, float(ts), aid, rid, str(actor), str(action), text, prev, h))
+            prev = h
+        cur.executemany("INSERT INTO audit(seq, ts, alert_id, resident_id, actor, action, "
+                        "detail, prev_hash, hash) VALUES (%s,%s,%s,%s,%s,%s,%s::json,%s,%s)", out)
+        cur.execute("INSERT INTO meta(key, value) VALUES ('audit_head', %s::json) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_dumps({"seq": seq, "hash": prev}),))
+
+    def verify_audit(self) -> AuditVerdict:
+        """Recompute the audit chain and name the first entry that does not fit (as
+        `alerts.store.verify_audit_chain` does for a SQLite file)."""
+        rows = self._q("SELECT seq, ts, alert_id, resident_id, actor, action, detail::text, "
+                       "prev_hash, hash FROM audit ORDER BY seq")
+        head = self.meta("audit_head")
+        prev, expect = AUDIT_GENESIS, 1
+        for seq, ts, aid, rid, actor, action, detail, prev_hash, h in rows:
+            bad = ("entries missing before it" if seq != expect else
+                   "it does not chain to the previous entry" if prev_hash != prev else
+                   "it was altered" if audit_entry_hash(seq, ts, aid, rid, actor, action,
+                                                        detail, prev_hash) != h else "")
+            if bad:
+                return AuditVerdict(False, len(rows), prev, int(seq), f"entry {seq}: {bad}")
+            prev, expect = h, expect + 1
+        if rows and (head is None or int(head["seq"]) != len(rows) or head["hash"] != prev):
+            return AuditVerdict(False, len(rows), prev, len(rows) + 1,
+                                "the log does not end at its recorded head: entries removed")
+        return AuditVerdict(True, len(rows), prev)
 
     @staticmethod
     def _write_silences(cur: psycopg.Cursor[tuple[Any, ...]],

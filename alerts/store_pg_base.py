@@ -39,6 +39,8 @@ def set_version(alert: Alert, version: int) -> None:
 
 # One advisory lock key serialises schema creation by instances starting together.
 SCHEMA_LOCK_KEY = 0x63617265  # "care"
+# Serialises appends to the audit hash chain across instances (held to the commit).
+AUDIT_LOCK_KEY = 0x61756474  # "audt"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -54,7 +56,8 @@ CREATE INDEX IF NOT EXISTS events_alert ON events(alert_id);
 CREATE INDEX IF NOT EXISTS events_unpublished ON events(seq) WHERE NOT published;
 CREATE TABLE IF NOT EXISTS audit (
   seq BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, alert_id TEXT, resident_id TEXT,
-  actor TEXT NOT NULL, action TEXT NOT NULL, detail JSON NOT NULL);
+  actor TEXT NOT NULL, action TEXT NOT NULL, detail JSON NOT NULL,
+  prev_hash TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS audit_alert ON audit(alert_id);
 CREATE TABLE IF NOT EXISTS outbox (
   outbox_id BIGSERIAL PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, channel TEXT NOT NULL,

@@ -185,3 +185,27 @@ def test_dsn_from_settings_reads_password_file(pg_server: PgServer, tmp_path: Pa
     dsn_file = tmp_path / "dsn"
     dsn_file.write_text(pg_server.dsn() + "\n")
     assert dsn_from_settings(PostgresSettings(dsn_file=str(dsn_file))) == pg_server.dsn()
+
+
+def test_audit_hash_chain_across_instances_verifies(pg_dsn: str) -> None:
+    one, two = PgAlertStore(pg_dsn), PgAlertStore(pg_dsn)
+    try:
+        for i in range(4):
+            (one if i % 2 else two).commit(Txn(audit=[
+                (T0 + i, f"al-{i}", "r-0001", "carer", "acknowledged", {"n": i, "x": 1.5}),
+                (T0 + i, None, None, "system", "note", {})]))
+        verdict = one.verify_audit()
+        assert verdict.ok and verdict.entries == 8
+        assert [e["seq"] for e in one.audit()] == list(range(1, 9))
+    finally:
+        one.close()
+        two.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # an owner bypassing the trigger
+        conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_append_only")
+        conn.execute("""UPDATE audit SET detail = '{"n": 9, "x": 1.5}' WHERE seq = 3""")
+    check = PgAlertStore(pg_dsn)
+    try:
+        verdict = check.verify_audit()
+        assert not verdict.ok and verdict.first_bad == 3 and "altered" in verdict.reason
+    finally:
+        check.close()
