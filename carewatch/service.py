@@ -7,9 +7,12 @@ decodes what arrived in one batch, and ticks the detectors and the alert timers.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from carewatch.app import build_pipeline
 from carewatch.clock import Clock, WallClock
@@ -34,6 +37,7 @@ class Service:
         clock: Clock | None = None,
         data_dir: Path | None = None,
         build: PipelineFactory = build_pipeline,
+        console: Any = None,
     ) -> None:
         self.config = config
         self.clock = clock or WallClock()
@@ -50,9 +54,17 @@ class Service:
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipeline")
-        self.http: MetricsServer | None = None
+        # work other threads hand to the pipeline thread (the console's reads of state)
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self.http: Any = None  # the console (ConsoleServer), or MetricsServer without alerts
         if http is not None:
-            self.http = MetricsServer(http[0], http[1], self.pipeline.metrics.registry, self.ready)
+            from console.server import for_service
+
+            self.http = for_service(self, http, console) or MetricsServer(
+                http[0], http[1], self.pipeline.metrics.registry, self.ready
+            )
         self.error: BaseException | None = None
 
     def ready(self) -> dict[str, object]:
@@ -61,6 +73,32 @@ class Service:
             "pipeline_running": self._thread.is_alive(),
             "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max,
         }
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn` on the pipeline thread (between batches); its result comes as a Future."""
+        fut: Future[Any] = Future()
+        if self._stop.is_set():
+            fut.set_exception(RuntimeError("the pipeline is stopping"))
+            return fut
+        self._calls.put((fn, fut))
+        self.edge.wakeup.set()
+        return fut
+
+    def _run_calls(self, fail: bool = False) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            if fail:
+                fut.set_exception(RuntimeError("the pipeline stopped"))
+                continue
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # the caller gets it; the pipeline goes on
+                fut.set_exception(exc)
 
     def start(self) -> None:
         if self.http is not None:
@@ -82,6 +120,7 @@ class Service:
                 if linger_s and 0 < len(edge.inbox) < batch_max:
                     self._stop.wait(min(linger_s, max(0.0, next_tick - clock.now())))
                 edge.wakeup.clear()
+                self._run_calls()
                 while edge.inbox:
                     pipeline.handle(edge.drain(batch_max))
                     if clock.now() >= next_tick:
@@ -106,6 +145,7 @@ class Service:
         self.edge.wakeup.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self._run_calls(fail=True)
         # drain what already arrived so an orderly stop loses nothing it had acknowledged
         while self.edge.inbox and self.error is None:
             self.pipeline.handle(self.edge.drain(self.config.pipeline.batch_max))

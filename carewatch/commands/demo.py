@@ -100,12 +100,17 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     http = _free_http(*args.http)
+    from console.settings import ConsoleSettings
+    from console.users import UserStore, ensure_demo_users
+
+    logins = ensure_demo_users(UserStore(data_dir / "users.json", config))
     service = Service(
         config,
         broker=BrokerSettings(url=broker_url, client_id="carewatch-demo",
                               username=pipeline_auth[0], password_file=pipeline_auth[1]),
         http=http,
         data_dir=data_dir,
+        console=ConsoleSettings(demo=True),
     )
     fleet: subprocess.Popen[bytes] | None = None
     try:
@@ -136,10 +141,12 @@ def main(args: argparse.Namespace) -> int:
             cmd += ["--scenario", str(DEMO_SCENARIO)]
         fleet = subprocess.Popen(cmd)
         host, port = service.http.address if service.http else http
+        sign_ins = "".join(f"               {sid:24s} {pw}\n" for sid, pw in logins)
         print(
             f"""
 CareWatch demo is running
-  broker     {broker_url}   (Mosquitto{" child process" if broker else ""})
+  console    http://{host}:{port}/   (demo sign-ins: staff id, password)
+{sign_ins}  broker     {broker_url}   (Mosquitto{" child process" if broker else ""})
   metrics    http://{host}:{port}/metrics   (also /healthz, /readyz)
   registry   {registry}  ({len(config.residents)} residents in {len(config.towns)} towns)
   data       {data_dir}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 
 from carewatch.commands._common import add_broker_options, broker_from_args, load
@@ -42,16 +43,22 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.config)
     broker = broker_from_args(args, config)
     http = args.http or (config.http.host, config.http.port)
-    service = Service(
-        config, broker=broker, http=http, data_dir=Path(args.data_dir) if args.data_dir else None
-    )
+    from console.app import ConsoleStartError
+
+    try:
+        data_dir = Path(args.data_dir) if args.data_dir else None
+        service = Service(config, broker=broker, http=http, data_dir=data_dir)
+    except ConsoleStartError as exc:
+        print(f"carewatch: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
     host, port = service.http.address if service.http else ("-", 0)
     print(
-        f"carewatch: pipeline running; broker {broker.url}; metrics http://{host}:{port}/metrics",
+        f"carewatch: pipeline running; broker {broker.url}; console http://{host}:{port}/ "
+        f"(metrics /metrics)",
         flush=True,
     )
     try:

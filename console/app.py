@@ -1,0 +1,143 @@
+"""`create_app(backend, settings)`: the console's FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config.models import ID_PATTERN
+from console.api import build_router
+from console.auth import Auth
+from console.backend import BackendUnavailable, ConsoleBackend
+from console.context import Ctx
+from console.settings import ConsoleSettings
+from console.users import UserStore, secret_key
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
+class ConsoleStartError(RuntimeError):
+    """The console refuses to start (e.g. demo passwords outside demo mode)."""
+
+
+class _Headers:
+    """Security headers on every response (plain ASGI: leaves event streams unbuffered)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = str(scope.get("path", "")).startswith("/api/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", CSP)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                if api:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None) -> FastAPI:
+    """The console: pages, /api, live events, /metrics, /healthz, /readyz."""
+    settings = settings or ConsoleSettings()
+    users = UserStore(settings.users_file or backend.data_dir / "users.json", backend.config)
+    demo_users = users.demo_users()
+    if demo_users and not settings.demo:
+        raise ConsoleStartError(
+            f"{users.path} holds demo passwords ({', '.join(demo_users)}); outside demo mode "
+            "set real ones with `carewatch users set-password` (or use another data dir)")
+    if not settings.demo and not any(users.has_password(s) for s in users.staff):
+        log.warning("console: no staff member has a password yet; set one with "
+                    "`carewatch users set-password --config REG --staff ID`")
+    auth = Auth(users, secret_key(settings.secret_file or backend.data_dir / "console.secret"),
+                settings.session_ttl_s, settings.auth_clock, settings.login_max_failures,
+                settings.login_lockout_s, settings.cookie_secure)
+    ctx = Ctx.build(backend, settings, users, auth)
+    backend.alerts.add_listener(ctx.on_event)
+
+    app = FastAPI(title="CareWatch console", version="1",
+                  description="Monitoring-centre console: alerts, residents, charts. "
+                  "Authenticate with the session cookie (pages) or `Authorization: Bearer`.",
+                  docs_url="/api/docs", redoc_url=None)
+    app.state.ctx = ctx
+    app.add_middleware(_Headers)
+    app.include_router(build_router(ctx))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(BackendUnavailable)
+    async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"pipeline unavailable: {exc}"}, status_code=503)
+
+    # ---- operations (same semantics as carewatch/http.py) -------------------------------
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(backend.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response(b'{"status": "ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        checks = backend.ready()
+        ok = all(bool(v) for v in checks.values())
+        return Response(orjson.dumps({"ready": ok, **checks}), status_code=200 if ok else 503,
+                        media_type="application/json")
+
+    # ---- pages --------------------------------------------------------------------------
+    def page(name: str, request: Request) -> Response:
+        if ctx.auth.principal(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/login", include_in_schema=False)
+    def login_page() -> Response:
+        return FileResponse(STATIC / "login.html")
+
+    @app.get("/", include_in_schema=False)
+    def board_page(request: Request) -> Response:
+        return page("board.html", request)
+
+    @app.get("/residents", include_in_schema=False)
+    def residents_page(request: Request) -> Response:
+        return page("residents.html", request)
+
+    @app.get("/residents/{resident_id}", include_in_schema=False)
+    def resident_page(resident_id: str, request: Request) -> Response:
+        p = ctx.auth.principal(request)
+        if p is None:
+            return RedirectResponse("/login", status_code=303)
+        if not re.fullmatch(ID_PATTERN.strip("^$"), resident_id) or \
+                resident_id not in backend.devices.row_of_resident:
+            return Response("no such resident", status_code=404, media_type="text/plain")
+        if not ctx.scopes.allows_resident(p, resident_id):
+            return Response("outside your scope", status_code=403, media_type="text/plain")
+        return FileResponse(STATIC / "resident.html", headers={"Cache-Control": "no-store"})
+
+    return app

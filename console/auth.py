@@ -1,0 +1,128 @@
+"""Sign-in, sessions, CSRF and API tokens.
+
+Sessions are signed cookies (itsdangerous) carrying the staff id, a session id, a CSRF
+token and an expiry on the wall clock; nothing is stored server-side except sign-outs
+until they expire. Every state-changing request made with a session must send the
+session's CSRF token in `X-CSRF-Token`; requests with `Authorization: Bearer <token>`
+carry no cookie and so need none.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from carewatch.clock import Clock
+from config.models import Staff
+from console.scope import Principal
+from console.users import UserStore
+
+COOKIE = "cw_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass
+class Session:
+    staff_id: str
+    session_id: str
+    csrf: str
+    expires: float
+
+
+class Auth:
+    """Issues and checks sessions and tokens; rate-limits failed sign-ins per staff id."""
+
+    def __init__(self, users: UserStore, key: bytes, ttl_s: float, clock: Clock,
+                 max_failures: int = 5, lockout_s: float = 300.0, secure: bool = False) -> None:
+        self.users, self.ttl_s, self.clock = users, ttl_s, clock
+        self.signer = URLSafeSerializer(key, salt="carewatch-console-session")
+        self.max_failures, self.lockout_s, self.secure = max_failures, lockout_s, secure
+        self._failures: dict[str, list[float]] = {}
+        self._revoked: dict[str, float] = {}  # session id -> its expiry
+        self._lock = threading.Lock()
+
+    # ---- sign-in ----------------------------------------------------------------------
+    def locked_out(self, staff_id: str) -> bool:
+        now = self.clock.now()
+        with self._lock:
+            recent = [t for t in self._failures.get(staff_id, []) if now - t < self.lockout_s]
+            self._failures[staff_id] = recent
+            return len(recent) >= self.max_failures
+
+    def sign_in(self, staff_id: str, password: str) -> Staff | None:
+        staff = self.users.verify(staff_id, password)
+        with self._lock:
+            if staff is None:
+                self._failures.setdefault(staff_id, []).append(self.clock.now())
+            else:
+                self._failures.pop(staff_id, None)
+        return staff
+
+    def issue(self, staff_id: str) -> tuple[str, Session]:
+        s = Session(staff_id, secrets.token_urlsafe(12), secrets.token_urlsafe(24),
+                    self.clock.now() + self.ttl_s)
+        cookie = self.signer.dumps({"u": s.staff_id, "s": s.session_id, "c": s.csrf,
+                                    "e": s.expires})
+        return cookie, s
+
+    def revoke(self, session: Session) -> None:
+        now = self.clock.now()
+        with self._lock:
+            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+            self._revoked[session.session_id] = session.expires
+
+    def parse(self, cookie: str | None) -> Session | None:
+        if not cookie:
+            return None
+        try:
+            data: Any = self.signer.loads(cookie)
+            s = Session(str(data["u"]), str(data["s"]), str(data["c"]), float(data["e"]))
+        except (BadSignature, KeyError, TypeError, ValueError):
+            return None
+        if s.expires <= self.clock.now():
+            return None
+        with self._lock:
+            if s.session_id in self._revoked:
+                return None
+        return s
+
+    # ---- per request ------------------------------------------------------------------
+    def principal(self, request: Request) -> Principal | None:
+        """Who makes this request (bearer token first, then the session cookie)."""
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            found = self.users.check_token(token.strip())
+            if found is None:
+                return None
+            staff, name = found
+            return Principal.of(staff, via="token", token_name=name)
+        s = self.parse(request.cookies.get(COOKIE))
+        if s is None:
+            return None
+        member = self.users.staff.get(s.staff_id)
+        if member is None:  # removed from the registry since signing in
+            return None
+        return Principal.of(member, csrf=s.csrf, session_id=s.session_id)
+
+    def require(self, request: Request) -> Principal:
+        p = self.principal(request)
+        if p is None:
+            raise HTTPException(401, "sign in first (or send Authorization: Bearer <token>)")
+        return p
+
+    def require_csrf(self, request: Request) -> Principal:
+        """For state-changing requests: a session must present its CSRF token."""
+        p = self.require(request)
+        if p.via == "session":
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not sent or not secrets.compare_digest(sent, p.csrf or ""):
+                raise HTTPException(403, "missing or wrong CSRF token")
+        return p

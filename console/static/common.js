@@ -1,0 +1,173 @@
+/* CareWatch console: shared helpers (labels in Chinese and English, API calls, header). */
+"use strict";
+const CW = (() => {
+  const L = {
+    zh: {
+      brand: "CareWatch 监护中心", nav_board: "告警", nav_residents: "居民", logout: "退出",
+      login_title: "登录", staff_id: "工号", password: "密码", sign_in: "登录",
+      login_failed: "工号或密码错误", locked: "失败次数过多，请稍后再试",
+      board_title: "实时告警", no_alerts: "当前没有未办结的告警", open_count: "未办结",
+      unacked_count: "待确认", ack: "确认", dispatch: "派单（上门）", resolve: "办结",
+      note: "反馈（发现了什么、做了什么）", submit: "提交", cancel: "取消",
+      note_required: "办结需要填写反馈", waiting: "已等待", next_escalation: "距升级",
+      renotify: "距再次通知", stopped: "已停止", acked_by: "确认人", dispatched_by: "派单人",
+      sound_on: "声音：开", sound_off: "声音：关", live: "实时", reconnecting: "重新连接中…",
+      residents_title: "居民", all_towns: "全部镇街", all: "全部", search: "搜索姓名、编号、设备…",
+      col_resident: "居民", col_town: "镇街", col_status: "状态", col_alerts: "告警",
+      col_hr: "心率", col_spo2: "血氧", col_battery: "电量", col_last_seen: "最后在线",
+      showing: "显示", of: "共", never: "从未",
+      resident_title: "居民详情", conditions: "病史", none: "无", device: "设备", online: "在线",
+      offline_s: "离线", unknown: "未知", worn: "佩戴", not_worn_s: "未佩戴", battery: "电量",
+      last_seen: "最后在线", charts: "近 24 小时体征", thresholds: "告警阈值",
+      alert_history: "告警记录", audit: "操作记录", carer: "服务人员", institution: "服务机构",
+      town: "镇街", back: "返回",
+      st_alert: "告警", st_offline: "离线", st_not_worn: "未佩戴", st_low_battery: "电量低",
+      st_normal: "正常",
+      sev_critical: "危急", sev_high: "高", sev_medium: "中", sev_low: "低",
+      state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
+      state_dispatched: "已派单", state_resolved: "已办结",
+      tier_1: "服务人员", tier_2: "服务机构", tier_3: "镇（街道）民政办", tier_4: "区级救助服务中心",
+      v_hr: "心率 (次/分)", v_spo2: "血氧饱和度 (%)", v_rr: "呼吸频率 (次/分)",
+      v_temp_c: "体温 (°C)", v_bp: "血压 (mmHg)", v_activity: "活动量 (g)",
+      k_fall: "跌倒", k_hypoxemia: "低血氧", k_bradycardia: "心动过缓", k_tachycardia: "心动过速",
+      k_bradypnoea: "呼吸过缓", k_tachypnoea: "呼吸过速", k_fever: "发热", k_hypothermia: "体温过低",
+      k_hypotension: "低血压", k_hypertensive_crisis: "高血压危象", k_news2: "NEWS2 预警评分",
+      k_baseline_deviation: "偏离个人基线", k_inactivity: "长时间无活动", k_not_worn: "未佩戴",
+      k_device_offline: "设备离线", k_low_battery: "电量低",
+      error: "出错了", forbidden: "无权查看（超出您的管辖范围）",
+    },
+    en: {
+      brand: "CareWatch monitoring centre", nav_board: "Alerts", nav_residents: "Residents",
+      logout: "Sign out", login_title: "Sign in", staff_id: "Staff ID", password: "Password",
+      sign_in: "Sign in", login_failed: "Wrong staff ID or password",
+      locked: "Too many failed attempts; try again later", board_title: "Live alerts",
+      no_alerts: "No open alerts", open_count: "open", unacked_count: "unacknowledged",
+      ack: "Acknowledge", dispatch: "Dispatch", resolve: "Resolve",
+      note: "Feedback (what was found, what was done)", submit: "Submit", cancel: "Cancel",
+      note_required: "Resolving needs a feedback note", waiting: "waiting",
+      next_escalation: "escalates in", renotify: "re-notifies in", stopped: "stopped",
+      acked_by: "acknowledged by", dispatched_by: "dispatched by", sound_on: "Sound: on",
+      sound_off: "Sound: off", live: "live", reconnecting: "reconnecting…",
+      residents_title: "Residents", all_towns: "All towns", all: "All",
+      search: "Search name, id, device…", col_resident: "Resident", col_town: "Town",
+      col_status: "Status", col_alerts: "Alerts", col_hr: "HR", col_spo2: "SpO2",
+      col_battery: "Battery", col_last_seen: "Last seen", showing: "Showing", of: "of",
+      never: "never", resident_title: "Resident", conditions: "Conditions", none: "none",
+      device: "Device", online: "online", offline_s: "offline", unknown: "unknown",
+      worn: "worn", not_worn_s: "not worn", battery: "Battery", last_seen: "Last seen",
+      charts: "Vital signs, last 24 h", thresholds: "Alert thresholds",
+      alert_history: "Alert history", audit: "Audit trail", carer: "Service staff",
+      institution: "Institution", town: "Town", back: "Back",
+      st_alert: "alert", st_offline: "offline", st_not_worn: "not worn",
+      st_low_battery: "low battery", st_normal: "normal",
+      sev_critical: "critical", sev_high: "high", sev_medium: "medium", sev_low: "low",
+      state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
+      state_dispatched: "dispatched", state_resolved: "resolved",
+      tier_1: "service staff", tier_2: "institution", tier_3: "town office", tier_4: "district",
+      v_hr: "Heart rate (bpm)", v_spo2: "SpO2 (%)", v_rr: "Respiratory rate (/min)",
+      v_temp_c: "Temperature (°C)", v_bp: "Blood pressure (mmHg)", v_activity: "Activity (g)",
+      k_fall: "fall", k_hypoxemia: "hypoxemia", k_bradycardia: "bradycardia",
+      k_tachycardia: "tachycardia", k_bradypnoea: "bradypnoea", k_tachypnoea: "tachypnoea",
+      k_fever: "fever", k_hypothermia: "hypothermia", k_hypotension: "hypotension",
+      k_hypertensive_crisis: "hypertensive crisis", k_news2: "NEWS2",
+      k_baseline_deviation: "baseline deviation", k_inactivity: "inactivity",
+      k_not_worn: "not worn", k_device_offline: "device offline", k_low_battery: "low battery",
+      error: "Something went wrong", forbidden: "Outside your scope",
+    },
+  };
+  let lang = localStorage.getItem("cw.lang") || "zh";
+  let me = null;
+  let offsetMs = 0; // server clock minus browser clock
+
+  const t = (k) => (L[lang] && L[lang][k]) || L.en[k] || k;
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => (
+    { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+  function applyI18n(root = document) {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    root.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    root.querySelectorAll("[data-i18n-ph]").forEach((el) => { el.placeholder = t(el.dataset.i18nPh); });
+  }
+
+  function setLang(l) {
+    lang = l;
+    localStorage.setItem("cw.lang", l);
+    applyI18n();
+    window.dispatchEvent(new Event("cw-lang"));
+  }
+
+  function syncClock(serverNow) { if (serverNow) offsetMs = serverNow * 1000 - Date.now(); }
+  const now = () => (Date.now() + offsetMs) / 1000;
+
+  async function api(path, opts = {}) {
+    const method = opts.method || "GET";
+    const headers = { Accept: "application/json" };
+    if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET" && me && me.csrf) headers["X-CSRF-Token"] = me.csrf;
+    const r = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+    });
+    if (r.status === 401 && !opts.noRedirect) { location.href = "/login"; throw new Error("401"); }
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const e = new Error(typeof data.detail === "string" ? data.detail : t("error"));
+      e.status = r.status;
+      throw e;
+    }
+    return data;
+  }
+
+  function fmtDur(s) {
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    const pad = (x) => String(x).padStart(2, "0");
+    return h ? `${h}:${pad(m)}:${pad(sec)}` : `${m}:${pad(sec)}`;
+  }
+  function fmtTime(ts, withDate) {
+    if (ts === null || ts === undefined) return t("never");
+    const d = new Date(ts * 1000);
+    const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+    if (withDate) { opts.month = "2-digit"; opts.day = "2-digit"; }
+    return d.toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", opts);
+  }
+  function ago(ts) { return ts === null || ts === undefined ? t("never") : fmtDur(now() - ts); }
+
+  function header(active) {
+    const h = document.createElement("header");
+    h.className = "top";
+    h.innerHTML = `
+      <a class="brand" href="/" data-i18n="brand"></a>
+      <nav><a href="/" class="${active === "board" ? "on" : ""}" data-i18n="nav_board"></a>
+        <a href="/residents" class="${active === "residents" ? "on" : ""}" data-i18n="nav_residents"></a></nav>
+      <span class="spacer"></span>
+      <span class="user" id="cw-user"></span>
+      <button type="button" class="lang" id="cw-lang">${lang === "zh" ? "EN" : "中文"}</button>
+      <button type="button" id="cw-logout" data-i18n="logout"></button>`;
+    document.body.prepend(h);
+    h.querySelector("#cw-lang").addEventListener("click", (ev) => {
+      setLang(lang === "zh" ? "en" : "zh");
+      ev.target.textContent = lang === "zh" ? "EN" : "中文";
+    });
+    h.querySelector("#cw-logout").addEventListener("click", async () => {
+      try { await api("/api/logout", { method: "POST" }); } finally { location.href = "/login"; }
+    });
+  }
+
+  async function init(active) {
+    header(active);
+    applyI18n();
+    me = await api("/api/me");
+    syncClock(me.now);
+    const u = document.getElementById("cw-user");
+    const paint = () => { u.textContent = `${me.user.name} · ${t("tier_" + me.user.tier)}`; };
+    paint();
+    window.addEventListener("cw-lang", paint);
+    return me;
+  }
+
+  return {
+    t, esc, api, init, applyI18n, setLang, fmtDur, fmtTime, ago, now, syncClock,
+    get lang() { return lang; }, get me() { return me; },
+  };
+})();

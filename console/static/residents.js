@@ -1,0 +1,75 @@
+/* Residents in scope, a status at a glance; filter by town and status, search. */
+"use strict";
+(() => {
+  const STATUSES = ["alert", "offline", "not_worn", "low_battery", "normal"];
+  let rows = [];
+  let counts = {};
+  let status = "";
+  const tbody = document.getElementById("rows");
+  const q = document.getElementById("q");
+  const town = document.getElementById("town");
+  const MAX_ROWS = 3000; // the DOM stays light; a search or filter narrows further
+
+  const num = (v, d = 0) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
+
+  function chips() {
+    const el = document.getElementById("status");
+    const all = Object.values(counts).reduce((a, b) => a + b, 0);
+    el.innerHTML = [["", CW.t("all"), all], ...STATUSES.map((s) => [s, CW.t("st_" + s), counts[s] || 0])]
+      .map(([s, label, n]) => `<button type="button" class="chip st-${s || "all"} ${s === status ? "on" : ""}"
+        data-status="${s}">${CW.esc(label)} <b>${n}</b></button>`).join("");
+  }
+
+  function render() {
+    const t0 = performance.now();
+    const needle = q.value.trim().toLowerCase();
+    const tw = town.value;
+    const shown = rows.filter((r) => (!status || r.status === status) && (!tw || r.town_id === tw) &&
+      (!needle || `${r.resident_id} ${r.name} ${r.device_id} ${r.town_name}`.toLowerCase().includes(needle)));
+    tbody.innerHTML = shown.slice(0, MAX_ROWS).map((r) => `<tr class="st-${r.status}" data-resident-id="${CW.esc(r.resident_id)}">
+      <td><a href="/residents/${encodeURIComponent(r.resident_id)}">${CW.esc(r.name)}</a>
+        <small>${CW.esc(r.resident_id)}</small></td>
+      <td>${CW.esc(r.town_name)}</td>
+      <td><span class="status st-${r.status}">${CW.esc(CW.t("st_" + r.status))}</span></td>
+      <td>${r.open_alerts || ""}</td>
+      <td>${num(r.hr)}</td><td>${num(r.spo2)}</td><td>${r.battery === null ? "—" : num(r.battery) + "%"}</td>
+      <td>${CW.esc(CW.ago(r.last_seen))}</td></tr>`).join("");
+    document.getElementById("shown").textContent =
+      `${CW.t("showing")} ${Math.min(shown.length, MAX_ROWS)} / ${shown.length} (${CW.t("of")} ${rows.length})`;
+    chips();
+    document.body.dataset.lastRenderMs = (performance.now() - t0).toFixed(1);
+  }
+
+  async function load() {
+    const data = await CW.api("/api/residents?limit=20000");
+    CW.syncClock(data.now);
+    rows = data.residents;
+    counts = data.counts;
+    render();
+  }
+
+  let timer = null;
+  q.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(render, 120); });
+  town.addEventListener("change", render);
+  document.getElementById("status").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button");
+    if (!b) return;
+    status = b.dataset.status;
+    render();
+  });
+  window.addEventListener("cw-lang", render);
+
+  CW.init("residents").then(async (me) => {
+    me.towns.forEach((t) => {
+      const o = document.createElement("option");
+      o.value = t.id; o.textContent = t.name;
+      town.appendChild(o);
+    });
+    const t0 = performance.now();
+    await load();
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
+    document.body.dataset.ready = "1";
+    setInterval(() => load().catch(() => {}), 30000); // statuses drift slowly; 30 s is plenty
+  });
+})();
