@@ -14,7 +14,7 @@ from pydantic import Field
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import worn_ok
-from detectors.runs import Emitter, Fresh, rank_groups
+from detectors.runs import EPS, Emitter, Fresh, rank_groups
 from ingest.devices import DeviceTable
 
 
@@ -59,17 +59,22 @@ class _BloodPressure:
             return []
         out = Emitter(self.kinds[0])
         p = self.params
+        has = ~(np.isnan(new.sbp) & np.isnan(new.dbp))
+        if not has.any():
+            return []
         for idx in rank_groups(new.row):
+            idx = idx[has[idx]]  # readings only; lateness is judged among readings
+            if len(idx) == 0:
+                continue
             r, t = new.row[idx], new.ts[idx]
             sbp, dbp = new.sbp[idx].astype(np.float64), new.dbp[idx].astype(np.float64)
             ok = self.fresh.step(r, t) & worn_ok(new.worn[idx])
-            ok &= ~(np.isnan(sbp) & np.isnan(dbp))
             if not ok.any():
                 continue
             r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
             q, clear = self._judge(r, sbp, dbp)
             with np.errstate(invalid="ignore"):
-                cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r)
+                cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r) + EPS
             count = np.where(q, np.where(cont, self.count[r] + 1, 1), 0)
             start = np.where(q & ((count == 1) | np.isnan(self.streak_start[r])), t,
                              self.streak_start[r])

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
-from detectors.runs import Emitter, Fresh, rank_groups
+from detectors.runs import EPS, Emitter, Fresh, rank_groups
 from ingest.devices import DeviceTable
 
 
@@ -91,7 +91,7 @@ class Fall:
             peak = np.where(hit, a, np.where(cancel, np.nan, self.peak[r]))
             seen = np.where(hit | cancel, False, self.still_seen[r] | (still & settled))
             last = np.where(have | hit, t, self.last[r])
-            signature = ~np.isnan(imp) & seen & ((t - imp) >= p.at("still_s", r))
+            signature = ~np.isnan(imp) & seen & ((t - imp) >= p.at("still_s", r) - EPS)
             was = self.active[r]
             fire = ~was & (flag | signature)
             onset = np.where(signature & ~flag, imp, t)

@@ -15,6 +15,10 @@ import numpy as np
 from detectors.base import Findings, concat_findings
 
 _rank_cache: list[Any] = [None, None]
+# Durations are whole seconds in the contract; sample times carry float error and device
+# clock drift (a 60 s reading cadence drifting 30 ppm spans 599.98 s in 10 readings), so
+# a span within half a second of a duration counts as reaching it.
+EPS = 0.5
 
 
 def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
@@ -69,8 +73,7 @@ class Runs:
 
     def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any) -> None:
         start, last, miss = self.start[r], self.last[r], self.miss[r]
-        with np.errstate(invalid="ignore"):
-            gapped = (t - last) > max_gap
+        gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
         miss = np.where(q, 0, miss + 1)
         broken = gapped | (miss > self.max_stray)
         start = np.where(q & (np.isnan(start) | gapped), t, start)
@@ -179,7 +182,7 @@ class Episodes:
         for run, dur, s in zip(self.runs, durs, self.severities, strict=True):
             d = run.duration(r)
             with np.errstate(invalid="ignore"):
-                met = d >= dur
+                met = d >= dur - EPS
             cand = np.where(met & (s > cand), np.int8(s), cand)
             first = np.fmin(first, run.start[r])
         if value is not None and self.extreme is not None:
@@ -198,7 +201,7 @@ class Episodes:
                       np.nan)
         self.cstart[r] = cs
         with np.errstate(invalid="ignore"):
-            cleared = (sev_now > 0) & ~rise & ((t - cs) >= clear_s)
+            cleared = (sev_now > 0) & ~rise & ((t - cs) >= clear_s - EPS)
         if not (rise.any() or cleared.any()):
             return
         ev: dict[str, Any] = {"duration_s": t - onset}

@@ -76,14 +76,21 @@ class SustainedThreshold:
         out = Emitter(self.kinds[0])
         p = self._p
         x_all = getattr(new, self.vital)
+        has = ~np.isnan(x_all)
         rest_g = p.base.rest_g
+        if rest_g is None and not has.any():
+            return []  # e.g. no temperature this tick: nothing to do
         for idx in rank_groups(new.row):
+            if rest_g is not None:  # motion counts from every sample, with or without the vital
+                r, t = new.row[idx], new.ts[idx]
+                moving = ~at_rest(new.activity[idx], p.at("rest_g", r))
+                self.last_motion[r[moving]] = np.fmax(self.last_motion[r[moving]], t[moving])
+            # lateness is judged per vital stream: a sample without the vital is not seen
+            idx = idx[has[idx]]
+            if len(idx) == 0:
+                continue
             r, t = new.row[idx], new.ts[idx]
             ok = self.fresh.step(r, t)
-            if rest_g is not None:
-                act = new.activity[idx]
-                moving = ok & ~at_rest(act, p.at("rest_g", r))
-                self.last_motion[r[moving]] = t[moving]
             x = x_all[idx].astype(np.float64)
             base = ok & ~np.isnan(x) & worn_ok(new.worn[idx])
             if rest_g is not None:
@@ -178,7 +185,6 @@ class TachycardiaParams(SustainedParams):
     critical_duration_s: float = 60.0
     clear_margin: float = 10.0
     rest_g: float | None = 0.1
-    recovery_s: float = 60.0
     max_jump: float = 40.0
     flat_samples: int = 60
 
@@ -237,7 +243,7 @@ class TemperatureParams(SustainedParams):
     max_gap_s: float = 900.0
     clear_margin: float = 0.3
     clear_s: float = 300.0
-    max_jump: float = 1.5
+    max_jump: float = 2.5
 
 
 class FeverParams(TemperatureParams):

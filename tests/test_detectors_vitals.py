@@ -58,7 +58,7 @@ CASES: list[tuple[Any, str, float, float, float, int, dict[str, Any]]] = [
     (Fever, "temp_c", 36.6, 38.0, 600, 2, {"dt": 60.0}),
     (Fever, "temp_c", 36.6, 37.9, 1800, 0, {"dt": 60.0}),
     (Fever, "temp_c", 36.6, 38.5, 540, 0, {"dt": 60.0}),
-    (Hypothermia, "temp_c", 36.0, 35.0, 600, 2, {"dt": 60.0}),
+    (Hypothermia, "temp_c", 36.6, 35.0, 600, 2, {"dt": 60.0}),
     (Hypothermia, "temp_c", 36.6, 35.1, 1800, 0, {"dt": 60.0}),
 ]
 
@@ -142,8 +142,9 @@ def test_tachycardia_recovery_after_exercise_is_not_at_rest() -> None:
     after = series(0, T0 + 300, [135.0] * 20, vital="hr", activity=0.0)  # 190 s of recovery
     det = Tachycardia(1, Tachycardia.Params(recovery_s=300.0))
     assert run_one(det, SampleColumns.concat([moving, after])) == []
-    # with the default 60 s recovery the same resting samples count after a minute
-    got = opened(run_one(Tachycardia(1), SampleColumns.concat([moving, after])))
+    # with a 60 s recovery the same resting samples count after a minute
+    det = Tachycardia(1, Tachycardia.Params(recovery_s=60.0))
+    got = opened(run_one(det, SampleColumns.concat([moving, after])))
     assert [r["onset"] for r in got] == [T0 + 290 + 70]  # last motion + 60 s, next sample
 
 
