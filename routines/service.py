@@ -84,6 +84,7 @@ class Routines:
             self._push(t)
         self._next_issue: dict[tuple[str, str], float] = {}  # in memory only: a hint
         self._scheduler: Any = None
+        self._stopping = threading.Event()
 
     # ---- bookkeeping -------------------------------------------------------------------
     def _push(self, task: Task) -> None:
@@ -298,18 +299,20 @@ class Routines:
                       next_run_time=datetime.now(self.tz), coalesce=True, max_instances=1,
                       misfire_grace_time=None)
         self._scheduler = sched
+        self._stopping.clear()
         sched.start()
 
     def _wake(self) -> None:
+        # Never calls back into the scheduler: shutdown(wait=True) holds its job-store lock
+        # while waiting for running jobs, so a job that adds jobs could deadlock it.
         try:
             now = self.clock.now()
             self.tick(now)
             nxt = self.next_wake(now)
-            sched = self._scheduler
-            if nxt is not None and sched is not None and sched.running:
-                sched.add_job(self._wake, "date", run_date=datetime.fromtimestamp(nxt, self.tz),
-                              id="routines-next", replace_existing=True,
-                              misfire_grace_time=None)
+            # The next issue or deadline falls before the next poll: meet it exactly.
+            if (nxt is not None and nxt - now < self.settings.poll_s
+                    and not self.clock.wait(nxt - now, self._stopping)):
+                self.tick(self.clock.now())
         except Exception:  # keep the scheduler alive; the next wake retries
             log.exception("routine tick failed")
 
@@ -317,6 +320,7 @@ class Routines:
         """Stop the live scheduler and wait for a running tick to end."""
         sched, self._scheduler = self._scheduler, None
         if sched is not None:
+            self._stopping.set()
             sched.shutdown(wait=True)
 
     def close(self) -> None:
