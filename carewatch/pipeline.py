@@ -82,6 +82,8 @@ class Pipeline:
         self.rejection_listeners: list[Callable[[Rejection], object]] = []
         self.findings_listeners: list[Callable[[list[Findings], float], None]] = []
         self.ticks = 0
+        # a device-reported fall waits for no tick: the driver ticks at once when set
+        self.urgent = False
 
     # ------------------------------------------------------------------ messages
     def handle(self, messages: list[Message]) -> None:
@@ -120,6 +122,7 @@ class Pipeline:
                     self.metrics.count("duplicates", int(dup.sum()))
                     cols = cols.take(~dup)
                 self.store.append(cols, now)
+                self.urgent |= bool((cols.fall == 1).any())
                 self.metrics.count("samples", len(cols))
                 if self.sink is not None and len(cols):
                     self.sink.write(cols)
@@ -137,6 +140,7 @@ class Pipeline:
     def tick(self, now: float | None = None) -> list[Findings]:
         """Run every detector over all devices, then the alert stage's timers."""
         now = self.clock.now() if now is None else now
+        self.urgent = False
         state = TickState(
             new=self.store.take_pending(),
             store=self.store,

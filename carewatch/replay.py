@@ -135,6 +135,12 @@ def replay(
                     continue
                 pending.append((line["topic"], payload, t))
                 result.messages += 1
+                if b"fall" in payload:
+                    # as live: a device-reported fall is handled on arrival and ticks at once
+                    flush()
+                    if pipeline.urgent:
+                        pipeline.tick(t)
+                        result.ticks += 1
             elif "ack" in line or "resolve" in line:
                 flush()
                 if not _person_action(pipeline, line, t):

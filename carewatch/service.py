@@ -123,9 +123,11 @@ class Service:
                 self._run_calls()
                 while edge.inbox:
                     pipeline.handle(edge.drain(batch_max))
-                    if clock.now() >= next_tick:
+                    if clock.now() >= next_tick or pipeline.urgent:
                         break
                 now = clock.now()
+                if pipeline.urgent and now < next_tick:
+                    pipeline.tick(now)  # out of schedule; the regular tick keeps its time
                 if now >= next_tick:
                     pipeline.tick(now)
                     m = pipeline.metrics
