@@ -34,8 +34,11 @@ LOAD_PROCESSES = 2
 
 def _load_worker(port: int, topics: list[str], rate: float, seconds: float, wid: int) -> None:
     """Publish ordinary vitals round-robin over `topics` at `rate` msgs/s (QoS 1)."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"bench-load-{wid}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"bench-load-{wid}",
+        protocol=mqtt.MQTTv5,
+    )
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
@@ -51,8 +54,15 @@ def _load_worker(port: int, topics: list[str], rate: float, seconds: float, wid:
         while sent < due:
             topic = topics[sent % len(topics)]
             seq += 1
-            body = {"ts": time.time(), "seq": seq, "hr": 72, "spo2": 97, "rr": 15,
-                    "activity": 0.3, "worn": True}
+            body = {
+                "ts": time.time(),
+                "seq": seq,
+                "hr": 72,
+                "spo2": 97,
+                "rr": 15,
+                "activity": 0.3,
+                "worn": True,
+            }
             client.publish(topic, orjson.dumps(body), qos=1)
             sent += 1
         time.sleep(0.002)  # pacing: the rate is set by `due`, the sleep only yields the CPU
@@ -64,8 +74,11 @@ class _AlertWatch:
     def __init__(self, port: int) -> None:
         self.opened: dict[tuple[str, str], float] = {}
         self._ready = threading.Event()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id="bench-alert-watch", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="bench-alert-watch",
+            protocol=mqtt.MQTTv5,
+        )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.connect("127.0.0.1", port)
@@ -100,24 +113,45 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def _probe_run(config: Config, broker: MosquittoProcess, rate: float, falls: int,
-               sustained: int, tmp: Path) -> dict[str, float]:
+def _probe_run(
+    config: Config, broker: MosquittoProcess, rate: float, falls: int, sustained: int, tmp: Path
+) -> dict[str, float]:
     residents = config.residents
-    probes = residents[:falls + sustained]
-    load_topics = [f"carewatch/v1/{r.town}/{r.device}/vitals" for r in residents[falls + sustained:]]
-    service = Service(config, broker=BrokerSettings(url=broker.url, client_id="bench-latency"),
-                      data_dir=tmp)
+    probes = residents[: falls + sustained]
+    load_topics = [
+        f"carewatch/v1/{r.town}/{r.device}/vitals" for r in residents[falls + sustained :]
+    ]
+    service = Service(
+        config, broker=BrokerSettings(url=broker.url, client_id="bench-latency"), data_dir=tmp
+    )
     service.start()
     watch = _AlertWatch(broker.port)
-    pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-probe",
-                      protocol=mqtt.MQTTv5)
+    pub = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="bench-probe",
+        protocol=mqtt.MQTTv5,
+    )
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     ctx = mp.get_context("spawn")
     seconds = 45.0 + sustained * 0.0
-    loaders = [ctx.Process(target=_load_worker, args=(broker.port, load_topics[i::LOAD_PROCESSES],
-                                                      rate / LOAD_PROCESSES, seconds, i))
-               for i in range(LOAD_PROCESSES)] if rate > 0 else []
+    loaders = (
+        [
+            ctx.Process(
+                target=_load_worker,
+                args=(
+                    broker.port,
+                    load_topics[i::LOAD_PROCESSES],
+                    rate / LOAD_PROCESSES,
+                    seconds,
+                    i,
+                ),
+            )
+            for i in range(LOAD_PROCESSES)
+        ]
+        if rate > 0
+        else []
+    )
     try:
         if not service.edge.wait_connected(10):
             raise RuntimeError("service could not connect")
@@ -140,14 +174,25 @@ def _probe_run(config: Config, broker: MosquittoProcess, rate: float, falls: int
                 r = probes[k]
                 fall_sent = time.time()
                 sent_at[(r.id, -1.0)] = fall_sent
-                pub.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
-                            orjson.dumps({"ts": fall_sent, "fall": True, "worn": True}), qos=1)
+                pub.publish(
+                    f"carewatch/v1/{r.town}/{r.device}/vitals",
+                    orjson.dumps({"ts": fall_sent, "fall": True, "worn": True}),
+                    qos=1,
+                )
             target = start + k + 1
             time.sleep(max(0.0, target - time.time()))  # one probe sample per second
-        _wait(lambda: all((r.id, "hypoxemia") in watch.opened for r in sus)
-              and all((r.id, "fall") in watch.opened for r in probes[:falls]), 15)
-        fall_lat = [(watch.opened[(r.id, "fall")] - sent_at[(r.id, -1.0)]) * 1000
-                    for r in probes[:falls] if (r.id, "fall") in watch.opened]
+        _wait(
+            lambda: (
+                all((r.id, "hypoxemia") in watch.opened for r in sus)
+                and all((r.id, "fall") in watch.opened for r in probes[:falls])
+            ),
+            15,
+        )
+        fall_lat = [
+            (watch.opened[(r.id, "fall")] - sent_at[(r.id, -1.0)]) * 1000
+            for r in probes[:falls]
+            if (r.id, "fall") in watch.opened
+        ]
         sus_lat = []
         for r in sus:
             if (r.id, "hypoxemia") not in watch.opened:
@@ -168,20 +213,34 @@ def _probe_run(config: Config, broker: MosquittoProcess, rate: float, falls: int
         service.stop()
     f50, f99 = _percentiles(fall_lat)
     s50, s99 = _percentiles(sus_lat)
-    return {"fall_p50_ms": f50, "fall_p99_ms": f99, "fall_n": float(len(fall_lat)),
-            "sustained_p50_ms": s50, "sustained_p99_ms": s99, "sustained_n": float(len(sus_lat)),
-            "messages_processed": float(processed)}
+    return {
+        "fall_p50_ms": f50,
+        "fall_p99_ms": f99,
+        "fall_n": float(len(fall_lat)),
+        "sustained_p50_ms": s50,
+        "sustained_p99_ms": s99,
+        "sustained_n": float(len(sus_lat)),
+        "messages_processed": float(processed),
+    }
 
 
-def bench_latency(rates: tuple[float, ...] = (1_000.0, 10_000.0), falls: int = 30,
-                  sustained: int = 20, residents: int = 2_000) -> dict[str, float]:
+def bench_latency(
+    rates: tuple[float, ...] = (1_000.0, 10_000.0),
+    falls: int = 30,
+    sustained: int = 20,
+    residents: int = 2_000,
+) -> dict[str, float]:
     """p50/p99 publish → alert event for falls and sustained rules at each background rate."""
     config = parse_config(demo_registry(residents, seed=0))
-    config = config.model_copy(update={"storage": config.storage.model_copy(update={"sink": "none"})})
+    config = config.model_copy(
+        update={"storage": config.storage.model_copy(update={"sink": "none"})}
+    )
     out: dict[str, float] = {}
     for rate in rates:
-        with tempfile.TemporaryDirectory(prefix="carewatch-bench-lat-") as d, \
-                MosquittoProcess() as broker:
+        with (
+            tempfile.TemporaryDirectory(prefix="carewatch-bench-lat-") as d,
+            MosquittoProcess() as broker,
+        ):
             figures = _probe_run(config, broker, rate, falls, sustained, Path(d))
         label = f"{int(rate / 1000)}k"
         for key, value in figures.items():

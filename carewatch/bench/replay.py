@@ -16,8 +16,9 @@ from simulators.record import write_recording
 START = 1764316800.0
 
 
-def bench_replay(residents: int = 200, hours: float = 24, interval_s: float = 10,
-                 batch: int = 1) -> dict[str, float]:
+def bench_replay(
+    residents: int = 200, hours: float = 24, interval_s: float = 10, batch: int = 1
+) -> dict[str, float]:
     """samples/s of `replay` over `residents` x `hours` at `interval_s` (target: 200 x 24 h
     at 10 s, 1.7 M samples, in <= 60 s)."""
     config = parse_config(demo_registry(residents, seed=0))
@@ -30,7 +31,14 @@ def bench_replay(residents: int = 200, hours: float = 24, interval_s: float = 10
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
     samples = float(result.ingest.get("samples", 0))  # type: ignore[arg-type]
-    return {"residents": residents, "hours": hours, "samples": samples,
-            "recorded_samples": float(stats["samples"]), "messages": float(result.messages),
-            "seconds": seconds, "cpu_seconds": cpu, "samples_per_s": samples / seconds,
-            "ticks": float(result.ticks)}
+    return {
+        "residents": residents,
+        "hours": hours,
+        "samples": samples,
+        "recorded_samples": float(stats["samples"]),
+        "messages": float(result.messages),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "samples_per_s": samples / seconds,
+        "ticks": float(result.ticks),
+    }
