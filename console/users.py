@@ -51,7 +51,7 @@ class UserStore:
         self.path = path
         self.staff: dict[str, Staff] = {s.id: s for s in config.staff}
         self.hasher = PasswordHasher()
-        self._dummy = self.hasher.hash(secrets.token_hex(8))
+        self._dummy: str | None = None  # hashed on first use: verifying unknown ids costs the same
         self._lock = threading.Lock()
         self._mtime: float | None = None
         self._doc: dict[str, Any] = {"version": 1, "users": {}, "tokens": {}}
@@ -93,10 +93,18 @@ class UserStore:
             problem = password_problem(staff_id, password)
             if problem:
                 raise UsersError(f"password refused: {problem}")
+        self.set_password_hash(staff_id, self.hasher.hash(password), demo=demo, now=now)
+
+    def set_password_hash(self, staff_id: str, password_hash: str, *, demo: bool = False,
+                          now: float = 0.0) -> None:
+        """Store an argon2 hash made elsewhere (an import, or a test's cached hash)."""
+        if staff_id not in self.staff:
+            raise UsersError(f"unknown staff id {staff_id!r} (not in the registry's staff)")
+        if not password_hash.startswith("$argon2"):
+            raise UsersError("not an argon2 hash")
         doc = dict(self._load())
         users = dict(doc["users"])
-        users[staff_id] = {"password_hash": self.hasher.hash(password), "demo": demo,
-                           "updated_at": now}
+        users[staff_id] = {"password_hash": password_hash, "demo": demo, "updated_at": now}
         doc["users"] = users
         self._save(doc)
 
@@ -110,9 +118,11 @@ class UserStore:
         staff = self.staff.get(staff_id)
         entry = self._load()["users"].get(staff_id) or {}
         stored = entry.get("password_hash") or (staff.password_hash if staff else None)
+        if not stored and self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_hex(8))
         ok: bool
         try:
-            ok = self.hasher.verify(stored or self._dummy, password)
+            ok = self.hasher.verify(stored or self._dummy or "", password)
         except (VerificationError, InvalidHashError):
             ok = False
         return staff if ok and stored and staff else None
