@@ -1,0 +1,161 @@
+"""Supervision report figures against a hand-computed case; the HTML renders in Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.engine import AlertEngine
+from carewatch.clock import SimClock
+from routines.alertdata import AlertData
+from routines.html import render_html
+from routines.reports import build_report
+from routines.service import Routines
+from tests.routines_helpers import local, make_routines, registry, run_until
+
+T = local(2026, 11, 10, 10)
+AS_OF_ALERTS = T + 5000
+MONTH_END = local(2026, 12, 1)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _scenario(tmp_path: Path) -> tuple[Routines, AlertEngine, SimClock]:
+    """Five alerts with known severities and acknowledgement times (see the test for the
+    hand computation), and a month of routines with three completions."""
+    config = registry()
+    clock = SimClock(local(2026, 11, 1))
+    routines, engine = make_routines(config, clock, tmp_path, alerts=True)
+    assert engine is not None
+    routines.tick(clock.now())
+    run_until(routines, clock, local(2026, 11, 3, 10))
+    routines.complete("weekly_call:r-1:2026-W45", by="s1", now=clock.now(), notes="all well")
+    run_until(routines, clock, local(2026, 11, 7, 10))
+    routines.complete("weekly_call:r-2:2026-W45", by="s1", now=clock.now(), notes="late call")
+    run_until(routines, clock, T)
+    ack_at = {"r-1/k1": 60, "r-2/k1": 200, "r-3/k2": 1000, "r-4/k1": 400}
+    resolve_at = {"r-1/k1": 600, "r-2/k1": 1000, "r-3/k2": 2000}
+    for rid, kind, sev in (("r-1", "k1", "high"), ("r-2", "k1", "high"),
+                           ("r-3", "k2", "medium"), ("r-4", "k1", "critical"),
+                           ("r-1", "k3", "low")):
+        engine.raise_manual(rid, kind=kind, severity=sev, by="test", note="case", now=T)
+    for dt in range(0, 5001, 10):
+        now = T + dt
+        clock.set(now)
+        engine.tick(now)
+        for key, at in ack_at.items():
+            if at == dt:
+                rid, kind = key.split("/")
+                engine.ack(rid, kind, "someone", now)
+        for key, at in resolve_at.items():
+            if at == dt:
+                rid, kind = key.split("/")
+                engine.resolve(rid, kind, "someone", now, "done")
+    run_until(routines, clock, local(2026, 11, 20, 10))
+    routines.complete("monthly_visit:r-3:2026-11", by="s2", now=clock.now(), notes="visited")
+    run_until(routines, clock, MONTH_END)
+    return routines, engine, clock
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Any:
+    routines, engine, clock = _scenario(tmp_path)
+    yield routines, engine, clock
+    routines.close()
+    engine.close()
+
+
+def test_alert_figures_match_the_hand_computed_case(scenario: Any) -> None:
+    routines, engine, _clock = scenario
+    data = AlertData(engine.store.path)
+    rep = build_report(routines.config, routines.store, data, "day", "2026-11-10", AS_OF_ALERTS)
+    al = rep["district"]["alerts"]
+    assert al["total"] == 5
+    assert al["by_kind"] == {"k1": 3, "k2": 1, "k3": 1}
+    assert al["by_severity"] == {"critical": 1, "high": 2, "medium": 1, "low": 1}
+    tiers = al["response"]["tiers"]
+    # Acknowledged at tier 1: 60 s and 200 s -> median 130, p90 60 + 0.9 * 140 = 186.
+    assert tiers["1"]["time_to_ack_s"] == {"n": 2, "median": 130.0, "p90": 186.0}
+    # ...resolved after 600 s and 1000 s -> median 800, p90 600 + 0.9 * 400 = 960.
+    assert tiers["1"]["time_to_resolve_s"] == {"n": 2, "median": 800.0, "p90": 960.0}
+    # The medium alert escalated at 900 s (tier 2) and was acknowledged there at 1000 s.
+    assert tiers["2"]["time_to_ack_s"] == {"n": 1, "median": 1000.0, "p90": 1000.0}
+    assert tiers["2"]["time_to_resolve_s"]["median"] == 2000.0
+    # The critical one (120 s a tier) reached tier 4 at 360 s; acknowledged at 400 s.
+    assert tiers["3"]["time_to_ack_s"]["n"] == 0
+    assert tiers["4"]["time_to_ack_s"] == {"n": 1, "median": 400.0, "p90": 400.0}
+    assert tiers["4"]["time_to_resolve_s"]["n"] == 0
+    overall = al["response"]["overall"]
+    # 60, 200, 400, 1000 -> median 300, p90 at rank 2.7: 400 + 0.7 * 600 = 820.
+    assert overall["time_to_ack_s"] == {"n": 4, "median": 300.0, "p90": 820.0}
+    # 600, 1000, 2000 -> median 1000, p90 at rank 1.8: 1000 + 0.8 * 1000 = 1800.
+    assert overall["time_to_resolve_s"] == {"n": 3, "median": 1000.0, "p90": 1800.0}
+    # Reached: all five at tier 1; medium, critical and low (at 3600 s) tier 2; critical 3, 4.
+    assert [tiers[t]["reached"] for t in "1234"] == [5, 3, 1, 1]
+    assert al["escalations"] == {"2": 3, "3": 1, "4": 1}
+    # Within the tier's time: tier 1 the two highs of five (the low's 3600 s ran out by
+    # 5000 s); tier 2 the medium of two judged (the low's tier-2 time has not run out);
+    # tier 3 none of one; tier 4 the critical (40 s after reaching it, limit 120 s).
+    assert [tiers[t]["acked_within_tier_time"] for t in "1234"] == [0.4, 0.5, 0.0, 1.0]
+    assert [tiers[t]["judged"] for t in "1234"] == [5, 2, 1, 1]
+    gufu, lishi = rep["towns"]["gufu"]["alerts"], rep["towns"]["lishi"]["alerts"]
+    assert (gufu["total"], lishi["total"]) == (4, 1)
+    assert lishi["escalations"] == {"2": 1, "3": 1, "4": 1}
+
+
+def test_routine_figures_match_the_hand_computed_case(scenario: Any) -> None:
+    routines, engine, clock = scenario
+    rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
+                       "2026-11", clock.now())
+    ro = rep["district"]["routines"]
+    # Weekly calls issued in November: gufu W45-W49 (3 residents), lishi W45-W48: 19.
+    # Done on time 1, late 1; still open at Dec 1 00:00: gufu W49 (3) and lishi W48 (1).
+    assert ro["by_kind"]["weekly_call"] == {"done": 1, "late": 1, "missed": 13, "open": 4,
+                                            "total": 19, "on_time_share": round(1 / 15, 4)}
+    # Daily checks: 30 days x 4; each not reviewed is missed at the next day's check.
+    assert ro["by_kind"]["daily_check"] == {"done": 0, "late": 0, "missed": 116, "open": 4,
+                                            "total": 120, "on_time_share": 0.0}
+    assert ro["by_kind"]["monthly_visit"] == {"done": 1, "late": 0, "missed": 0, "open": 3,
+                                              "total": 4, "on_time_share": 1.0}
+    # s2 answers for r-3: 30 checks, 5 calls, 1 inspection, 1 visit (done).
+    assert ro["by_staff"]["s2"] == {"done": 1, "late": 0, "missed": 33, "open": 3, "total": 37,
+                                    "on_time_share": round(1 / 34, 4)}
+    assert ro["by_institution"]["inst-b"]["total"] == 30 + 4 + 2
+    assert rep["district"]["daily_checks"] == 120
+    assert rep["district"]["residents_registered"] == 4
+    assert len(rep["daily"]) == 30 and rep["daily"][9]["alerts"] == 5
+
+
+def test_html_report_renders_in_headless_chromium(scenario: Any) -> None:
+    routines, engine, clock = scenario
+    rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
+                       "2026-11", clock.now())
+    html = render_html(rep)
+    assert "<script" not in html and "http://" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_file = ARTIFACTS / "routines-report-2026-11.html"
+    page_file.write_text(html, encoding="utf-8")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("no /usr/bin/chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(page_file.as_uri())
+            assert "supervision report" in page.title()
+            assert page.locator("svg").count() >= 2 + 3 * 3
+            headers = page.locator("h2").all_inner_texts()
+            assert headers[0].startswith("District") and len(headers) == 3
+            box = page.locator("svg").first.bounding_box()
+            assert box is not None and box["width"] > 100
+            shot = ARTIFACTS / "routines-report-2026-11.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
