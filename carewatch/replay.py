@@ -177,12 +177,19 @@ def _person_action(pipeline: Pipeline, line: dict[str, Any], t: float) -> bool:
         log.warning("replay %s line at t=%.3f ignored: malformed", action, t)
         return False
     resident, kind = target.get("resident_id"), target.get("kind")
+    note = line.get("note")
+    if not (isinstance(resident, str) and isinstance(kind, str)) or (
+        note is not None and not isinstance(note, str)
+    ):
+        log.warning("replay %s line at t=%.3f ignored: resident_id, kind and note must be "
+                    "strings", action, t)
+        return False
     by = str(line.get("by") or "replay")
     try:
         if action == "ack":
             alerts.ack(resident, kind, by=by, now=t)  # type: ignore[attr-defined]
         else:
-            alerts.resolve(resident, kind, by=by, note=line.get("note"), now=t)  # type: ignore[attr-defined]
+            alerts.resolve(resident, kind, by=by, note=note, now=t)  # type: ignore[attr-defined]
     except (KeyError, LookupError, ValueError) as exc:
         log.warning("replay %s of %s/%s at t=%.3f ignored: %s", action, resident, kind, t, exc)
         return False

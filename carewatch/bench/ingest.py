@@ -3,6 +3,7 @@ consumer, all fed by the same `mosquitto_pub -l` publisher processes in one run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import threading
@@ -225,12 +226,38 @@ def bench_ingest(quick: bool = False, seconds: float = 60.0) -> dict[str, float]
     return out
 
 
-def bench_memory(devices: int = 10_000) -> dict[str, float]:
-    """State bytes per device-day (rings sized for 24 h at 10 s sampling)."""
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_memory(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]:
+    """State bytes per device-day (rings sized for 24 h at 10 s sampling), and the resident
+    set size of a whole pipeline (state, detectors, alert engine) at each size."""
+    import gc
+
+    from carewatch.app import build_pipeline
+    from carewatch.clock import SimClock
+    from ingest.publish import ListPublisher
     from ingest.state import StateStore
 
-    store = StateStore(devices)
-    return {
-        "bytes_per_device_day": store.bytes_per_device_day(),
-        "mib_per_1000_device_days": store.bytes_per_device_day() * 1000 / 2**20,
-    }
+    per_day = StateStore(1_000).bytes_per_device_day()
+    out = {"bytes_per_device_day": per_day, "mib_per_1000_device_days": per_day * 1000 / 2**20}
+    for n in sizes:
+        config = parse_config(demo_registry(n, seed=0))
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"sink": "none"})})
+        gc.collect()
+        before = _rss_bytes()
+        with tempfile.TemporaryDirectory(prefix="carewatch-bench-mem-") as d:
+            pipeline, close = build_pipeline(config, SimClock(1764316800.0), ListPublisher(),
+                                             data_dir=Path(d), replay=True)
+            pipeline.tick()
+            after = _rss_bytes()
+            close()
+        del pipeline
+        gc.collect()
+        label = f"{n // 1000}k"
+        out[f"pipeline_rss_mib_{label}"] = (after - before) / 2**20
+        out[f"pipeline_bytes_per_device_{label}"] = (after - before) / n
+    return out

@@ -134,7 +134,8 @@ def _probe_run(
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     ctx = mp.get_context("spawn")
-    seconds = 45.0 + sustained * 0.0
+    probe_gap_s = 0.37  # not a divisor of the tick: probes land at every phase of it
+    seconds = 3.0 + max(falls, sustained) * probe_gap_s + 5.0
     loaders = (
         [
             ctx.Process(
@@ -158,29 +159,43 @@ def _probe_run(
         for p in loaders:
             p.start()
         time.sleep(3.0)  # let the background load reach its pace before probing
-        # sustained probes: SpO2 83 at rest, one sample a second per probe resident
+        fall_sent: dict[str, float] = {}
+        completing_sent: dict[str, float] = {}
         sus = probes[falls:]
-        sent_at: dict[tuple[str, float], float] = {}
-        start = time.time()
-        for k in range(40):
-            for r in sus:
-                ts = round(start + k, 3)
-                topic = f"carewatch/v1/{r.town}/{r.device}/vitals"
-                body = {"ts": ts, "spo2": 83, "hr": 80, "activity": 0.01, "worn": True}
-                sent_at[(r.id, ts)] = time.time()
-                pub.publish(topic, orjson.dumps(body), qos=1)
-            # falls, spread over the run
+        for k in range(max(falls, len(sus))):
             if k < falls:
                 r = probes[k]
-                fall_sent = time.time()
-                sent_at[(r.id, -1.0)] = fall_sent
-                pub.publish(
-                    f"carewatch/v1/{r.town}/{r.device}/vitals",
-                    orjson.dumps({"ts": fall_sent, "fall": True, "worn": True}),
-                    qos=1,
-                )
-            target = start + k + 1
-            time.sleep(max(0.0, target - time.time()))  # one probe sample per second
+                topic = f"carewatch/v1/{r.town}/{r.device}/vitals"
+                fall_sent[r.id] = time.time()
+                body = {"ts": fall_sent[r.id], "fall": True, "worn": True}
+                pub.publish(topic, orjson.dumps(body), qos=1)
+            if k < len(sus):
+                # 30 s of SpO2 83 % at rest (device time), sent at once; the last sample
+                # completes the critical rule's duration: time from its publish
+                r = sus[k]
+                topic = f"carewatch/v1/{r.town}/{r.device}/vitals"
+                now = time.time()
+                history = [
+                    {
+                        "ts": round(now - 30 + j, 3),
+                        "spo2": 83,
+                        "hr": 80,
+                        "activity": 0.01,
+                        "worn": True,
+                    }
+                    for j in range(30)
+                ]
+                pub.publish(topic, orjson.dumps({"samples": history}), qos=1)
+                completing_sent[r.id] = time.time()
+                last = {
+                    "ts": round(time.time(), 3),
+                    "spo2": 83,
+                    "hr": 80,
+                    "activity": 0.01,
+                    "worn": True,
+                }
+                pub.publish(topic, orjson.dumps(last), qos=1)
+            time.sleep(probe_gap_s)  # probes spread over the run, not all in one tick
         _wait(
             lambda: (
                 all((r.id, "hypoxemia") in watch.opened for r in sus)
@@ -189,18 +204,15 @@ def _probe_run(
             15,
         )
         fall_lat = [
-            (watch.opened[(r.id, "fall")] - sent_at[(r.id, -1.0)]) * 1000
-            for r in probes[:falls]
-            if (r.id, "fall") in watch.opened
+            (watch.opened[(rid, "fall")] - t) * 1000
+            for rid, t in fall_sent.items()
+            if (rid, "fall") in watch.opened
         ]
-        sus_lat = []
-        for r in sus:
-            if (r.id, "hypoxemia") not in watch.opened:
-                continue
-            # the sample completing 30 s of SpO2 <= 85 from the first one (onset)
-            completing = sent_at.get((r.id, round(start + 30, 3)))
-            if completing is not None:
-                sus_lat.append((watch.opened[(r.id, "hypoxemia")] - completing) * 1000)
+        sus_lat = [
+            (watch.opened[(rid, "hypoxemia")] - t) * 1000
+            for rid, t in completing_sent.items()
+            if (rid, "hypoxemia") in watch.opened
+        ]
     finally:
         for p in loaders:
             p.join(timeout=60)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-SECTIONS = ("ingest", "detect", "replay", "simulate", "alerts", "sinks", "memory")
+SECTIONS = ("ingest", "detect", "replay", "latency", "memory", "simulate", "alerts", "sinks")
 
 
 def _ingest(quick: bool) -> dict[str, float]:
@@ -27,13 +27,21 @@ def _ingest(quick: bool) -> dict[str, float]:
 def _detect(quick: bool) -> dict[str, float]:
     from detectors.bench import bench_detect
 
-    return bench_detect(sizes=(1_000, 10_000) if quick else (1_000, 10_000, 100_000), quick=quick)
+    return bench_detect(sizes=(1_000, 10_000, 100_000), quick=quick)
 
 
 def _replay(quick: bool) -> dict[str, float]:
     from carewatch.bench.replay import bench_replay
 
-    return bench_replay(residents=20 if quick else 200, hours=6 if quick else 24)
+    return bench_replay(residents=20 if quick else 200, hours=1 if quick else 24)
+
+
+def _latency(quick: bool) -> dict[str, float]:
+    from carewatch.bench.latency import bench_latency
+
+    if quick:
+        return bench_latency(rates=(10_000.0,), falls=10, sustained=10)
+    return bench_latency(rates=(1_000.0, 10_000.0), falls=40, sustained=40)
 
 
 def _simulate(quick: bool) -> dict[str, float]:
@@ -57,13 +65,14 @@ def _sinks(quick: bool) -> dict[str, float]:
 def _memory(quick: bool) -> dict[str, float]:
     from carewatch.bench.ingest import bench_memory
 
-    return bench_memory(devices=10_000 if quick else 100_000)
+    return bench_memory(sizes=(10_000, 100_000))
 
 
 RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
     "ingest": _ingest,
     "detect": _detect,
     "replay": _replay,
+    "latency": _latency,
     "simulate": _simulate,
     "alerts": _alerts,
     "sinks": _sinks,
