@@ -159,3 +159,32 @@ def test_html_report_renders_in_headless_chromium(scenario: Any) -> None:
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_report_command_writes_html_json_pdf_and_pngs(scenario: Any, tmp_path: Path) -> None:
+    import orjson
+    import yaml
+
+    from carewatch.cli import main
+
+    routines, engine, clock = scenario
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(yaml.safe_dump(routines.config.model_dump(mode="json",
+                                                             exclude_defaults=True)))
+    data_dir = Path(engine.store.path).parent
+    out = tmp_path / "out"
+    code = main(["report", "--month", "2026-11", "--config", str(reg), "--data-dir",
+                 str(data_dir), "--out", str(out / "r.html"), "--json", str(out / "r.json"),
+                 "--pdf", str(out / "r.pdf"), "--png-dir", str(out / "png"),
+                 "--as-of", str(clock.now())])
+    assert code == 0
+    doc = orjson.loads((out / "r.json").read_bytes())
+    direct = build_report(routines.config, routines.store, AlertData(engine.store.path),
+                          "month", "2026-11", clock.now())
+    assert doc == orjson.loads(orjson.dumps(direct))
+    assert (out / "r.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert (out / "r.pdf").read_bytes()[:5] == b"%PDF-"
+    pngs = sorted(p.name for p in (out / "png").iterdir())
+    assert pngs == [f"report-2026-11-{n}.png" for n in
+                    ("alerts", "completeness", "response", "routines")]
+    assert main(["report", "--month", "2026-13", "--config", str(reg), "--out", "x"]) == 2

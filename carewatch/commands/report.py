@@ -72,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json_out == "-":
             sys.stdout.write(doc.decode() + "\n")
         else:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_bytes(doc)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(render_html(report, args.town), encoding="utf-8")
         print(f"wrote {args.out}")
     if args.pdf or args.png_dir:
