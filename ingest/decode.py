@@ -31,19 +31,25 @@ REJECTION_REASONS = (
 )
 
 
+# Absent fields default to NaN (not None) so that most payloads convert to a float table
+# without the slow None -> NaN path; an explicit JSON `null` still decodes as None. `ts`
+# keeps None: a missing `ts` must be found per message, and `None in` is a C-level scan.
+_NAN = float("nan")
+
+
 class _Sample(msgspec.Struct, forbid_unknown_fields=False):
     ts: float | None = None
-    seq: float | None = None
-    hr: float | None = None
-    spo2: float | None = None
-    rr: float | None = None
-    temp_c: float | None = None
-    sbp: float | None = None
-    dbp: float | None = None
-    activity: float | None = None
-    fall: bool | None = None
-    worn: bool | None = None
-    battery: float | None = None
+    seq: float | None = _NAN
+    hr: float | None = _NAN
+    spo2: float | None = _NAN
+    rr: float | None = _NAN
+    temp_c: float | None = _NAN
+    sbp: float | None = _NAN
+    dbp: float | None = _NAN
+    activity: float | None = _NAN
+    fall: bool | None = _NAN  # type: ignore[assignment]
+    worn: bool | None = _NAN  # type: ignore[assignment]
+    battery: float | None = _NAN
     device_id: str | None = None
 
 
@@ -57,11 +63,24 @@ class _Status(msgspec.Struct, forbid_unknown_fields=False):
     ts: float | None = None
 
 
+DEEP = "JSON nesting too deep"
 _DECODE_MESSAGE = msgspec.json.Decoder(_Message)
 _DECODE_STATUS = msgspec.json.Decoder(_Status)
 _FLOAT_FIELDS = (*VITALS, "battery")
+# table columns: ts, seq, the float fields (a float32 block), fall, worn
 _NUMERIC_FIELDS = ("ts", "seq", *_FLOAT_FIELDS, "fall", "worn")
 _NUMERIC_GETTER = operator.attrgetter(*_NUMERIC_FIELDS)
+_N_FIELDS = len(_NUMERIC_FIELDS)
+_F0, _F1 = 2, 2 + len(_FLOAT_FIELDS)  # float block within the table
+_LO = np.array([PLAUSIBLE[v][0] for v in _FLOAT_FIELDS], np.float32)
+_HI = np.array([PLAUSIBLE[v][1] for v in _FLOAT_FIELDS], np.float32)
+_TS_GETTER = operator.attrgetter("ts")
+_ID_GETTER = operator.attrgetter("device_id")
+_SCHEMA_PROBLEMS = (
+    "ts must be a positive epoch time in seconds",
+    "seq must be an integer >= 0",
+    "battery must be an integer",
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,8 @@ class VitalsDecoder:
         self.future_tolerance_s = future_tolerance_s
         # topics of registered devices in their own town -> (row, town, device); bounded by
         # the registry, since only valid topics are cached
+        # devices of towns another worker owns (`carewatch run --workers`): device -> town
+        self.foreign_towns: dict[str, str] = {}
         self._known_topics: dict[str, tuple[int, str, str]] = {}
 
     def _route(
@@ -138,6 +159,11 @@ class VitalsDecoder:
 
         row = self.devices.row_of_device.get(device)
         if row is None:
+            home = self.foreign_towns.get(device)
+            if home is not None:  # registered, but owned by another worker's town
+                reject("wrong_town", f"device {device!r} is registered to town {home!r}, "
+                       f"not {town!r}")
+                return None
             reject("unknown_device", f"device {device!r} is not in the registry")
             return None
         if self.devices.town_ids[row] != town:
@@ -183,6 +209,9 @@ class VitalsDecoder:
                 rejections.append(
                     Rejection(topic, town, device, "invalid_json", str(exc), received_at)
                 )
+                continue
+            except RecursionError:  # deep nesting fits in 64 KiB; must not kill the thread
+                rejections.append(Rejection(topic, town, device, "schema", DEEP, received_at))
                 continue
             problem = self._message_problem(msg, device)
             if problem is not None:
@@ -316,6 +345,9 @@ class VitalsDecoder:
             return None
         except msgspec.DecodeError as exc:
             rejections.append(Rejection(topic, town, device, "invalid_json", str(exc), received_at))
+            return None
+        except RecursionError:
+            rejections.append(Rejection(topic, town, device, "schema", DEEP, received_at))
             return None
         battery = status.battery
         if battery is not None and not (0 <= battery <= 100 and battery == int(battery)):
