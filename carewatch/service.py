@@ -38,6 +38,7 @@ class Service:
         data_dir: Path | None = None,
         build: PipelineFactory = build_pipeline,
         console: Any = None,
+        topics: list[str] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or WallClock()
@@ -46,7 +47,7 @@ class Service:
         from ingest.mqtt import STATUS_TOPIC, VITALS_TOPIC
 
         self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max,
-                             topics=[VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
+                             topics=topics or [VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
         self.pipeline, self._close_pipeline = build(

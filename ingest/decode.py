@@ -9,6 +9,7 @@ says what was wrong. De-duplication against state happens in the pipeline.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
@@ -181,8 +182,7 @@ class VitalsDecoder:
         return row
 
     def decode_vitals(self, messages: list[tuple[str, bytes, float]], now: float) -> DecodedVitals:
-        out = DecodedVitals(SampleColumns.empty())
-        rejections = out.rejections
+        rejections: list[Rejection] = []
         samples: list[_Sample] = []
         msg_rows: list[int] = []
         msg_counts: list[int] = []
@@ -213,62 +213,124 @@ class VitalsDecoder:
             except RecursionError:  # deep nesting fits in 64 KiB; must not kill the thread
                 rejections.append(Rejection(topic, town, device, "schema", DEEP, received_at))
                 continue
-            problem = self._message_problem(msg, device)
-            if problem is not None:
+            batch = msg.samples
+            if batch is None:
+                if msg.ts is None or (msg.device_id is not None and msg.device_id != device):
+                    batch = None  # the exact problem is named below
+                else:
+                    batch = [msg]
+            elif 0 < len(batch) <= self.max_batch_samples and None not in map(_TS_GETTER, batch):
+                ids = set(map(_ID_GETTER, batch))
+                if ids - {None, device}:
+                    batch = None
+            else:
+                batch = None
+            if batch is None:
+                problem = self._message_problem(msg, device)
+                assert problem is not None
                 reason, detail = problem
                 rejections.append(Rejection(topic, town, device, reason, detail, received_at))
                 continue
-            batch = msg.samples if msg.samples is not None else [msg]
             samples.extend(batch)
             msg_rows.append(row)
             msg_counts.append(len(batch))
             msg_meta.append((topic, payload, received_at))
         if not samples:
-            return out
-        cols, msg_index = self._columns(samples, msg_rows, msg_counts)
-        keep_msg = np.ones(len(msg_counts), bool)
-        # whole-message schema problems that are cheaper to find on columns
-        for name, bad in self._column_schema_problems(cols).items():
-            for m in np.unique(msg_index[bad]):
-                if keep_msg[m]:
-                    keep_msg[m] = False
-                    topic, _, received_at = msg_meta[m]
-                    town, device, _ = split_topic(topic) or ("_", "_", "")
-                    rejections.append(Rejection(topic, town, device, "schema", name, received_at))
-        # sensor faults: drop the value, keep the sample
-        for v in _FLOAT_FIELDS:
-            x = getattr(cols, v)
-            lo, hi = PLAUSIBLE[v]
-            with np.errstate(invalid="ignore"):
-                bad = ((x < lo) | (x > hi)) & keep_msg[msg_index]
-            if bad.any():
-                out.faults[v] += int(bad.sum())
-                x[bad] = np.nan
-        # measured against each message's receive time, so batching never changes the verdict
-        received = np.repeat(np.asarray([m[2] for m in msg_meta]), np.asarray(msg_counts))
-        future = cols.ts > received + self.future_tolerance_s
-        keep = keep_msg[msg_index] & ~future
-        out.future_dropped = int((future & keep_msg[msg_index]).sum())
-        if out.future_dropped:
-            remaining = np.bincount(msg_index[keep], minlength=len(msg_counts))
-            for m in np.flatnonzero(keep_msg & (remaining == 0)):
-                keep_msg[m] = False
-                topic, _, received_at = msg_meta[m]
-                town, device, _ = split_topic(topic) or ("_", "_", "")
-                rejections.append(
-                    Rejection(
-                        topic,
-                        town,
-                        device,
-                        "future_ts",
-                        f"every sample is more than {self.future_tolerance_s:g} s ahead of the "
-                        f"pipeline clock ({received_at:.3f})",
-                        received_at,
-                    )
-                )
-        out.messages_accepted = int(keep_msg.sum())
-        out.samples = cols.take(keep).sorted_by_row_ts()
+            return DecodedVitals(SampleColumns.empty(), rejections)
+        out = DecodedVitals(_PLACEHOLDER, rejections)
+        self._to_columns(out, samples, msg_rows, msg_counts, msg_meta)
         return out
+
+    def _to_columns(
+        self,
+        out: DecodedVitals,
+        samples: list[_Sample],
+        msg_rows: list[int],
+        msg_counts: list[int],
+        msg_meta: list[tuple[str, bytes, float]],
+    ) -> None:
+        """Validate the kept messages' samples as one table and fill `out`."""
+        n, n_msg = len(samples), len(msg_counts)
+        table = _table(samples)
+        if n == n_msg:  # one sample a message: the common live case
+            msg_index = np.arange(n)
+            rows = np.array(msg_rows, np.int32)
+        else:
+            counts = np.array(msg_counts, np.int64)
+            msg_index = np.repeat(np.arange(n_msg), counts)
+            rows = np.repeat(np.array(msg_rows, np.int32), counts)
+        ts, seq, battery = table[:, 0], table[:, 1], table[:, _F1 - 1]
+        keep_msg: np.ndarray | None = None  # None: every message kept
+        # whole-message schema problems that are cheaper to find on columns
+        # floor(x) < x is x != floor(x) for numbers, and False for NaN (absent)
+        bad_ts = ~(ts > 0)
+        bad_seq = (seq < 0) | (np.floor(seq) < seq)
+        bad_battery = np.floor(battery) < battery
+        if (bad_ts | bad_seq | bad_battery).any():
+            keep_msg = np.ones(n_msg, bool)
+            for name, bad_s in zip(_SCHEMA_PROBLEMS, (bad_ts, bad_seq, bad_battery), strict=True):
+                for m in np.unique(msg_index[bad_s]).tolist():
+                    if keep_msg[m]:
+                        keep_msg[m] = False
+                        self._reject_meta(out, msg_meta[m], "schema", name)
+        keep_s = None if keep_msg is None else keep_msg[msg_index]
+        # sensor faults: drop the value, keep the sample (checked on the float32 values kept)
+        block = table[:, _F0:_F1].astype(np.float32)
+        fault = (block < _LO) | (block > _HI)
+        if fault.any():
+            if keep_s is not None:
+                fault &= keep_s[:, None]
+            per_field = fault.sum(axis=0).tolist()
+            for name, k in zip(_FLOAT_FIELDS, per_field, strict=True):
+                if k:
+                    out.faults[name] += k
+            block[fault] = np.nan
+        # measured against each message's receive time, so batching never changes the verdict
+        received = [m[2] for m in msg_meta]
+        if min(received) == max(received):
+            limit: float | np.ndarray = received[0] + self.future_tolerance_s
+        else:
+            limit = (np.array(received) + self.future_tolerance_s)[msg_index]
+        future = ts > limit
+        if future.any():
+            if keep_s is not None:
+                future &= keep_s
+            out.future_dropped = int(future.sum())
+        if out.future_dropped:
+            keep_s = ~future if keep_s is None else keep_s & ~future
+            if keep_msg is None:
+                keep_msg = np.ones(n_msg, bool)
+            remaining = np.bincount(msg_index[keep_s], minlength=n_msg)
+            for m in np.flatnonzero(keep_msg & (remaining == 0)).tolist():
+                keep_msg[m] = False
+                received_at = msg_meta[m][2]
+                self._reject_meta(
+                    out,
+                    msg_meta[m],
+                    "future_ts",
+                    f"every sample is more than {self.future_tolerance_s:g} s ahead of the "
+                    f"pipeline clock ({received_at:.3f})",
+                )
+        out.messages_accepted = n_msg if keep_msg is None else int(keep_msg.sum())
+        # one index: the kept samples, sorted by (row, ts) (stable, so arrival order breaks ties)
+        sel: np.ndarray | None = None if keep_s is None else np.flatnonzero(keep_s)
+        if sel is not None and len(sel) == 0:
+            out.samples = SampleColumns.empty()
+            return
+        k = n if sel is None else len(sel)
+        if k > 1:
+            if sel is None:
+                sel = np.lexsort((ts, rows))
+            else:
+                sel = sel[np.lexsort((ts[sel], rows[sel]))]
+        out.samples = _columns_at(table, block, rows, sel)
+
+    def _reject_meta(
+        self, out: DecodedVitals, meta: tuple[str, bytes, float], reason: str, detail: str
+    ) -> None:
+        topic, _, received_at = meta
+        town, device, _ = split_topic(topic) or ("_", "_", "")
+        out.rejections.append(Rejection(topic, town, device, reason, detail, received_at))
 
     def _message_problem(self, msg: _Message, device: str) -> tuple[str, str] | None:
         if msg.samples is not None:
@@ -293,44 +355,6 @@ class VitalsDecoder:
                 )
         return None
 
-    @staticmethod
-    def _columns(
-        samples: list[_Sample], msg_rows: list[int], msg_counts: list[int]
-    ) -> tuple[SampleColumns, np.ndarray]:
-        n = len(samples)
-        counts = np.asarray(msg_counts, np.int64)
-        msg_index = np.repeat(np.arange(len(counts)), counts)
-        rows = np.repeat(np.asarray(msg_rows, np.int32), counts)
-        # one C-level getter call per sample, then one conversion (None -> NaN) for all
-        table = np.array(list(map(_NUMERIC_GETTER, samples)), np.float64).reshape(n, -1)
-        f64 = {name: table[:, i] for i, name in enumerate(_NUMERIC_FIELDS)}
-        seq = f64["seq"]
-        cols = SampleColumns(
-            row=rows,
-            ts=f64["ts"],
-            seq=np.where(np.isnan(seq) | (seq < 0) | (seq > 2**62), -1, seq).astype(np.int64),
-            fall=np.where(np.isnan(f64["fall"]), -1, f64["fall"]).astype(np.int8),
-            worn=np.where(np.isnan(f64["worn"]), -1, f64["worn"]).astype(np.int8),
-            **{v: f64[v].astype(np.float32) for v in _FLOAT_FIELDS},
-        )
-        # keep the float64 originals for the schema checks that need them
-        cols._seq_raw = seq  # type: ignore[attr-defined]
-        cols._battery_raw = f64["battery"]  # type: ignore[attr-defined]
-        assert len(cols) == n
-        return cols, msg_index
-
-    @staticmethod
-    def _column_schema_problems(cols: SampleColumns) -> dict[str, np.ndarray]:
-        seq = cols._seq_raw  # type: ignore[attr-defined]
-        battery = cols._battery_raw  # type: ignore[attr-defined]
-        with np.errstate(invalid="ignore"):
-            return {
-                "ts must be a positive epoch time in seconds": ~(cols.ts > 0),
-                "seq must be an integer >= 0": ~np.isnan(seq)
-                & ((seq < 0) | (seq != np.floor(seq))),
-                "battery must be an integer": ~np.isnan(battery) & (battery != np.floor(battery)),
-            }
-
     def decode_status(
         self, topic: str, payload: bytes, received_at: float, rejections: list[Rejection]
     ) -> StatusUpdate | None:
@@ -353,3 +377,39 @@ class VitalsDecoder:
         if battery is not None and not (0 <= battery <= 100 and battery == int(battery)):
             battery = None
         return StatusUpdate(row, status.online, battery, received_at)
+
+
+_PLACEHOLDER = SampleColumns.empty()  # replaced before a DecodedVitals leaves the decoder
+
+
+def _table(samples: list[_Sample]) -> np.ndarray:
+    """(samples, fields) float64 in `_NUMERIC_FIELDS` order; NaN where absent or null."""
+    n = len(samples)
+    try:  # one C-level getter call per sample, no intermediate list
+        flat = np.fromiter(
+            itertools.chain.from_iterable(map(_NUMERIC_GETTER, samples)), np.float64, n * _N_FIELDS
+        )
+    except TypeError:  # an explicit null: the slower conversion maps None to NaN
+        return np.array(list(map(_NUMERIC_GETTER, samples)), np.float64).reshape(n, _N_FIELDS)
+    return flat.reshape(n, _N_FIELDS)
+
+
+def _columns_at(
+    table: np.ndarray, block: np.ndarray, rows: np.ndarray, sel: np.ndarray | None
+) -> SampleColumns:
+    """Columns of the samples at `sel` (all when None): float columns are views of one take."""
+    if sel is not None:
+        table, block, rows = table[sel], block[sel], rows[sel]
+    seq = table[:, 1]
+    # absent (NaN) and out-of-range sequence numbers are -1; negatives were rejected
+    seq_i = np.where(seq <= 2**62, seq, -1).astype(np.int64)
+    flags = table[:, _F1:]
+    flags_i = np.where(np.isnan(flags), -1, flags).astype(np.int8)
+    return SampleColumns(
+        row=rows,
+        ts=table[:, 0],
+        seq=seq_i,
+        fall=flags_i[:, 0],
+        worn=flags_i[:, 1],
+        **{v: block[:, i] for i, v in enumerate(_FLOAT_FIELDS)},
+    )

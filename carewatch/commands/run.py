@@ -9,6 +9,7 @@ import sys
 import threading
 
 from carewatch.commands._common import add_broker_options, broker_from_args, load
+from config.models import Config
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "http settings, 127.0.0.1:8080)",
     )
     p.add_argument("--data-dir", help="alert store and state directory (default: config)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N worker processes, each owning a disjoint set of towns (default 1: one process)",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": set by the supervisor
     p.set_defaults(func=main)
 
 
@@ -43,11 +51,25 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.config)
     broker = broker_from_args(args, config)
     http = args.http or (config.http.host, config.http.port)
+    if args.workers > 1 and not args.worker:
+        return _supervise(args, config, http)
+    topics = None
+    foreign: dict[str, str] = {}
+    if args.worker:
+        from carewatch.workers import foreign_devices, partition_towns, worker_config, worker_topics
+
+        index, _, total = args.worker.partition("/")
+        towns = partition_towns(config, int(total))[int(index)]
+        foreign = foreign_devices(config, towns)
+        config = worker_config(config, towns)
+        topics = worker_topics(towns)
+        broker = broker.model_copy(update={"client_id": f"{broker.client_id}-w{index}"})
     from console.app import ConsoleStartError
 
     try:
         data_dir = Path(args.data_dir) if args.data_dir else None
-        service = Service(config, broker=broker, http=http, data_dir=data_dir)
+        service = Service(config, broker=broker, http=http, data_dir=data_dir, topics=topics)
+        service.pipeline.decoder.foreign_towns = foreign
     except ConsoleStartError as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
         return 2
@@ -67,4 +89,39 @@ def main(args: argparse.Namespace) -> int:
                 return 1
     finally:
         service.stop()
+    return 0
+
+
+def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) -> int:
+    """The supervisor of `--workers N`: starts the workers, restarts any that die."""
+    from pathlib import Path
+
+    from carewatch.workers import Supervisor, partition_towns, worker_argv
+
+    parts = partition_towns(config, args.workers)
+    data_dir = Path(args.data_dir or config.storage.data_dir)
+    broker_args: list[str] = []
+    for flag in ("broker", "username", "password_file"):
+        value = getattr(args, flag, None)
+        if value:
+            broker_args += [f"--{flag.replace('_', '-')}", value]
+    argvs = [
+        worker_argv(args.config, k, args.workers, data_dir, http, broker_args)
+        for k in range(args.workers)
+    ]
+    supervisor = Supervisor(argvs)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    supervisor.start()
+    for k, towns in enumerate(parts):
+        print(
+            f"carewatch: worker {k} owns {len(towns)} towns: {', '.join(towns)}; "
+            f"http://{http[0]}:{http[1] + 1 + k}/metrics",
+            flush=True,
+        )
+    try:
+        stop.wait()
+    finally:
+        supervisor.stop()
     return 0

@@ -1,0 +1,173 @@
+"""`carewatch run --workers N`: N pipeline processes, each owning a disjoint set of towns.
+
+Per-device state lives in exactly one process: worker k subscribes only to the topics of its
+towns (`carewatch/v1/{town}/+/vitals`, `/status`, `/cmd/alerts`), keeps the state and alert
+store of their residents (`DATA_DIR/worker-k`, or the shared PostgreSQL store), and uses its
+own persistent MQTT session (`{client_id}-w{k}`), so a worker that dies and is restarted
+picks up what was published meanwhile. The supervisor restarts dead workers with backoff;
+a town is never left unowned for longer than a restart.
+
+The partition is a pure function of the registry and N (towns sorted by resident count,
+each given to the least-loaded worker), so every worker computes its own share and a
+restart finds the same towns in the same data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.models import Config
+
+log = logging.getLogger(__name__)
+
+
+def partition_towns(config: Config, workers: int) -> list[list[str]]:
+    """Towns per worker, balanced by resident count; deterministic."""
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    counts = {t.id: 0 for t in config.towns}
+    for r in config.residents:
+        counts[r.town] += 1
+    load = [0] * workers
+    parts: list[list[str]] = [[] for _ in range(workers)]
+    for town in sorted(counts, key=lambda t: (-counts[t], t)):
+        k = min(range(workers), key=lambda i: (load[i], i))
+        parts[k].append(town)
+        load[k] += counts[town]
+    return [sorted(p) for p in parts]
+
+
+def worker_config(config: Config, towns: list[str]) -> Config:
+    """The registry restricted to `towns` (their residents); settings unchanged."""
+    keep = set(towns)
+    return config.model_copy(
+        update={
+            "residents": [r for r in config.residents if r.town in keep],
+        }
+    )
+
+
+def worker_topics(towns: list[str]) -> list[str]:
+    topics = []
+    for town in towns:
+        topics += [
+            f"carewatch/v1/{town}/+/vitals",
+            f"carewatch/v1/{town}/+/status",
+            f"carewatch/v1/{town}/cmd/alerts",
+        ]
+    return topics
+
+
+def foreign_devices(config: Config, towns: list[str]) -> dict[str, str]:
+    """Devices registered to other workers' towns -> their town (for `wrong_town`)."""
+    keep = set(towns)
+    return {r.device: r.town for r in config.residents if r.town not in keep}
+
+
+@dataclass
+class _Child:
+    index: int
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    backoff_s: float = 1.0
+    started_at: float = field(default=0.0)
+
+
+class Supervisor:
+    """Starts N worker processes and keeps them running until `stop()`."""
+
+    def __init__(self, argv_for: list[list[str]]) -> None:
+        self.children = [_Child(i, argv) for i, argv in enumerate(argv_for)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor")
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+        self._thread.start()
+
+    def _spawn(self, child: _Child) -> None:
+        child.proc = subprocess.Popen(child.argv)
+        child.started_at = time.monotonic()
+        print(f"carewatch: worker {child.index} started (pid {child.proc.pid})", flush=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                if child.proc is None:
+                    if now >= child.next_start:
+                        self._spawn(child)
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    if now - child.started_at > 60:
+                        child.backoff_s = 1.0  # ran a minute: a later crash starts fresh
+                    continue
+                child.restarts += 1
+                child.proc = None
+                child.next_start = now + child.backoff_s
+                log.warning(
+                    "worker %d exited with %s; restarting in %.0f s",
+                    child.index,
+                    code,
+                    child.backoff_s,
+                )
+                child.backoff_s = min(30.0, child.backoff_s * 2)
+
+    def alive(self) -> list[bool]:
+        return [c.proc is not None and c.proc.poll() is None for c in self.children]
+
+    def pids(self) -> list[int | None]:
+        return [c.proc.pid if c.proc is not None else None for c in self.children]
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(timeout=5)
+
+
+def worker_argv(
+    config_path: str,
+    index: int,
+    workers: int,
+    data_dir: Path,
+    http: tuple[str, int] | None,
+    broker_args: list[str],
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "carewatch.cli",
+        "run",
+        "--config",
+        config_path,
+        "--worker",
+        f"{index}/{workers}",
+        "--data-dir",
+        str(data_dir / f"worker-{index}"),
+    ]
+    if http is not None:
+        argv += ["--http", f"{http[0]}:{http[1] + 1 + index}"]
+    return argv + broker_args

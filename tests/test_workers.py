@@ -1,0 +1,145 @@
+"""`carewatch run --workers N`: disjoint town partitions, restart of a dead worker, and the
+`wrong_town` verdict for devices another worker owns."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from carewatch.workers import partition_towns, worker_topics
+from config.generate import demo_registry, write_demo_registry
+from config.loader import load_config, parse_config
+from ingest.broker import MosquittoProcess, free_port
+from tests.ingest_harness import Client, wait_for
+
+
+def test_partition_is_disjoint_balanced_and_deterministic() -> None:
+    config = parse_config(demo_registry(500, seed=4))
+    parts = partition_towns(config, 3)
+    assert sorted(t for p in parts for t in p) == sorted(t.id for t in config.towns)
+    assert parts == partition_towns(config, 3)
+    loads = [sum(1 for r in config.residents if r.town in set(p)) for p in parts]
+    biggest_town = max(sum(1 for r in config.residents if r.town == t.id) for t in config.towns)
+    assert max(loads) - min(loads) <= biggest_town
+    assert worker_topics(["gufu"]) == [
+        "carewatch/v1/gufu/+/vitals",
+        "carewatch/v1/gufu/+/status",
+        "carewatch/v1/gufu/cmd/alerts",
+    ]
+    with pytest.raises(ValueError):
+        partition_towns(config, 0)
+
+
+def samples_of(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1.0
+    match = re.search(r"^carewatch_samples_accepted_total ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else -1.0
+
+
+def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    reg = write_demo_registry(tmp_path / "reg.yaml", 42, seed=5)
+    config = load_config(reg)
+    parts = partition_towns(config, 2)
+    http = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carewatch.cli",
+            "--log-level",
+            "WARNING",
+            "run",
+            "--config",
+            str(reg),
+            "--workers",
+            "2",
+            "--broker",
+            mosquitto.url,
+            "--http",
+            f"127.0.0.1:{http}",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pub = Client(mosquitto.port, "dev-fleet")
+    watcher = Client(mosquitto.port, "ops", subscribe=("carewatch/v1/+/+/rejected",))
+    try:
+        pids = {}
+        while len(pids) < 2:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line, "supervisor exited early"
+            m = re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line)
+            if m:
+                pids[int(m.group(1))] = int(m.group(2))
+        ports = [http + 1, http + 2]
+        wait_for(
+            lambda: all(samples_of(p) == 0 for p in ports),
+            timeout_s=30,
+            what="both workers serving metrics",
+        )
+        owner = {t: k for k, p in enumerate(parts) for t in p}
+        now = time.time()
+        expected = [0, 0]
+        for r in config.residents:
+            pub.publish(
+                f"carewatch/v1/{r.town}/{r.device}/vitals", {"ts": now - 5, "seq": 1, "hr": 70}
+            ).wait_for_publish(5)
+            expected[owner[r.town]] += 1
+        assert all(expected)
+        wait_for(
+            lambda: [samples_of(p) for p in ports] == expected,
+            timeout_s=30,
+            what=f"samples split {expected}",
+        )
+        # a device of worker 1's town published on a worker-0 town: wrong_town, from worker 0
+        r1 = next(r for r in config.residents if owner[r.town] == 1)
+        pub.publish(f"carewatch/v1/{parts[0][0]}/{r1.device}/vitals", {"ts": now}).wait_for_publish(
+            5
+        )
+        wait_for(
+            lambda: any(b["reason"] == "wrong_town" for _, b in watcher.received()),
+            what="wrong_town rejection",
+        )
+        # kill worker 0 abruptly; what is published meanwhile arrives after its restart
+        os.kill(pids[0], signal.SIGKILL)
+        wait_for(lambda: samples_of(ports[0]) < 0, what="worker 0 down")
+        r0 = [r for r in config.residents if owner[r.town] == 0]
+        for r in r0:
+            pub.publish(
+                f"carewatch/v1/{r.town}/{r.device}/vitals", {"ts": now - 4, "seq": 2, "hr": 71}
+            ).wait_for_publish(5)
+        wait_for(
+            lambda: samples_of(ports[0]) == len(r0),
+            timeout_s=60,
+            what="restarted worker 0 processing the messages queued while it was down",
+        )
+    finally:
+        pub.close()
+        watcher.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+    assert proc.returncode == 0
