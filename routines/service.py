@@ -269,9 +269,10 @@ class Routines:
         return [t for t in self.open_tasks() if t.overdue(now)]
 
     def my_tasks(self, staff_id: str, now: float) -> list[Task]:
-        """Open tasks this person answers for now: owned, or on duty at the task's tier."""
+        """Open tasks this person answers for now: owned (still theirs to do when escalated),
+        or on duty at the task's tier."""
         return [t for t in self.open_tasks() if t.issued_at <= now
-                and ((t.tier == 1 and t.owner == staff_id) or staff_id in t.on_duty)]
+                and (t.owner == staff_id or staff_id in t.on_duty)]
 
     def tasks(self, **filters: Any) -> list[Task]:
         """Stored tasks (see TaskStore.tasks for the filters)."""

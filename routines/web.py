@@ -1,0 +1,144 @@
+"""FastAPI routes for tasks and reports, for the console to mount.
+
+    app.include_router(routines.web.router(routines, reader, actor))
+
+`reader` / `actor` are the console's FastAPI dependencies returning the signed-in principal
+(anything with `staff_id`, `tier`, `town`, `institution` and `actor`); `actor` also checks
+CSRF. Scope follows the console's tiers: tier 1 sees the tasks it owns or is on duty for,
+tier 2 its institution's, tier 3 its town's, tier 4 everything. Reports: tier 3 gets its
+town's part, tier 4 the whole; tiers 1-2 get the towns their institution serves.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from routines.alertdata import AlertData
+from routines.html import render_html
+from routines.model import OUTCOMES, Task, TaskError, TaskNotFoundError
+from routines.reports import build_report
+from routines.service import Routines
+
+LABEL = r"^\d{4}-\d{2}(-\d{2})?$"
+
+
+class CompleteIn(BaseModel):
+    outcome: str = Field("ok", description=f"one of {OUTCOMES}")
+    notes: str = Field(min_length=1, max_length=4000)
+    hazard: str | None = Field(None, max_length=2000)
+    hazard_severity: Literal["low", "medium", "high", "critical"] = "high"
+
+
+def _in_scope(p: Any, t: Task) -> bool:
+    tier = int(p.tier)
+    if tier >= 4:
+        return True
+    if tier == 3:
+        return t.town_id == p.town
+    if tier == 2:
+        return t.institution_id == p.institution
+    return t.owner == p.staff_id or p.staff_id in t.on_duty
+
+
+def _report_towns(routines: Routines, p: Any) -> list[str] | None:
+    """Towns whose report this principal may read (None: the whole district)."""
+    tier = int(p.tier)
+    if tier >= 4:
+        return None
+    if tier == 3:
+        return [p.town] if p.town else []
+    inst = {i.id: i.towns for i in routines.config.institutions}
+    return list(inst.get(p.institution or "", []))
+
+
+def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., Any],
+           alert_data: AlertData | None = None) -> APIRouter:
+    """Routes under /api/routines (JSON) and /api/routines/reports/... (HTML too)."""
+    api = APIRouter(prefix="/api/routines", tags=["routines"])
+    Reader = Annotated[Any, Depends(reader)]
+    Actor = Annotated[Any, Depends(actor)]
+    data = alert_data or routines.alert_data or AlertData(
+        routines.config.storage.data_dir + "/" + routines.config.alerts.db_file)
+
+    def doc(t: Task, now: float) -> dict[str, Any]:
+        out = t.to_doc()
+        out["overdue"] = t.overdue(now)
+        return out
+
+    @api.get("/tasks")
+    def tasks(p: Reader,
+              view: Literal["mine", "overdue", "open", "institution"] = "mine",
+              institution: str | None = None) -> dict[str, Any]:
+        """My tasks today, overdue tasks, all open tasks, or one institution's."""
+        now = routines.clock.now()
+        if view == "mine":
+            found = routines.my_tasks(p.staff_id, now)
+        elif view == "overdue":
+            found = routines.overdue(now)
+        else:
+            found = routines.open_tasks()
+        found = [t for t in found if _in_scope(p, t)]
+        if view == "institution" and institution is not None:
+            found = [t for t in found if t.institution_id == institution]
+        return {"now": now, "view": view, "tasks": [doc(t, now) for t in found]}
+
+    @api.get("/tasks/{task_id}")
+    def task(task_id: str, p: Reader) -> dict[str, Any]:
+        try:
+            t = routines.get(task_id)
+        except TaskNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        if not _in_scope(p, t):
+            raise HTTPException(404, f"no task {task_id}")
+        return {"task": doc(t, routines.clock.now()), "log": routines.log(task_id)}
+
+    @api.post("/tasks/{task_id}/complete")
+    def complete(task_id: str, body: CompleteIn, p: Actor) -> dict[str, Any]:
+        try:
+            t = routines.get(task_id)
+            if not _in_scope(p, t):
+                raise HTTPException(404, f"no task {task_id}")
+            done = routines.complete(task_id, by=p.actor, now=routines.clock.now(),
+                                     outcome=body.outcome, notes=body.notes,
+                                     hazard=body.hazard, hazard_severity=body.hazard_severity)
+        except TaskNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except TaskError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"task": doc(done, routines.clock.now())}
+
+    def _report(p: Any, label: str) -> dict[str, Any]:
+        kind = "day" if len(label) == 10 else "month"
+        towns = _report_towns(routines, p)
+        if towns is not None and not towns:
+            raise HTTPException(403, "no report in your scope")
+        try:
+            rep = build_report(routines.config, routines.store, data, kind, label,
+                               routines.clock.now())
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if towns is not None:
+            rep["district"] = None
+            rep["towns"] = {k: v for k, v in rep["towns"].items() if k in towns}
+        return rep
+
+    @api.get("/reports/{label}")
+    def report_json(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader
+                    ) -> dict[str, Any]:
+        """The supervision report of a local day (YYYY-MM-DD) or month (YYYY-MM)."""
+        return _report(p, label)
+
+    @api.get("/reports/{label}/html", response_class=HTMLResponse)
+    def report_html(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader,
+                    town: str | None = None) -> HTMLResponse:
+        rep = _report(p, label)
+        if rep["district"] is None:
+            town = town if town in rep["towns"] else next(iter(rep["towns"]))
+        return HTMLResponse(render_html(rep, town))
+
+    return api
