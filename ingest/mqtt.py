@@ -3,7 +3,10 @@
 Paho's network thread only appends `(topic, payload, received_at)` to a bounded inbox and
 wakes the pipeline; decoding happens in batches on the pipeline thread. When the inbox is
 full the callback waits briefly (TCP back-pressure keeps QoS 1 messages at the broker),
-then drops and counts. Nothing is raised on paho's thread.
+then sheds: a vitals message is dropped and counted (`inbox_dropped`) unless its payload
+carries a true `fall`; fall samples, status messages and alert commands are always kept
+(counted in `inbox_priority_kept`), so the inbox may pass its bound by those alone.
+Nothing is raised on paho's thread.
 
 The session is persistent (MQTT 5 `clean_start=False` with a session expiry, or 3.1.1
 `clean_session=False`) so messages published while the pipeline was down are delivered
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
 import threading
 import time
@@ -46,6 +50,7 @@ class EdgeCounters:
     received: int = 0
     inbox_full_waits: int = 0
     inbox_dropped: int = 0
+    inbox_priority_kept: int = 0
     connects: int = 0
     disconnects: int = 0
     publish_failures: int = 0
@@ -73,6 +78,16 @@ def read_secret(path: str | None) -> str | None:
         if Path(path).stat().st_size
         else ""
     )
+
+
+_FALL_TRUE = re.compile(rb'"fall"\s*:\s*true')
+
+
+def must_keep(topic: str, payload: bytes | bytearray) -> bool:
+    """The shedding policy: only vitals without a true `fall` may be dropped when full."""
+    if not topic.endswith("/vitals"):
+        return True  # status (offline alerts), alert commands: rare and never shed
+    return b'"fall"' in payload and _FALL_TRUE.search(payload) is not None
 
 
 class MqttEdge:
@@ -176,8 +191,10 @@ class MqttEdge:
             self._space.clear()
             self.wakeup.set()
             if not self._space.wait(self.inbox_wait_s) and len(self.inbox) >= self.inbox_max:
-                self.counters.inbox_dropped += 1
-                return
+                if not must_keep(topic, msg.payload):
+                    self.counters.inbox_dropped += 1
+                    return
+                self.counters.inbox_priority_kept += 1
         self.inbox.append((topic, bytes(msg.payload), self.clock.now()))
         if not self.wakeup.is_set():
             self.wakeup.set()
