@@ -117,7 +117,9 @@
   }
 
   async function load() {
+    const f0 = performance.now();
     const data = await CW.api("/api/alerts");
+    document.body.dataset.fetchMs = (performance.now() - f0).toFixed(1);
     CW.syncClock(data.now);
     alerts.clear();
     data.alerts.forEach((a) => alerts.set(a.alert_id, a));

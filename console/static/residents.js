@@ -26,14 +26,15 @@
     const tw = town.value;
     const shown = rows.filter((r) => (!status || r.status === status) && (!tw || r.town_id === tw) &&
       (!needle || `${r.resident_id} ${r.name} ${r.device_id} ${r.town_name}`.toLowerCase().includes(needle)));
-    tbody.innerHTML = shown.slice(0, MAX_ROWS).map((r) => `<tr class="st-${r.status}" data-resident-id="${CW.esc(r.resident_id)}">
-      <td><a href="/residents/${encodeURIComponent(r.resident_id)}">${CW.esc(r.name)}</a>
-        <small>${CW.esc(r.resident_id)}</small></td>
-      <td>${CW.esc(r.town_name)}</td>
-      <td><span class="status st-${r.status}">${CW.esc(CW.t("st_" + r.status))}</span></td>
-      <td>${r.open_alerts || ""}</td>
-      <td>${num(r.hr)}</td><td>${num(r.spo2)}</td><td>${r.battery === null ? "—" : num(r.battery) + "%"}</td>
-      <td>${CW.esc(CW.ago(r.last_seen))}</td></tr>`).join("");
+    tbody.innerHTML = shown.slice(0, MAX_ROWS).map((r) => `<div class="rrow st-${r.status}" role="row" data-resident-id="${CW.esc(r.resident_id)}">
+      <span role="cell"><a href="/residents/${encodeURIComponent(r.resident_id)}">${CW.esc(r.name)}</a>
+        <small>${CW.esc(r.resident_id)}</small></span>
+      <span role="cell">${CW.esc(r.town_name)}</span>
+      <span role="cell"><span class="status st-${r.status}">${CW.esc(CW.t("st_" + r.status))}</span></span>
+      <span role="cell">${r.open_alerts || ""}</span>
+      <span role="cell" class="wide">${num(r.hr)}</span><span role="cell" class="wide">${num(r.spo2)}</span>
+      <span role="cell" class="wide">${r.battery === null ? "—" : num(r.battery) + "%"}</span>
+      <span role="cell" class="wide">${CW.esc(CW.ago(r.last_seen))}</span></div>`).join("");
     document.getElementById("shown").textContent =
       `${CW.t("showing")} ${Math.min(shown.length, MAX_ROWS)} / ${shown.length} (${CW.t("of")} ${rows.length})`;
     chips();
@@ -41,7 +42,9 @@
   }
 
   async function load() {
+    const f0 = performance.now();
     const data = await CW.api("/api/residents?limit=20000");
+    document.body.dataset.fetchMs = (performance.now() - f0).toFixed(1);
     CW.syncClock(data.now);
     rows = data.residents;
     counts = data.counts;
