@@ -8,7 +8,7 @@ demo: bootstrap
 	.venv/bin/carewatch demo
 
 test:
-	scripts/bootstrap.sh
+	scripts/bootstrap.sh --with-browser
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap
