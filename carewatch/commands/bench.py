@@ -15,7 +15,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-SECTIONS = ("ingest", "detect", "replay", "latency", "memory", "simulate", "alerts", "sinks")
+SECTIONS = (
+    "ingest",
+    "detect",
+    "replay",
+    "latency",
+    "memory",
+    "scale",
+    "simulate",
+    "alerts",
+    "sinks",
+)
 
 
 def _ingest(quick: bool) -> dict[str, float]:
@@ -34,6 +44,12 @@ def _replay(quick: bool) -> dict[str, float]:
     from carewatch.bench.replay import bench_replay
 
     return bench_replay(residents=20 if quick else 200, hours=1 if quick else 24)
+
+
+def _scale(quick: bool) -> dict[str, float]:
+    from carewatch.bench.scale import bench_scale
+
+    return bench_scale(msgs_per_publisher=3_000 if quick else 30_000)
 
 
 def _latency(quick: bool) -> dict[str, float]:
@@ -73,6 +89,7 @@ RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
     "detect": _detect,
     "replay": _replay,
     "latency": _latency,
+    "scale": _scale,
     "simulate": _simulate,
     "alerts": _alerts,
     "sinks": _sinks,
