@@ -198,6 +198,8 @@ def build_router(ctx: Ctx) -> APIRouter:
         order = np.lexsort((rows, -table.open_sev[rows], table.status[rows]))
         rows = rows[order]
         page = rows[offset:offset + limit]
+        backend.audit(p.actor, "console_list", detail={
+            "town": town, "status": status, "q": q, "offset": offset, "returned": len(page)})
         return {"now": table.snap.now, "total": len(rows), "counts": counts,
                 "residents": table.rows(page, names)}
 

@@ -325,6 +325,8 @@ def test_residents_status_filters_and_search(h: Harness, client: TestClient) -> 
             ] == [ids[7]]
     page = client.get("/api/residents?limit=5&offset=5").json()
     assert len(page["residents"]) == 5 and page["total"] == len(ids)
+    listed = [e for e in h.engine.audit() if e["action"] == "console_list"]
+    assert listed[-1]["actor"] == h.tiers[4] and listed[-1]["detail"]["returned"] == 5
     # ten minutes of silence: everyone not heard from is offline
     h.tick(601)
     offline = client.get("/api/residents?status=offline").json()
