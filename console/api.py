@@ -118,6 +118,7 @@ def build_router(ctx: Ctx) -> APIRouter:
     def me(p: Reader) -> dict[str, Any]:
         towns = scopes.towns(p)
         return {"user": p.public(), "csrf": p.csrf, "now": backend.clock.now(),
+                "timezone": backend.config.timezone,
                 "residents_in_scope": int(scopes.mask(p).sum()),
                 "towns": [{"id": t, "name": names.towns.get(t, t)} for t in towns]}
 

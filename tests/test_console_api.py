@@ -73,7 +73,7 @@ def test_login_me_logout(h: Harness, client: TestClient) -> None:
     csrf = login(client, district)
     me = client.get("/api/me").json()
     assert me["user"]["staff_id"] == district and me["user"]["tier"] == 4
-    assert me["csrf"] == csrf
+    assert me["csrf"] == csrf and me["timezone"] == h.config.timezone
     assert me["residents_in_scope"] == len(h.config.residents)
     assert client.post("/api/logout").status_code == 403  # CSRF needed
     assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 200

@@ -129,6 +129,7 @@ def test_live_alert_ack_resolve_and_charts(browser: Any, mosquitto: MosquittoPro
             f"fetch('/api/residents/{rid}/series').then(r => r.json())"
             ".then(s => s.hr.filter(v => v !== null).length)")
         assert hr_points >= 30
+        page.click("#range button[data-hours='1']")
         page.screenshot(path=str(ARTIFACTS / "console-resident.png"), full_page=True)
         page.click("#cw-lang")
         assert page.locator("h2").first.inner_text() == "Vital signs, last 24 h"

@@ -128,6 +128,7 @@ const CW = (() => {
     if (ts === null || ts === undefined) return t("never");
     const d = new Date(ts * 1000);
     const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+    if (me && me.timezone) opts.timeZone = me.timezone; // the deployment's local time
     if (withDate) { opts.month = "2-digit"; opts.day = "2-digit"; }
     return d.toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", opts);
   }

@@ -11,7 +11,7 @@
     { id: "bp", label: "v_bp", series: [["sbp", "#e599f7"], ["dbp", "#b197fc"]] },
     { id: "activity", label: "v_activity", series: [["activity", "#adb5bd"]] },
   ];
-  let detail = null, series = null;
+  let detail = null, series = null, hours = 24;
   const plots = [];
 
   const num = (v, d = 0) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
@@ -34,16 +34,22 @@
     const host = document.getElementById("charts");
     plots.splice(0).forEach((p) => p.destroy());
     host.innerHTML = "";
-    const width = Math.max(280, host.clientWidth - 8);
-    CHARTS.forEach((c) => {
+    // lay out every box first: a lone box would span the whole grid and size its chart so
+    const boxes = CHARTS.map((c) => {
       const box = document.createElement("div");
       box.className = "chart";
       box.dataset.chart = c.id;
       box.innerHTML = `<h3>${CW.esc(CW.t(c.label))}</h3>`;
       host.appendChild(box);
+      return box;
+    });
+    CHARTS.forEach((c, i) => {
+      const box = boxes[i];
       const opts = {
-        width, height: 170, cursor: { drag: { x: true, y: false } },
+        width: Math.max(260, box.clientWidth - 14), height: 170,
+        cursor: { drag: { x: true, y: false } },
         scales: { x: { time: true } },
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), CW.me.timezone),
         axes: [
           { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" } },
           { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" }, size: 50 },
@@ -60,7 +66,20 @@
       opts.series.slice(1).forEach((s) => { s.points = { show: have < 300, size: 4 }; });
       plots.push(new uPlot(opts, data, box));
     });
+    zoom();
   }
+
+  function zoom() { // the window buttons: the last 1, 6 or 24 hours up to now
+    const max = series.ts[series.ts.length - 1] + 60;
+    plots.forEach((p) => p.setScale("x", { min: max - hours * 3600, max }));
+  }
+  document.getElementById("range").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button");
+    if (!b || !series) return;
+    hours = Number(b.dataset.hours);
+    document.querySelectorAll("#range .chip").forEach((c) => c.classList.toggle("on", c === b));
+    zoom();
+  });
 
   function about() {
     const r = detail.resident;
