@@ -56,6 +56,7 @@ class EdgeCounters:
     publish_failures: int = 0
     broker_dropped: float = 0.0
     connected: bool = False
+    subscribed: bool = False  # the broker acknowledged our subscriptions on this connection
     last_disconnect_reason: str = ""
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ class MqttEdge:
         inbox_max: int = 100_000,
         inbox_wait_s: float = 2.0,
         status_topic: str | None = None,
+        manual_ack: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -111,6 +113,11 @@ class MqttEdge:
         self.wakeup = threading.Event()
         self.counters = EdgeCounters()
         self._space = threading.Event()
+        # manual_ack: PUBACK only once the pipeline has handled a message (`ack_drained`), so
+        # a crash loses nothing the broker forgot; mids run parallel to the inbox
+        self.manual_ack = manual_ack
+        self._mids: deque[int] = deque()
+        self._to_ack: list[int] = []
         self.host, self.port, tls = parse_broker_url(settings.url)
         v5 = settings.protocol == "5"
         self._v5 = v5
@@ -119,6 +126,7 @@ class MqttEdge:
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else False,
+            manual_ack=manual_ack,
         )
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)  # outgoing: unbounded while disconnected
@@ -143,6 +151,7 @@ class MqttEdge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._started = False
 
     # -- paho thread -------------------------------------------------------------
@@ -161,7 +170,7 @@ class MqttEdge:
         self.counters.connects += 1
         self.counters.connected = True
         subs = [(t, 1) for t in self.topics] + [(SYS_DROPPED_TOPIC, 0)]
-        client.subscribe(subs)
+        client.subscribe(subs)  # SUBACK (on_subscribe) marks the edge subscribed
         client.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
         log.info(
             "connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present
@@ -176,8 +185,16 @@ class MqttEdge:
         properties: Properties | None,
     ) -> None:
         self.counters.connected = False
+        self.counters.subscribed = False
         self.counters.disconnects += 1
         self.counters.last_disconnect_reason = str(reason)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reason_codes: list[mqtt.ReasonCode], properties: Properties | None) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("broker refused subscriptions: %s", ", ".join(failed))
+        self.counters.subscribed = not failed
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
@@ -193,8 +210,12 @@ class MqttEdge:
             if not self._space.wait(self.inbox_wait_s) and len(self.inbox) >= self.inbox_max:
                 if not must_keep(topic, msg.payload):
                     self.counters.inbox_dropped += 1
+                    if self.manual_ack and msg.qos:
+                        client.ack(msg.mid, msg.qos)  # shed on purpose: counted above
                     return
                 self.counters.inbox_priority_kept += 1
+        if self.manual_ack:
+            self._mids.append(msg.mid if msg.qos else 0)  # before the inbox: drain pairs them
         self.inbox.append((topic, bytes(msg.payload), self.clock.now()))
         if not self.wakeup.is_set():
             self.wakeup.set()
@@ -205,9 +226,21 @@ class MqttEdge:
         inbox = self.inbox
         n = min(limit, len(inbox))
         out = [inbox.popleft() for _ in range(n)]
+        if self.manual_ack:
+            mids = self._mids
+            self._to_ack.extend(m for m in (mids.popleft() for _ in range(n)) if m)
         if len(inbox) < self.inbox_max:
             self._space.set()
         return out
+
+    def ack_drained(self) -> int:
+        """With manual_ack: PUBACK every message drained so far (call once handled)."""
+        if not self._to_ack:
+            return 0
+        mids, self._to_ack = self._to_ack, []
+        for mid in mids:
+            self.client.ack(mid, 1)
+        return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)

@@ -1,0 +1,173 @@
+"""Readiness and operational metrics: what `/readyz` and `/metrics` report beyond ingest.
+
+`Health(service).ready()` returns the readiness checks (every value truthy = ready):
+broker connected, pipeline thread running, alert store writable (a real write lock on the
+SQLite file, and free disk space), ingest lag under a threshold, and `status` — "ok", or
+"degraded: ..." naming what is being lost or shed right now (inbox shedding, history sink
+losing samples, broker dropping messages, notifications failing). Degraded is still
+ready: the pipeline keeps detecting and alerting; the status tells operators what it costs.
+
+`Health.register(registry)` adds a collector evaluated at scrape time: open alerts by
+state, tier and severity, notification outcomes, history-sink losses, edge shedding,
+received messages (throughput = rate of the counter) and reconnects.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
+DEGRADED_WINDOW_S = 60.0
+
+
+def _alerts_db(service: Any) -> Path:
+    return Path(service.data_dir) / service.config.alerts.db_file
+
+
+def store_writable(db: Path, min_free: int = MIN_FREE_BYTES) -> bool:
+    """True if the alert store can take a write lock now and its disk has room."""
+    try:
+        if shutil.disk_usage(db.parent).free < min_free:
+            return False
+        con = sqlite3.connect(str(db), timeout=0.5, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+        return True
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def _read_only(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return []
+
+
+class Health:
+    """Readiness and scrape-time metrics of one `Service` (edge, pipeline, sink, store)."""
+
+    def __init__(self, service: Any, lag_threshold_s: float = 30.0,
+                 clock: Any = None) -> None:
+        self.service = service
+        self.lag_threshold_s = lag_threshold_s
+        self.clock = clock or service.clock
+        self._last: dict[str, float] = {}
+        self._changed_at: dict[str, float] = {}
+
+    # -- inputs -----------------------------------------------------------------------
+    def lag_s(self) -> float:
+        """Age of the oldest message waiting in the inbox (0 when empty)."""
+        inbox = self.service.edge.inbox
+        try:
+            oldest = inbox[0][2]
+        except IndexError:
+            return 0.0
+        return max(0.0, float(self.clock.now()) - float(oldest))
+
+    def sink_stats(self) -> dict[str, Any]:
+        sink = getattr(self.service.pipeline, "sink", None)
+        return dict(sink.stats()) if sink is not None and hasattr(sink, "stats") else {}
+
+    def losses(self) -> dict[str, float]:
+        """Monotonic loss counters; an increase within the window means degraded."""
+        c = self.service.edge.counters
+        sink = self.sink_stats()
+        failed = _read_only(_alerts_db(self.service),
+                            "SELECT count(*) FROM deliveries WHERE outcome IN ('retry', 'failed')")
+        return {
+            "inbox shedding vitals": float(c.inbox_dropped),
+            "history sink losing samples": float(sink.get("dropped_overflow", 0) or 0)
+            + float(sink.get("dropped_failed", 0) or 0),
+            "broker dropping messages": float(c.broker_dropped),
+            "notifications failing": float(failed[0][0]) if failed else 0.0,
+        }
+
+    def degraded(self) -> list[str]:
+        now = time.monotonic()
+        out = []
+        for name, value in self.losses().items():
+            if value > self._last.get(name, value):
+                self._changed_at[name] = now
+            self._last[name] = value
+            if now - self._changed_at.get(name, -1e9) < DEGRADED_WINDOW_S:
+                out.append(name)
+        edge = self.service.edge
+        if len(edge.inbox) >= 0.8 * edge.inbox_max:
+            out.append("inbox over 80% full")
+        return out
+
+    # -- outputs ----------------------------------------------------------------------
+    def ready(self) -> dict[str, object]:
+        svc = self.service
+        reasons = self.degraded()
+        return {
+            "broker_connected": bool(svc.edge.counters.connected),
+            "pipeline_running": svc.error is None and svc._thread.is_alive(),
+            "store_writable": store_writable(_alerts_db(svc)),
+            "lag_below_threshold": self.lag_s() <= self.lag_threshold_s,
+            "status": "degraded: " + ", ".join(reasons) if reasons else "ok",
+        }
+
+    def register(self, registry: CollectorRegistry) -> None:
+        registry.register(_Collector(self))
+
+
+class _Collector(Collector):
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        h = self.health
+        db = _alerts_db(h.service)
+        alerts = GaugeMetricFamily("carewatch_alerts_open", "Open alerts",
+                                   labels=["state", "tier", "severity"])
+        for state, tier, sev, n in _read_only(
+                db, "SELECT state, json_extract(doc, '$.tier'), json_extract(doc, '$.severity'), "
+                    "count(*) FROM alerts WHERE state != 'resolved' GROUP BY 1, 2, 3"):
+            alerts.add_metric([str(state), str(tier), str(sev)], float(n))
+        yield alerts
+        outbox = GaugeMetricFamily("carewatch_notifications", "Notifications by status",
+                                   labels=["status"])
+        for status, n in _read_only(db, "SELECT status, count(*) FROM outbox GROUP BY 1"):
+            outbox.add_metric([str(status)], float(n))
+        yield outbox
+        attempts = CounterMetricFamily("carewatch_notification_attempts",
+                                       "Delivery attempts by outcome", labels=["outcome"])
+        for outcome, n in _read_only(db, "SELECT outcome, count(*) FROM deliveries GROUP BY 1"):
+            attempts.add_metric([str(outcome)], float(n))
+        yield attempts
+        c = h.service.edge.counters
+        for name, doc, value in [
+            ("carewatch_mqtt_received", "Messages received from the broker", c.received),
+            ("carewatch_inbox_shed", "Vitals dropped by the shedding policy", c.inbox_dropped),
+            ("carewatch_inbox_priority_kept", "Fall/status/command messages kept past the "
+             "inbox bound", c.inbox_priority_kept),
+            ("carewatch_broker_connects", "Connections made to the broker", c.connects),
+        ]:
+            yield CounterMetricFamily(name, doc, value=float(value))
+        sink = h.sink_stats()
+        lost = CounterMetricFamily("carewatch_history_samples_lost",
+                                   "Samples the history sink could not store", labels=["why"])
+        for key in ("dropped_overflow", "dropped_failed"):
+            lost.add_metric([key], float(sink.get(key, 0) or 0))
+        yield lost
+        yield GaugeMetricFamily("carewatch_inbox_lag_seconds",
+                                "Age of the oldest message waiting in the inbox",
+                                value=h.lag_s())
