@@ -162,8 +162,9 @@ class VitalsDecoder:
         if row is None:
             home = self.foreign_towns.get(device)
             if home is not None:  # registered, but owned by another worker's town
-                reject("wrong_town", f"device {device!r} is registered to town {home!r}, "
-                       f"not {town!r}")
+                reject(
+                    "wrong_town", f"device {device!r} is registered to town {home!r}, not {town!r}"
+                )
                 return None
             reject("unknown_device", f"device {device!r} is not in the registry")
             return None
@@ -319,10 +320,7 @@ class VitalsDecoder:
             return
         k = n if sel is None else len(sel)
         if k > 1:
-            if sel is None:
-                sel = np.lexsort((ts, rows))
-            else:
-                sel = sel[np.lexsort((ts[sel], rows[sel]))]
+            sel = np.lexsort((ts, rows)) if sel is None else sel[np.lexsort((ts[sel], rows[sel]))]
         out.samples = _columns_at(table, block, rows, sel)
 
     def _reject_meta(

@@ -15,6 +15,7 @@ sample or per device). Everything runs on the pipeline thread; nothing here is l
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,14 +50,20 @@ class StateStore:
 
     def __init__(self, n_devices: int, raw_capacity: int = 64, minute_capacity: int = 1440) -> None:
         n, c, m = n_devices, raw_capacity, minute_capacity
+        nv = len(VITALS)
         self.n_devices, self.raw_capacity, self.minute_capacity = n, c, m
+        # Per-vital arrays are views into one 2-D (or 3-D) array per kind, so that a batch
+        # updates every vital in a few NumPy calls; the dicts keep the per-vital API.
         # scalars
         self.last_received = np.full(n, np.nan, np.float64)  # pipeline clock, accepted vitals
         self.last_ts = np.full(n, np.nan, np.float64)  # newest sample ts
-        self.latest = {v: np.full(n, np.nan, np.float32) for v in VITALS}
-        self.latest_ts = {v: np.full(n, np.nan, np.float64) for v in VITALS}
+        # row nv of _latest_x / _latest_t is `worn` (as float) and its time
+        self._latest_x = np.full((nv + 1, n), np.nan, np.float32)
+        self._latest_t = np.full((nv + 1, n), np.nan, np.float64)
+        self.latest = {v: self._latest_x[i] for i, v in enumerate(VITALS)}
+        self.latest_ts = {v: self._latest_t[i] for i, v in enumerate(VITALS)}
         self.worn = np.full(n, -1, np.int8)
-        self.worn_ts = np.full(n, np.nan, np.float64)
+        self.worn_ts = self._latest_t[nv]
         self.battery = np.full(n, np.nan, np.float32)
         self.online = np.full(n, -1, np.int8)  # from the status topic / Last Will
         self.status_ts = np.full(n, np.nan, np.float64)
@@ -65,16 +72,18 @@ class StateStore:
         self.raw_head = np.zeros(n, np.int64)  # samples ever written; slot = head % c
         self.raw_ts = np.full((n, c), np.nan, np.float64)
         self.raw_seq = np.full((n, c), -1, np.int32)
-        self.raw = {v: np.full((n, c), np.nan, np.float16) for v in VITALS}
+        self._raw = np.full((nv, n, c), np.nan, np.float16)
+        self.raw = {v: self._raw[i] for i, v in enumerate(VITALS)}
         self.raw_flags = np.zeros((n, c), np.uint8)
         # minute ring + accumulator for each device's newest minute
-        self.min_codes = {v: np.full((n, m), _MISSING, np.uint8) for v in _CODEC}
+        self._min_codes = np.full((len(_CODEC), n, m), _MISSING, np.uint8)
+        self.min_codes = {v: self._min_codes[i] for i, v in enumerate(_CODEC)}
         self.min_activity = np.full((n, m), np.nan, np.float16)
         self.min_flags = np.zeros((n, m), np.uint8)
         self.min_tag = np.zeros((n, m), np.uint8)
         self.acc_minute = np.full(n, -1, np.int64)
-        self.acc_sum = np.zeros((len(VITALS), n), np.float32)
-        self.acc_n = np.zeros((len(VITALS), n), np.uint16)
+        self.acc_sum = np.zeros((nv, n), np.float32)
+        self.acc_n = np.zeros((nv, n), np.uint16)
         self.acc_flags = np.zeros(n, np.uint8)
         self._pending: list[SampleColumns] = []
 
@@ -88,14 +97,20 @@ class StateStore:
         dup = np.zeros(n, bool)
         if n == 0:
             return dup
+        rows, ts = cols.row, cols.ts
         seq32 = cols.seq.astype(np.int32)
-        if n > 1:  # repeats inside the batch: adjacent after sorting by (row, ts)
-            same = (cols.row[1:] == cols.row[:-1]) & (cols.ts[1:] == cols.ts[:-1])
-            same &= seq32[1:] == seq32[:-1]
-            dup[1:] = same
-        ring_ts = self.raw_ts[cols.row]  # (n, c)
-        hit = (ring_ts == cols.ts[:, None]) & (self.raw_seq[cols.row] == seq32[:, None])
-        dup |= hit.any(axis=1)
+        if n > 1:
+            # repeats inside the batch share (row, ts), so they sit in runs after sorting
+            same = (rows[1:] == rows[:-1]) & (ts[1:] == ts[:-1])
+            if same.any():
+                _mark_repeats(dup, rows, ts, seq32, same)
+        # the ring holds no sample newer than last_ts: only older samples need the look-back
+        maybe = ts <= self.last_ts[rows]  # NaN (nothing held) compares False
+        if maybe.any():
+            idx = np.flatnonzero(maybe)
+            r = rows[idx]
+            hit = (self.raw_ts[r] == ts[idx, None]) & (self.raw_seq[r] == seq32[idx, None])
+            dup[idx] |= hit.any(axis=1)
         return dup
 
     def append(self, cols: SampleColumns, received_at: float) -> None:
@@ -103,22 +118,35 @@ class StateStore:
         n = len(cols)
         if n == 0:
             return
-        rows = cols.row
-        last_of_row = _ends(rows)
-        urows = rows[last_of_row]
+        rows, ts = cols.row, cols.ts
+        # row groups: starts[j] .. ends[j] hold the samples of row urows[j]
+        if n == 1:
+            starts, ends, counts = _ZERO, _ZERO, _ONE
+        else:
+            starts = np.flatnonzero(_starts(rows))
+            ends = np.empty_like(starts)
+            ends[:-1] = starts[1:] - 1
+            ends[-1] = n - 1
+            counts = ends - starts + 1
+        urows = rows[starts]
         self.last_received[urows] = received_at
-        self.last_ts[urows] = np.fmax(self.last_ts[urows], cols.ts[last_of_row])
-        for v in VITALS:
-            self._latest(v, rows, cols.ts, getattr(cols, v))
-        self._latest_flag(rows, cols.ts, cols.worn)
-        has_batt = ~np.isnan(cols.battery)
+        self.last_ts[urows] = np.fmax(self.last_ts[urows], ts[ends])
+        # vitals as rows of one matrix, with `worn` as one more row (-1 -> NaN)
+        worn = cols.worn
+        x = np.array([*_VITALS_GETTER(cols), worn], np.float32)
+        x[-1, worn < 0] = np.nan
+        have = ~np.isnan(x)
+        self._update_latest(x, have, ts, urows, starts)
+        battery = cols.battery
+        has_batt = ~np.isnan(battery)
         if has_batt.any():
-            self.battery[rows[has_batt]] = cols.battery[has_batt]  # sorted: last one wins
-        self._append_raw(cols, last_of_row)
-        self._append_minutes(cols)
+            self.battery[rows[has_batt]] = battery[has_batt]  # sorted: last one wins
+        flags = _FLAG_LUT[worn.view(np.uint8), cols.fall.view(np.uint8)]
+        self._append_raw(cols, x, flags, starts, counts, urows)
+        self._append_minutes(rows, ts, x[:-1], have[:-1], flags)
         self._pending.append(cols)
         # counted last: a reader on another thread that sees the count sees the values
-        self.samples_total += np.bincount(rows, minlength=self.n_devices)
+        self.samples_total[urows] += counts
 
     def take_pending(self) -> SampleColumns:
         """Samples appended since the last call, sorted by (row, ts), for the detectors."""
@@ -135,61 +163,76 @@ class StateStore:
         if battery is not None:
             self.battery[row] = battery
 
-    def _latest(self, v: str, rows: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
-        have = ~np.isnan(values)
-        if not have.any():
+    def _update_latest(
+        self,
+        x: np.ndarray,
+        have: np.ndarray,
+        ts: np.ndarray,
+        urows: np.ndarray,
+        starts: np.ndarray,
+    ) -> None:
+        """Per row and vital, the batch's last value replaces the held one if it is newer."""
+        n = x.shape[1]
+        idx = np.where(have, np.arange(n), -1)
+        last = np.maximum.reduceat(idx, starts, axis=1)  # (vitals + 1, groups); -1: none
+        newer = (last >= 0) & ~(ts[last] <= self._latest_t[:, urows])  # NaN held: older
+        if not newer.any():
             return
-        r, t, x = rows[have], ts[have], values[have]
-        last = _ends(r)
-        r, t, x = r[last], t[last], x[last]
-        newer = ~(t <= self.latest_ts[v][r])  # NaN (never seen) counts as older
-        self.latest[v][r[newer]] = x[newer]
-        self.latest_ts[v][r[newer]] = t[newer]
+        vi, gi = np.nonzero(newer)
+        li = last[vi, gi]
+        r = urows[gi]
+        self._latest_x[vi, r] = x[vi, li]
+        self._latest_t[vi, r] = ts[li]
+        is_worn = vi == len(VITALS)
+        if is_worn.any():
+            self.worn[r[is_worn]] = x[vi[is_worn], li[is_worn]]
 
-    def _latest_flag(self, rows: np.ndarray, ts: np.ndarray, worn: np.ndarray) -> None:
-        have = worn >= 0
-        if not have.any():
-            return
-        r, t, x = rows[have], ts[have], worn[have]
-        last = _ends(r)
-        r, t, x = r[last], t[last], x[last]
-        newer = ~(t <= self.worn_ts[r])
-        self.worn[r[newer]] = x[newer]
-        self.worn_ts[r[newer]] = t[newer]
-
-    def _append_raw(self, cols: SampleColumns, last_of_row: np.ndarray) -> None:
-        rows, c = cols.row, self.raw_capacity
-        first_of_row = _starts(rows)
-        starts = np.flatnonzero(first_of_row)
-        counts = np.diff(np.append(starts, len(rows)))
-        rank = np.arange(len(rows)) - np.repeat(starts, counts)
-        per_row = np.repeat(counts, counts)
-        keep = rank >= per_row - c  # only the newest c of a long batch can survive
-        rows_k = rows[keep]
-        slot = (self.raw_head[rows_k] + rank[keep]) % c
-        self.raw_ts[rows_k, slot] = cols.ts[keep]
-        self.raw_seq[rows_k, slot] = cols.seq[keep].astype(np.int32)
+    def _append_raw(
+        self,
+        cols: SampleColumns,
+        x: np.ndarray,
+        flags: np.ndarray,
+        starts: np.ndarray,
+        counts: np.ndarray,
+        urows: np.ndarray,
+    ) -> None:
+        rows, c, n = cols.row, self.raw_capacity, len(cols)
+        if len(starts) == n:  # one sample per row
+            rank: np.ndarray | int = 0
+        elif len(starts) == 1:
+            rank = np.arange(n)
+        else:
+            rank = np.arange(n) - np.repeat(starts, counts)
+        ts, seq = cols.ts, cols.seq
+        if n > c and int(counts.max()) > c:  # only the newest c of a long batch can survive
+            keep = rank >= np.repeat(counts, counts) - c
+            rows, ts, seq, x, flags = rows[keep], ts[keep], seq[keep], x[:, keep], flags[keep]
+            rank = rank[keep]  # type: ignore[index]
+        slot = (self.raw_head[rows] + rank) % c
+        self.raw_ts[rows, slot] = ts
+        self.raw_seq[rows, slot] = seq  # int32 ring: cast as in duplicate_mask
         with np.errstate(over="ignore"):  # float16: out-of-range values (never plausible) -> inf
-            for v in VITALS:
-                self.raw[v][rows_k, slot] = getattr(cols, v)[keep]
-        self.raw_flags[rows_k, slot] = _flags(cols.worn[keep], cols.fall[keep])
-        self.raw_head[rows[first_of_row]] += counts
+            self._raw[:, rows, slot] = x[:-1]
+        self.raw_flags[rows, slot] = flags
+        self.raw_head[urows] += counts
 
-    def _append_minutes(self, cols: SampleColumns) -> None:
-        rows = cols.row
-        minute = np.floor(cols.ts / 60.0).astype(np.int64)
-        # groups of (row, minute); cols is sorted by (row, ts) so groups are contiguous
-        brk = _starts(rows, minute)
-        starts = np.flatnonzero(brk)
+    def _append_minutes(
+        self,
+        rows: np.ndarray,
+        ts: np.ndarray,
+        x: np.ndarray,
+        have: np.ndarray,
+        flags: np.ndarray,
+    ) -> None:
+        m = self.minute_capacity
+        minute = np.floor(ts / 60.0).astype(np.int64)
+        # groups of (row, minute); samples are sorted by (row, ts) so groups are contiguous
+        n = len(rows)
+        starts = _ZERO if n == 1 else np.flatnonzero(_starts(rows, minute))
         g_row, g_min = rows[starts], minute[starts]
-        g_sum = np.empty((len(VITALS), len(starts)), np.float32)
-        g_n = np.empty((len(VITALS), len(starts)), np.int64)
-        for i, v in enumerate(VITALS):
-            x = getattr(cols, v)
-            have = ~np.isnan(x)
-            g_sum[i] = np.add.reduceat(np.where(have, x, 0.0), starts)
-            g_n[i] = np.add.reduceat(have.astype(np.int64), starts)
-        g_flags = np.bitwise_or.reduceat(_flags(cols.worn, cols.fall), starts)
+        g_sum = np.add.reduceat(np.where(have, x, np.float32(0)), starts, axis=1)
+        g_n = np.add.reduceat(have.astype(np.int64), starts, axis=1)
+        g_flags = np.bitwise_or.reduceat(flags, starts)
 
         old_acc = self.acc_minute[g_row]
         # 1. groups in the accumulator's minute merge into it
@@ -200,28 +243,32 @@ class StateStore:
             self.acc_n[:, r] += g_n[:, same].astype(np.uint16)
             self.acc_flags[r] |= g_flags[same]
         # 2. rows whose newest group is a newer minute: flush the accumulator, start anew
-        last_g = _ends(g_row)
-        newer = last_g & (g_min > old_acc)
-        fl_rows = g_row[newer]
-        fl_rows = fl_rows[self.acc_minute[fl_rows] >= 0]
-        if len(fl_rows):
-            self._write_minutes(
-                fl_rows,
-                self.acc_minute[fl_rows],
-                self.acc_sum[:, fl_rows],
-                self.acc_n[:, fl_rows],
-                self.acc_flags[fl_rows],
-                only_empty=False,
-            )
-        nr = g_row[newer]
-        self.acc_minute[nr] = g_min[newer]
-        self.acc_sum[:, nr] = g_sum[:, newer]
-        self.acc_n[:, nr] = g_n[:, newer].astype(np.uint16)
-        self.acc_flags[nr] = g_flags[newer]
+        newer = g_min > old_acc
+        if len(g_row) > 1:
+            newer &= _ends(g_row)
+        if newer.any():
+            nr = g_row[newer]
+            fl_rows = nr[self.acc_minute[nr] >= 0]
+            if len(fl_rows):
+                self._write_minutes(
+                    fl_rows,
+                    self.acc_minute[fl_rows],
+                    self.acc_sum[:, fl_rows],
+                    self.acc_n[:, fl_rows],
+                    self.acc_flags[fl_rows],
+                    only_empty=False,
+                )
+            self.acc_minute[nr] = g_min[newer]
+            self.acc_sum[:, nr] = g_sum[:, newer]
+            self.acc_n[:, nr] = g_n[:, newer]
+            self.acc_flags[nr] = g_flags[newer]
         # 3. other complete minutes: newer than the old accumulator -> write; older -> fill gaps
-        rest = ~same & ~newer
+        rest = ~(same | newer)
         if rest.any():
             late = rest & (g_min < old_acc)
+            # a minute the ring has already passed would overwrite a newer one in its slot
+            rest &= ~late | (g_min > old_acc - m)
+            late &= rest
             for mask, only_empty in ((rest & ~late, False), (late, True)):
                 if mask.any():
                     self._write_minutes(
@@ -259,15 +306,14 @@ class StateStore:
             )
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / counts
-        for i, v in enumerate(VITALS):
-            if v == "activity":
-                with np.errstate(over="ignore"):
-                    self.min_activity[rows, slot] = means[i]
-                continue
-            offset, scale = _CODEC[v]
-            code = np.round((means[i] - offset) * scale)
-            code = np.where(np.isnan(code), _MISSING, np.clip(code, 0, 254)).astype(np.uint8)
-            self.min_codes[v][rows, slot] = code
+        # same dtype as `means`, so the arithmetic is that of a Python scalar operand
+        offset, scale = _CODEC_OFFSET.astype(means.dtype), _CODEC_SCALE.astype(means.dtype)
+        code = np.round((means[:_N_CODED] - offset) * scale)
+        self._min_codes[:, rows, slot] = np.where(
+            np.isnan(code), _MISSING, np.clip(code, 0, 254)
+        ).astype(np.uint8)
+        with np.errstate(over="ignore"):
+            self.min_activity[rows, slot] = means[_N_CODED]
         self.min_flags[rows, slot] = flags | _F_WRITTEN
         self.min_tag[rows, slot] = tag
 
@@ -326,13 +372,11 @@ class StateStore:
         return out
 
     def nbytes(self) -> int:
-        """Bytes held by all state arrays."""
+        """Bytes held by all state arrays (views into another state array count once)."""
         total = 0
         for value in vars(self).values():
-            if isinstance(value, np.ndarray):
-                total += value.nbytes
-            elif isinstance(value, dict):
-                total += sum(a.nbytes for a in value.values() if isinstance(a, np.ndarray))
+            arrays = value.values() if isinstance(value, dict) else (value,)
+            total += sum(a.nbytes for a in arrays if isinstance(a, np.ndarray) and a.base is None)
         return total
 
     def bytes_per_device_day(self, interval_s: float = 10.0) -> float:
@@ -340,9 +384,44 @@ class StateStore:
         return self.nbytes() / max(1, self.n_devices) * (1440.0 / self.minute_capacity)
 
 
-def _flags(worn: np.ndarray, fall: np.ndarray) -> np.ndarray:
+def _flag_lut() -> np.ndarray:
+    """Raw/minute flags for every (worn, fall) pair of int8 codes, indexed by their bytes."""
+    codes = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int64)
+    worn, fall = codes[:, None], codes[None, :]
     f = np.where(worn == 1, _F_WORN, 0) | np.where(worn == 0, _F_NOT_WORN, 0)
     return (f | np.where(fall == 1, _F_FALL, 0)).astype(np.uint8)
+
+
+_FLAG_LUT = _flag_lut()
+_VITALS_GETTER = operator.attrgetter(*VITALS)
+_N_CODED = len(_CODEC)
+assert VITALS[:_N_CODED] == tuple(_CODEC) and VITALS[_N_CODED] == "activity"
+_CODEC_OFFSET = np.array([[_CODEC[v][0]] for v in _CODEC])
+_CODEC_SCALE = np.array([[_CODEC[v][1]] for v in _CODEC])
+_ZERO = np.zeros(1, np.intp)
+_ONE = np.ones(1, np.intp)
+
+
+def _mark_repeats(
+    dup: np.ndarray, rows: np.ndarray, ts: np.ndarray, seq32: np.ndarray, same: np.ndarray
+) -> None:
+    """Mark samples whose (row, ts, seq) came earlier in the batch; `same` flags (row, ts) runs.
+
+    Only samples in a run of equal (row, ts) can repeat one another, and such runs are rare
+    (duplicates, or a device sending one time twice), so a short Python pass is fine.
+    """
+    idx = np.flatnonzero(same) + 1  # samples equal in (row, ts) to the one before
+    cand = np.union1d(idx, idx - 1).tolist()
+    seen: set[tuple[int, float, int]] = set()
+    for i, key in zip(
+        cand,
+        zip(rows[cand].tolist(), ts[cand].tolist(), seq32[cand].tolist(), strict=True),
+        strict=True,
+    ):
+        if key in seen:
+            dup[i] = True
+        else:
+            seen.add(key)
 
 
 # np.r_ costs ~80 us a call; these are the two shapes the append path needs, made directly.
