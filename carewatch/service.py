@@ -71,6 +71,7 @@ class Service:
     def ready(self) -> dict[str, object]:
         return {
             "broker_connected": self.edge.counters.connected,
+            "subscribed": self.edge.counters.subscribed,
             "pipeline_running": self._thread.is_alive(),
             "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max,
         }

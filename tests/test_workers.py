@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from carewatch.workers import partition_towns, worker_topics
@@ -36,6 +37,14 @@ def test_partition_is_disjoint_balanced_and_deterministic() -> None:
     ]
     with pytest.raises(ValueError):
         partition_towns(config, 0)
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return bool(orjson.loads(resp.read()).get("subscribed"))
+    except OSError:
+        return False
 
 
 def samples_of(port: int) -> float:
@@ -90,9 +99,9 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
                 pids[int(m.group(1))] = int(m.group(2))
         ports = [http + 1, http + 2]
         wait_for(
-            lambda: all(samples_of(p) == 0 for p in ports),
-            timeout_s=30,
-            what="both workers serving metrics",
+            lambda: all(ready(p) for p in ports),
+            timeout_s=90,
+            what="both workers connected and subscribed",
         )
         owner = {t: k for k, p in enumerate(parts) for t in p}
         now = time.time()
@@ -105,7 +114,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
         assert all(expected)
         wait_for(
             lambda: [samples_of(p) for p in ports] == expected,
-            timeout_s=30,
+            timeout_s=90,
             what=f"samples split {expected}",
         )
         # a device of worker 1's town published on a worker-0 town: wrong_town, from worker 0
@@ -127,7 +136,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             ).wait_for_publish(5)
         wait_for(
             lambda: samples_of(ports[0]) == len(r0),
-            timeout_s=60,
+            timeout_s=120,
             what="restarted worker 0 processing the messages queued while it was down",
         )
     finally:

@@ -130,7 +130,8 @@ def measure_pipeline(
     try:
         if not service.edge.wait_connected(10):
             raise RuntimeError("pipeline could not connect to the benchmark broker")
-        time.sleep(0.3)  # let the subscription settle (SUBACK has no hook on this path)
+        if not _wait(lambda: service.edge.counters.subscribed, 10):
+            raise RuntimeError("pipeline subscription not acknowledged")
         totals = service.pipeline.metrics.totals
         t0 = time.perf_counter()
         pubs = _publish(broker, files, qos)

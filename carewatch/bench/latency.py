@@ -154,8 +154,10 @@ def _probe_run(
         else []
     )
     try:
-        if not service.edge.wait_connected(10):
-            raise RuntimeError("service could not connect")
+        if not service.edge.wait_connected(10) or not _wait(
+            lambda: service.edge.counters.subscribed, 10
+        ):
+            raise RuntimeError("service could not connect and subscribe")
         for p in loaders:
             p.start()
         time.sleep(3.0)  # let the background load reach its pace before probing

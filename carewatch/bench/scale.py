@@ -37,6 +37,14 @@ def _samples(port: int) -> float:
     return float(match.group(1)) if match else -1.0
 
 
+def _subscribed(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return bool(orjson.loads(resp.read()).get("subscribed"))
+    except OSError:
+        return False
+
+
 def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp: Path) -> float:
     with MosquittoProcess() as broker:
         http = free_port()
@@ -65,11 +73,10 @@ def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp
         ports = [http + 1 + k for k in range(workers)] if workers > 1 else [http]
         try:
             deadline = time.monotonic() + 60
-            while any(_samples(p) < 0 for p in ports):
+            while not all(_subscribed(p) for p in ports):
                 if time.monotonic() > deadline:
                     raise RuntimeError("workers did not come up")
                 time.sleep(0.2)
-            time.sleep(1.0)  # subscriptions settle after the HTTP side is up
             t0 = time.perf_counter()
             pubs = []
             for topic, path in files:
