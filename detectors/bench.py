@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from detectors.base import TickState
-from detectors.registry import DETECTORS
+from detectors.registry import DETECTORS, link
 from ingest.devices import DeviceTable
 from ingest.samples import SampleColumns
 from ingest.state import StateStore
@@ -58,7 +58,7 @@ def _time_ticks(n: int, ticks: int, warm: int, names: list[str], seed: int = 0
                 ) -> tuple[float, list[SampleColumns], Any]:
     devices = synthetic_devices(n, seed=seed)
     store = StateStore(n, minute_capacity=1440 if n <= 20_000 else 60)
-    detectors = [DETECTORS[k](devices) for k in names]
+    detectors = link([DETECTORS[k](devices) for k in names])
     rng = np.random.default_rng(seed)
     batches = [tick_samples(n, T0 + 1.0 * (i + 1), rng) for i in range(warm + ticks)]
     times = []

@@ -10,9 +10,9 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import Findings, TickState
+from detectors.fused import SustainedGroup
 from detectors.params import DetectorParams, ParamTable, n_rows
-from detectors.quality import Gate, at_rest, worn_ok
-from detectors.runs import Emitter, Episodes, Fresh, rank_groups
+from detectors.runs import Emitter, Episodes
 from ingest.devices import DeviceTable
 
 
@@ -51,12 +51,10 @@ class SustainedThreshold:
         self.thr = self._row_array(self._threshold(devices, False), n)
         crit = self._threshold(devices, True)
         self.crit = None if crit is None else self._row_array(crit, n)
-        self.fresh = Fresh(n)
-        self.gate = Gate(n)
-        self.last_motion = np.full(n, -np.inf)
         sev = (self.severity,) if self.crit is None else (self.severity, 4)
         self.episodes = Episodes(self.kinds[0], n, sev, "min" if self.low else "max")
         self._p = p
+        self._group = SustainedGroup([self])  # link_sustained() may share a bigger one
 
     @staticmethod
     def _row_array(value: Any, n: int) -> np.ndarray:
@@ -70,40 +68,9 @@ class SustainedThreshold:
         return self.params["threshold"]
 
     def update(self, state: TickState, now: float) -> list[Findings]:
-        new = state.new
-        if len(new) == 0:
-            return []
-        out = Emitter(self.kinds[0])
-        p = self._p
-        x_all = getattr(new, self.vital)
-        has = ~np.isnan(x_all)
-        rest_g = p.base.rest_g
-        if rest_g is None and not has.any():
-            return []  # e.g. no temperature this tick: nothing to do
-        for idx in rank_groups(new.row):
-            if rest_g is not None:  # motion counts from every sample, with or without the vital
-                r, t = new.row[idx], new.ts[idx]
-                moving = ~at_rest(new.activity[idx], p.at("rest_g", r))
-                self.last_motion[r[moving]] = np.fmax(self.last_motion[r[moving]], t[moving])
-            # lateness is judged per vital stream: a sample without the vital is not seen
-            idx = idx[has[idx]]
-            if len(idx) == 0:
-                continue
-            r, t = new.row[idx], new.ts[idx]
-            ok = self.fresh.step(r, t)
-            x = x_all[idx].astype(np.float64)
-            base = ok & ~np.isnan(x) & worn_ok(new.worn[idx])
-            if rest_g is not None:
-                base &= ~((t - self.last_motion[r]) <= p.at("recovery_s", r))
-                base &= at_rest(new.activity[idx], p.at("rest_g", r))
-            if not base.any():
-                continue
-            acc = self.gate.step(r, x, base, p.at("max_jump", r), p.at("flat_samples", r))
-            r, t, x = r[acc], t[acc], x[acc]
-            if len(r) == 0:
-                continue
-            self._step(out, r, t, x)
-        return out.build()
+        """Gating (freshness, wear, rest, jumps, flat-lines) runs in the shared group, which
+        calls `_step` with each rule's accepted samples."""
+        return self._group.take(self, state, now)
 
     def _step(self, out: Emitter, r: np.ndarray, t: np.ndarray, x: np.ndarray) -> None:
         p = self._p
