@@ -71,6 +71,14 @@ def _publish(
 
 
 def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
+    """Mosquitto's C clients end to end: `mosquitto_pub -l` processes → `mosquitto_sub`."""
+    probe = "carewatch/v1/bench/probe/vitals"
+    # a retained probe reaches mosquitto_sub the moment its subscription is active
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r", "-t", probe, "-m", "probe"],
+        check=True,
+        timeout=10,
+    )
     sub = subprocess.Popen(
         [
             "mosquitto_sub",
@@ -81,14 +89,21 @@ def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qo
             "-t",
             "carewatch/v1/+/+/vitals",
             "-C",
-            str(n),
+            str(n + 1),
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.5)  # mosquitto_sub offers no "subscribed" signal; give it time to subscribe
+    assert sub.stdout is not None
+    sub.stdout.readline()  # the retained probe: subscribed
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r", "-t", probe, "-n"],
+        check=True,
+        timeout=10,
+    )  # clear it
     t0 = time.perf_counter()
     pubs = _publish(broker, files, qos)
+    sub.stdout.read()  # drain in large reads until it exits, so it never blocks on the pipe
     sub.wait(timeout=600)
     dt = time.perf_counter() - t0
     for p in pubs:
@@ -247,12 +262,14 @@ def bench_memory(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]
     for n in sizes:
         config = parse_config(demo_registry(n, seed=0))
         config = config.model_copy(
-            update={"storage": config.storage.model_copy(update={"sink": "none"})})
+            update={"storage": config.storage.model_copy(update={"sink": "none"})}
+        )
         gc.collect()
         before = _rss_bytes()
         with tempfile.TemporaryDirectory(prefix="carewatch-bench-mem-") as d:
-            pipeline, close = build_pipeline(config, SimClock(1764316800.0), ListPublisher(),
-                                             data_dir=Path(d), replay=True)
+            pipeline, close = build_pipeline(
+                config, SimClock(1764316800.0), ListPublisher(), data_dir=Path(d), replay=True
+            )
             pipeline.tick()
             after = _rss_bytes()
             close()
