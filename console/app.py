@@ -62,6 +62,8 @@ class _Headers:
 def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None) -> FastAPI:
     """The console: pages, /api, live events, /metrics, /healthz, /readyz."""
     settings = settings or ConsoleSettings()
+    if settings.history_db is not None:
+        backend.history_db = settings.history_db
     users = UserStore(settings.users_file or backend.data_dir / "users.json", backend.config)
     demo_users = users.demo_users()
     if demo_users and not settings.demo:

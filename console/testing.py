@@ -58,14 +58,15 @@ class Harness:
     """A pipeline on a SimClock (no MQTT) with the console app over it."""
 
     def __init__(self, tmp: Path, config: Config | None = None,
-                 settings: ConsoleSettings | None = None, clock: Clock | None = None) -> None:
+                 settings: ConsoleSettings | None = None, clock: Clock | None = None,
+                 with_sink: bool = False) -> None:
         from ingest.publish import ListPublisher
 
         self.config = config or console_config()
         self.clock = clock or SimClock(T0)
         self.tmp = tmp
         self.pipeline, self._close = build_pipeline(self.config, self.clock, ListPublisher(),
-                                                    data_dir=tmp, with_sink=False)
+                                                    data_dir=tmp, with_sink=with_sink)
         assert isinstance(self.pipeline.alerts, AlertEngine)
         self.engine: AlertEngine = self.pipeline.alerts
         self.tiers = staff_of_each_tier(self.config)

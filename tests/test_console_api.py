@@ -365,6 +365,33 @@ def test_series_has_minutes_and_alert_markers(h: Harness, client: TestClient) ->
                if e["action"] == "console_view")
 
 
+def test_series_fills_from_history_after_a_restart(tmp_path: Path) -> None:
+    from console.testing import console_config
+
+    config = console_config()
+    storage = config.storage.model_copy(update={"sqlite": config.storage.sqlite.model_copy(
+        update={"path": str(tmp_path / "history.db")})})
+    config = config.model_copy(update={"storage": storage})
+    first = Harness(tmp_path / "a", config=config, with_sink=True)
+    try:
+        for k in range(3):
+            first.publish(0, hr=80 + k, worn=True)
+            first.tick(60)
+        assert first.pipeline.sink is not None
+        first.pipeline.sink.flush()  # type: ignore[attr-defined]
+    finally:
+        first.close()
+    # a new pipeline (empty in-memory ring), same history file, same time
+    second = Harness(tmp_path / "b", config=config, clock=SimClock(first.clock.now()))
+    try:
+        with TestClient(second.app) as c:
+            login(c, second.tiers[4])
+            s = c.get(f"/api/residents/{config.residents[0].id}/series?hours=1").json()
+            assert [v for v in s["hr"] if v is not None] == [80, 81, 82]
+    finally:
+        second.close()
+
+
 def test_silences(h: Harness, client: TestClient) -> None:
     hdr = {"X-CSRF-Token": login(client, h.tiers[3])}
     rid = h.config.residents[0].id

@@ -168,7 +168,13 @@
     if (!b.dataset.act) return;
     if (b.dataset.act === "resolve") { form.hidden = false; form.note.focus(); return; }
     b.disabled = true;
-    try { await act(li, b.dataset.act); } catch (e) { alert(e.message); b.disabled = false; }
+    try {
+      await act(li, b.dataset.act);
+    } catch (e) { // e.g. someone else acknowledged it first: say so, show the current board
+      window.alert(e.message);
+      b.disabled = false;
+      load().catch(() => {});
+    }
   });
   list.addEventListener("submit", async (ev) => {
     ev.preventDefault();
