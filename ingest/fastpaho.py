@@ -2,7 +2,7 @@
 
 Stock paho 2.x reads each packet with a `select()` and up to four small `recv()` calls, and
 wakes its own loop through a socket pair for every PUBACK it queues: about 25 µs of CPU a
-message, the ceiling of one Python subscriber. Three changes, all local:
+message, the ceiling of one Python subscriber. Four changes, all local:
 - the socket is wrapped in a read buffer, so one `recv(64 KiB)` serves many packets, and
   every packet already buffered is parsed before the loop goes back to `select()`;
 - a packet queued *from paho's own loop thread* (the PUBACK of a QoS 1 message) does not
@@ -10,16 +10,22 @@ message, the ceiling of one Python subscriber. Three changes, all local:
 - a PUBLISH of QoS 0 or 1 without MQTT 5 properties (what devices send) is decoded
   directly instead of through paho's generic decoder, which builds a fresh `Properties`
   object (two dicts of every MQTT 5 property name) for each message; anything else (QoS 2,
-  properties present, a malformed packet) goes through paho's own decoder unchanged.
+  properties present, a malformed packet) goes through paho's own decoder unchanged;
+- with `fast_sink` set, every such PUBLISH already buffered is parsed in one pass and
+  handed over as one list (no message object, no callback per message), and their PUBACKs
+  leave as one write, after the hand-over.
 Everything else (connect, TLS, reconnect, sessions, publishing) is paho's own code.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import PUBACK
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -33,10 +39,19 @@ class BufferedSocket:
         self._sock = sock
         self._buf = bytearray()
         self._pos = 0
+        self.would_block = False  # the last refill found the socket empty
+        self._eof = False
 
     def recv(self, bufsize: int) -> bytes:
+        if self._eof:
+            return b""
         if self._pos >= len(self._buf):
-            data = self._sock.recv(_READ_SIZE)  # may raise BlockingIOError: paho handles it
+            try:
+                data = self._sock.recv(_READ_SIZE)
+            except BlockingIOError:  # paho handles it; we remember it to stop reading
+                self.would_block = True
+                raise
+            self.would_block = False
             if not data:
                 return b""
             self._buf = bytearray(data)
@@ -45,6 +60,28 @@ class BufferedSocket:
         out = bytes(self._buf[self._pos : end])
         self._pos = end
         return out
+
+    def fill(self) -> bool:
+        """Refill an empty buffer with one `recv`; False if nothing could be read now.
+
+        Errors and end-of-stream are left in place for paho's own read to meet and handle.
+        """
+        if self._pos < len(self._buf):
+            return True
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self.would_block = True
+            return False
+        except OSError:
+            return False
+        if not data:
+            self._eof = True
+            return False
+        self.would_block = False
+        self._buf = bytearray(data)
+        self._pos = 0
+        return True
 
     def buffered(self) -> int:
         return len(self._buf) - self._pos
@@ -71,17 +108,79 @@ class FastClient(mqtt.Client):
             return sock
         return BufferedSocket(sock)
 
+    # set by the owner to take PUBLISH packets in batches: fn([(topic, payload, mid), ...]),
+    # mid 0 for QoS 0. Without manual_ack their PUBACKs are sent once fn has returned.
+    fast_sink: Callable[[list[tuple[str, bytes, int]]], None] | None = None
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        sock = self._sock
-        while (
-            rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-            and isinstance(sock, BufferedSocket)
-            and sock.buffered()
-            and self._sock is sock
-        ):
-            rc = super().loop_read(1)
+        current = self._sock
+        if not isinstance(current, BufferedSocket):
+            return super().loop_read(max_packets)
+        sock: BufferedSocket = current
+        sock.would_block = False  # select() said readable (or bytes are buffered): try again
+        rc = _SUCCESS
+        for _ in range(64):  # bounded, so the loop gets back to writing PUBACKs and pings
+            if self.fast_sink is not None and self._in_packet["command"] == 0 and sock.fill():
+                self._take_publishes(sock)
+            if self._sock is not sock:
+                return rc
+            if not sock.buffered() and sock.would_block:
+                return rc
+            rc = super().loop_read(1)  # anything else, a partial packet, or a refill
+            if rc != _SUCCESS or self._sock is not sock or sock.would_block:
+                return rc
         return rc
+
+    def _take_publishes(self, sock: BufferedSocket) -> None:
+        """Parse every complete QoS 0/1 PUBLISH without properties at the head of the
+        buffer, hand them over in one call, and queue their PUBACKs as one write. Stops at
+        the first packet paho should see (another type, QoS 2, properties, malformed)."""
+        buf, pos, end = sock._buf, sock._pos, len(sock._buf)
+        v5 = self._protocol == mqtt.MQTTv5
+        out: list[tuple[str, bytes, int]] = []
+        acks = bytearray()
+        while pos < end:
+            head = buf[pos]
+            qos = (head >> 1) & 3
+            if head >> 4 != 3 or qos == 2:
+                break
+            i, length, mult = pos + 1, 0, 1
+            while i < end and i - pos <= 4:
+                b = buf[i]
+                length += (b & 127) * mult
+                mult <<= 7
+                i += 1
+                if not b & 128:
+                    break
+            else:
+                break  # incomplete or over-long length: paho decides
+            if buf[i - 1] & 128 or i + length > end or length < 2:
+                break
+            stop = i + length
+            t0 = i + 2
+            t1 = t0 + ((buf[i] << 8) | buf[i + 1])
+            p = t1 + (2 if qos else 0)
+            if t1 == t0 or p + (1 if v5 else 0) > stop or (v5 and buf[p] != 0):
+                break
+            mid = (buf[t1] << 8 | buf[t1 + 1]) if qos else 0
+            if qos and not self._manual_ack:
+                acks += b"\x40\x02" + bytes(buf[t1 : t1 + 2])
+            out.append(
+                (
+                    buf[t0:t1].decode("utf-8", "replace"),
+                    bytes(buf[p + (1 if v5 else 0) : stop]),
+                    mid,
+                )
+            )
+            pos = stop
+        if not out:
+            return
+        sock._pos = pos
+        self._last_bytes_received = mqtt.time_func()
+        assert self.fast_sink is not None
+        self.fast_sink(out)  # handed over before the broker is told it was received
+        if acks:
+            self._packet_queue(PUBACK, bytes(acks), 0, 0)
 
     def _packet_queue(
         self,
@@ -139,3 +238,9 @@ class FastClient(mqtt.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return _SUCCESS
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK QoS 1 messages received with manual_ack, as one write."""
+        if mids:
+            blob = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
+            self._packet_queue(PUBACK, blob, 0, 0)
