@@ -110,7 +110,7 @@ def broker_config(
             "autosave_interval 1",
             "max_queued_messages 1000000",
             "max_queued_bytes 1073741824",
-            "max_inflight_messages 100",
+            "max_inflight_messages 1000",
             "persistent_client_expiration 7d",
             "log_dest stderr",
             "log_type error",
