@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
 DEGRADED_WINDOW_S = 60.0
+SEVERITY_NAMES: dict[object, str] = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
 def _alerts_db(service: Any) -> Path:
@@ -68,7 +69,9 @@ class Health:
         self.service = service
         self.lag_threshold_s = lag_threshold_s
         self.clock = clock or service.clock
-        self._last: dict[str, float] = {}
+        # edge and sink counters start at 0 with the process; stored failures may predate it
+        self._last: dict[str, float] = {"notifications failing": self.losses()[
+            "notifications failing"]}
         self._changed_at: dict[str, float] = {}
 
     # -- inputs -----------------------------------------------------------------------
@@ -103,7 +106,7 @@ class Health:
         now = time.monotonic()
         out = []
         for name, value in self.losses().items():
-            if value > self._last.get(name, value):
+            if value > self._last.get(name, 0.0):
                 self._changed_at[name] = now
             self._last[name] = value
             if now - self._changed_at.get(name, -1e9) < DEGRADED_WINDOW_S:
@@ -141,7 +144,7 @@ class _Collector(Collector):
         for state, tier, sev, n in _read_only(
                 db, "SELECT state, json_extract(doc, '$.tier'), json_extract(doc, '$.severity'), "
                     "count(*) FROM alerts WHERE state != 'resolved' GROUP BY 1, 2, 3"):
-            alerts.add_metric([str(state), str(tier), str(sev)], float(n))
+            alerts.add_metric([str(state), str(tier), SEVERITY_NAMES.get(sev, str(sev))], float(n))
         yield alerts
         outbox = GaugeMetricFamily("carewatch_notifications", "Notifications by status",
                                    labels=["status"])
