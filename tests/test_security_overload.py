@@ -133,7 +133,8 @@ def test_no_secret_or_health_value_in_logs(tmp_path: Path, caplog: pytest.LogCap
             gw.publish(topic, orjson.dumps(body), qos=1).wait_for_publish(5)
         gw.publish(topic, b'{"hr": 187.25, "ts": ', qos=1).wait_for_publish(5)
         wait_for(lambda: sum(svc.pipeline.metrics.by_reason.values()) == 3, 15, "rejections")
-        wait_for(lambda: bool(svc.pipeline.alerts.open_alerts()), 15, "the fall alert")
+        engine: Any = svc.pipeline.alerts
+        wait_for(lambda: bool(engine.open_alerts()), 15, "the fall alert")
         gw.disconnect()
         gw.loop_stop()
         svc.stop()
