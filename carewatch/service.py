@@ -59,6 +59,16 @@ class Service:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
+        # the four routines ("4 ones"): APScheduler wakes them, ticks run on this pipeline
+        # thread (they read the state store, which only that thread may touch)
+        self.routines: Any = None
+        if self.pipeline.alerts is not None and config.routines.enabled:
+            from routines.service import Routines
+
+            self.routines = Routines(config, self.pipeline.devices, self.clock, self.data_dir,
+                                     alerts=self.pipeline.alerts, state=self.pipeline.store,
+                                     publisher=self.edge)
+            self.routines.runner = self.submit
         self.http: Any = None  # the console (ConsoleServer), or MetricsServer without alerts
         if http is not None:
             from console.server import for_service
@@ -107,6 +117,8 @@ class Service:
             self.http.start()
         self.edge.start()
         self._thread.start()
+        if self.routines is not None:
+            self.routines.start()
 
     def _loop(self) -> None:
         tick_s = self.config.pipeline.tick_s
@@ -145,6 +157,8 @@ class Service:
             raise
 
     def stop(self) -> None:
+        if self.routines is not None:
+            self.routines.stop()  # before the pipeline thread: a running tick runs there
         self._stop.set()
         self.edge.wakeup.set()
         if self._thread.is_alive():
@@ -154,6 +168,8 @@ class Service:
         while self.edge.inbox and self.error is None:
             self.pipeline.handle(self.edge.drain(self.config.pipeline.batch_max))
         self.edge.stop()
+        if self.routines is not None:
+            self.routines.close()
         self._close_pipeline()
         if self.http is not None:
             self.http.stop()

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ class Routines:
             self._push(t)
         self._next_issue: dict[tuple[str, str], float] = {}  # in memory only: a hint
         self._scheduler: Any = None
+        # runs a tick where the state store lives: fn -> Future (Service.submit); None: here
+        self.runner: Callable[[Callable[[], Any]], Future[Any]] | None = None
         self._stopping = threading.Event()
 
     # ---- bookkeeping -------------------------------------------------------------------
@@ -308,14 +311,20 @@ class Routines:
         # while waiting for running jobs, so a job that adds jobs could deadlock it.
         try:
             now = self.clock.now()
-            self.tick(now)
+            self._run_tick(now)
             nxt = self.next_wake(now)
             # The next issue or deadline falls before the next poll: meet it exactly.
             if (nxt is not None and nxt - now < self.settings.poll_s
                     and not self.clock.wait(nxt - now, self._stopping)):
-                self.tick(self.clock.now())
+                self._run_tick(self.clock.now())
         except Exception:  # keep the scheduler alive; the next wake retries
             log.exception("routine tick failed")
+
+    def _run_tick(self, now: float) -> None:
+        if self.runner is None:
+            self.tick(now)
+        else:  # on the thread that owns the state store (the pipeline's)
+            self.runner(lambda: self.tick(now)).result(timeout=120)
 
     def stop(self) -> None:
         """Stop the live scheduler and wait for a running tick to end."""
