@@ -13,7 +13,7 @@ test:
 
 lint: bootstrap
 	.venv/bin/ruff check .
-	.venv/bin/mypy carewatch ingest detectors alerts simulators config console
+	.venv/bin/mypy carewatch ingest detectors alerts simulators config console routines
 
 bench: bootstrap
 	.venv/bin/carewatch bench --quick
