@@ -106,9 +106,8 @@ class Inactivity(_AwakeRule):
         a = new.activity[sel].astype(np.float64)
         off = new.worn[sel] == 0
         inc = ~np.isnan(a) | off
-        with np.errstate(invalid="ignore"):
-            q = (a <= p.at("still_g", r)) & day & ~off
-            clear = (a >= p.at("clear_g", r)) & ~off
+        q = (a <= p.at("still_g", r)) & day & ~off
+        clear = (a >= p.at("clear_g", r)) & ~off
         return inc, q, ~day | off, clear, np.where(off, np.nan, a)
 
 

@@ -73,8 +73,7 @@ class _BloodPressure:
                 continue
             r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
             q, clear = self._judge(r, sbp, dbp)
-            with np.errstate(invalid="ignore"):
-                cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r) + EPS
+            cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r) + EPS
             count = np.where(q, np.where(cont, self.count[r] + 1, 1), 0)
             start = np.where(q & ((count == 1) | np.isnan(self.streak_start[r])), t,
                              self.streak_start[r])
@@ -104,8 +103,7 @@ class Hypotension(_BloodPressure):
     def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         thr = self.params.at("sbp_max", r)
-        with np.errstate(invalid="ignore"):
-            return sbp <= thr, sbp >= thr + self.params.at("clear_margin", r)
+        return sbp <= thr, sbp >= thr + self.params.at("clear_margin", r)
 
 
 class HypertensiveCrisis(_BloodPressure):
@@ -119,7 +117,6 @@ class HypertensiveCrisis(_BloodPressure):
                ) -> tuple[np.ndarray, np.ndarray]:
         s, d = self.params.at("sbp_min", r), self.params.at("dbp_min", r)
         m = self.params.at("clear_margin", r)
-        with np.errstate(invalid="ignore"):
-            q = (sbp >= s) | (dbp >= d)
-            clear = ~(sbp > s - m) & ~(dbp > d - m)
+        q = (sbp >= s) | (dbp >= d)
+        clear = ~(sbp > s - m) & ~(dbp > d - m)
         return q, clear

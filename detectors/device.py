@@ -39,8 +39,7 @@ class DeviceOffline:
         cond = silent_s >= self.params["offline_s"]
         will = np.zeros(len(last), bool)
         if self.params.base.use_last_will:
-            with np.errstate(invalid="ignore"):
-                will = (store.online == 0) & ~(last > store.status_ts)
+            will = (store.online == 0) & ~(last > store.status_ts)
             cond = cond | will
         change = cond != self.active
         if not change.any():
@@ -77,9 +76,8 @@ class LowBattery:
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         b = state.store.battery
-        with np.errstate(invalid="ignore"):
-            rise = ~self.active & (b <= self.params["threshold"])
-            clear = self.active & (b > self.params["clear_above"])
+        rise = ~self.active & (b <= self.params["threshold"])
+        clear = self.active & (b > self.params["clear_above"])
         change = rise | clear
         if not change.any():
             return []

@@ -67,8 +67,7 @@ class Fall:
             worn = new.worn[sel]
             flag = (new.fall[sel] == 1) & (worn != 0) & p.base.use_flag
             r = r[ok]
-            with np.errstate(invalid="ignore"):
-                hit = a >= p.at("impact_g", r)
+            hit = a >= p.at("impact_g", r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
             live = hit | flag | ~np.isnan(self.impact[r]) | self.active[r]
             if not live.any():
@@ -78,10 +77,9 @@ class Fall:
             worn = worn[live]
             off = worn == 0
             have = ~np.isnan(a)
-            with np.errstate(invalid="ignore"):
-                hit = have & (a >= p.at("impact_g", r)) & ~off
-                still = have & (a <= p.at("still_g", r))
-                gap = (t - self.last[r]) > p.at("max_gap_s", r)
+            hit = have & (a >= p.at("impact_g", r)) & ~off
+            still = have & (a <= p.at("still_g", r))
+            gap = (t - self.last[r]) > p.at("max_gap_s", r)
             imp = self.impact[r]
             pending = ~np.isnan(imp)
             settled = (t - imp) > p.at("settle_s", r)
@@ -100,14 +98,12 @@ class Fall:
             imp = np.where(fire, np.nan, imp)
             self.impact[r], self.peak[r], self.still_seen[r], self.last[r] = imp, peak, seen, last
             # clearing: sustained movement without a new fall flag
-            with np.errstate(invalid="ignore"):
-                moving = have & (a >= p.at("clear_g", r)) & ~flag & ~off
+            moving = have & (a >= p.at("clear_g", r)) & ~flag & ~off
             ms = np.where(was & moving, np.where(np.isnan(self.move_start[r]), t,
                                                  self.move_start[r]), np.nan)
             self.move_start[r] = ms
-            with np.errstate(invalid="ignore"):
-                cleared = was & (((t - ms) >= p.at("clear_s", r))
-                                 | ((t - self.onset[r]) >= p.at("hold_s", r)))
+            cleared = was & (((t - ms) >= p.at("clear_s", r))
+                             | ((t - self.onset[r]) >= p.at("hold_s", r)))
             on = self.onset[r]
             if not (fire.any() or cleared.any()):
                 continue

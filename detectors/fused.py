@@ -71,9 +71,14 @@ class SustainedGroup:
         self.vitals = [m.vital for m in first]
         self.stream_of = np.array(stream_of, np.intp)
         self.identity = stream_of == list(range(s))
-        # no rest rule: the threshold is +inf, so nothing is ever "moving"
-        self.rest = param_matrix([m.params["rest_g"] if m.params.base.rest_g is not None
-                                  else None for m in first], n, np.inf)
+        # no rest rule: the threshold is +inf, so nothing is ever "moving". Activity is
+        # float32: a rule compares it with a scalar threshold in float32 (NumPy's weak
+        # Python scalars), with a per-row float64 array in float64; rounding scalars through
+        # float32 makes the one float64 comparison here agree with both.
+        rests = [m.params["rest_g"] if m.params.base.rest_g is not None else None
+                 for m in first]
+        self.rest = param_matrix([float(np.float32(v)) if isinstance(v, float | int) else v
+                                  for v in rests], n, np.inf)
         self.uses_rest = bool(np.isfinite(self.rest).any())
         self.recovery = param_matrix([m.params["recovery_s"] for m in first], n)
         self.zero_recovery = bool((self.recovery == 0).all())

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, copd_mask, n_rows
-from detectors.quality import at_rest, worn_ok
+from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
 
@@ -83,6 +83,15 @@ class News2Params(DetectorParams):
     rest_g: float = Field(0.1, gt=0, description="HR and SpO2 count at rest only")
 
 
+# The 2-D scoring pass: one lookup-table row per parameter (spo2 has two: scales 1 and 2).
+_ROWS = ("rr", "spo2", "sbp", "hr", "temp_c", "spo2_copd")
+_LUT2 = np.concatenate([_LUTS[name] for name in _ROWS])
+_SCALE = np.array([[_LUT_RANGE[v][1]] for v in PARAMS], np.float64)
+_LO = np.array([[_LUT_RANGE[v][0]] for v in PARAMS], np.float64)
+_AT_REST_ONLY = np.array([[v in ("hr", "spo2")] for v in PARAMS])
+_SPO2 = PARAMS.index("spo2")
+
+
 class News2:
     """NEWS2 aggregate: high >= 7, medium 5-6 or a single 3, held 5 min."""
 
@@ -92,52 +101,68 @@ class News2:
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)
+        self.n = n
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.copd = copd_mask(devices)
         self.fresh = Fresh(n)
-        self.value = {v: np.full(n, np.nan) for v in PARAMS}
-        self.value_ts = {v: np.full(n, np.nan) for v in PARAMS}
+        # latest accepted value and its time, one row per parameter (PARAMS order)
+        self.values = np.full((len(PARAMS), n), np.nan)
+        self.values_ts = np.full((len(PARAMS), n), np.nan)
+        self.offsets = (np.arange(len(PARAMS), dtype=np.intp) * n)[:, None]
+        # flat lookup-table offset per (parameter, row): copd rows score spo2 on scale 2
+        base = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE
+        self.lut_base = np.repeat(base, n, axis=1)
+        self.lut_base[_SPO2, self.copd] = _ROWS.index("spo2_copd") * _LUT_SIZE
         self.episodes = Episodes("news2", n, (2, 3), "max")
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         new = state.new
-        if len(new) == 0:
+        m = len(new)
+        if m == 0:
             return []
         out = Emitter("news2")
         p = self.params
+        vm = np.array([getattr(new, v) for v in PARAMS], np.float64)
         for idx in rank_groups(new.row):
-            r, t = new.row[idx], new.ts[idx]
-            ok = self.fresh.step(r, t) & worn_ok(new.worn[idx])
-            if not ok.any():
+            whole = len(idx) == m
+            r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
+            ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
+            if ok.all():
+                sel = idx
+            elif ok.any():
+                r, t, sel = r[ok], t[ok], idx[ok]
+                whole = False
+            else:
                 continue
-            r, t, sel = r[ok], t[ok], idx[ok]
-            rest = at_rest(new.activity[sel], p.at("rest_g", r))
-            for v in PARAMS:
-                x = getattr(new, v)[sel].astype(np.float64)
-                take = ~np.isnan(x) & (rest if v in ("hr", "spo2") else True)
-                self.value[v][r[take]] = x[take]
-                self.value_ts[v][r[take]] = t[take]
-            age = p.at("max_age_s", r)
-            cur = {}
-            for v in PARAMS:
-                with np.errstate(invalid="ignore"):
-                    fresh_v = (t - self.value_ts[v][r]) <= age
-                cur[v] = np.where(fresh_v, self.value[v][r], np.nan)
-            scores = news2_scores(cur, self.copd[r])
-            total = sum(s.astype(np.int16) for s in scores.values())
-            assert isinstance(total, np.ndarray)
-            three = np.zeros(len(r), bool)
-            if p.base.single_three:
-                for s in scores.values():
-                    three |= s == 3
+            x = vm if whole else vm[:, sel]
+            dense = len(r) == self.n
+            fi = None if dense else self.offsets + r
+            val = self.values if dense else self.values.take(r, axis=1)
+            val_ts = self.values_ts if dense else self.values_ts.take(r, axis=1)
+            take = x == x
+            take &= at_rest(new.activity[sel], p.at("rest_g", r)) >= _AT_REST_ONLY
+            np.copyto(val, x, where=take)
+            np.copyto(val_ts, t, where=take)
+            if fi is not None:
+                self.values.reshape(-1)[fi] = val
+                self.values_ts.reshape(-1)[fi] = val_ts
+            cur = np.where((t - val_ts) <= p.at("max_age_s", r), val, np.nan)
+            # charted (rounded) values index the lookup tables; NaN scores 0 (last entry)
+            code = np.round(cur * _SCALE) - _LO
+            code = np.where(code == code, np.clip(code, 0, _LUT_SIZE - 2), _LUT_SIZE - 1)
+            code += self.lut_base if dense else self.lut_base.take(r, axis=1)
+            scores = _LUT2[code.astype(np.intp)]
+            total = scores.sum(axis=0, dtype=np.int16)
             high = total >= p.at("high_score", r)
-            medium = high | (total >= p.at("medium_score", r)) | three
-            clear = ~medium
-            ev: dict[str, Any] = {"score": total.astype(np.float64)}
-            for v in PARAMS:
-                ev[v] = cur[v]
+            medium = high | (total >= p.at("medium_score", r))
+            if p.base.single_three:
+                medium |= (scores == 3).any(axis=0)
+            score = total.astype(np.float64)
+            ev: dict[str, Any] = {"score": score}
+            for i, v in enumerate(PARAMS):
+                ev[v] = cur[i]
             dur = p.at("duration_s", r)
-            self.episodes.step(out, r, t, [medium, high], [dur, dur], clear, p.at("clear_s", r),
-                               p.at("max_gap_s", r), value=total.astype(np.float64),
+            self.episodes.step(out, r, t, [medium, high], [dur, dur], ~medium,
+                               p.at("clear_s", r), p.at("max_gap_s", r), value=score,
                                ext_key="score_max", evidence=ev)
         return out.build()

@@ -25,10 +25,9 @@ class Gate:
              flat_samples: Any) -> np.ndarray:
         """Accept mask for readings `x` of rows `r`; `base_ok` = worn, at rest, not NaN."""
         prev, acc = self.prev[r], self.accepted[r]
-        with np.errstate(invalid="ignore"):
-            jump = (np.abs(x - prev) > max_jump) & (np.abs(x - acc) > max_jump)
-            same = np.where(x == prev, self.same[r] + 1, 0)
-            flat = (flat_samples > 0) & (same + 1 >= flat_samples)
+        jump = (np.abs(x - prev) > max_jump) & (np.abs(x - acc) > max_jump)
+        same = np.where(x == prev, self.same[r] + 1, 0)
+        flat = (flat_samples > 0) & (same + 1 >= flat_samples)
         ok = base_ok & ~jump & ~flat
         rb = r[base_ok]
         self.prev[rb] = x[base_ok]
@@ -44,5 +43,4 @@ def worn_ok(worn: np.ndarray) -> np.ndarray:
 
 def at_rest(activity: np.ndarray, rest_g: Any) -> np.ndarray:
     """Activity at or below the rest threshold, or not measured."""
-    with np.errstate(invalid="ignore"):
-        return ~(activity > rest_g)
+    return ~(activity > rest_g)

@@ -8,6 +8,7 @@ distinct rows and a device's samples are still seen in time order. Live ticks ha
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -32,15 +33,17 @@ def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
     if n == 0:
         groups: list[np.ndarray] = []
     else:
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        counts = np.diff(np.r_[starts, n])
-        if counts.max() == 1:
+        first = np.empty(n, bool)  # first sample of its device
+        first[0] = True
+        np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        if first.all():
             groups = [np.arange(n)]
         else:
-            rank = np.arange(n) - np.repeat(starts, counts)
+            pos = np.arange(n)
+            rank = pos - np.maximum.accumulate(np.where(first, pos, 0))
             order = np.argsort(rank, kind="stable")
-            bounds = np.searchsorted(rank[order], np.arange(int(counts.max()) + 1))
-            groups = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+            bounds = np.cumsum(np.bincount(rank)).tolist()
+            groups = [order[lo:hi] for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
     _rank_cache[0], _rank_cache[1] = rows, groups
     return list(groups)
 
@@ -72,13 +75,13 @@ class Runs:
         self.max_stray = max_stray
 
     def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any) -> None:
-        start, last, miss = self.start[r], self.last[r], self.miss[r]
+        start, last = self.start[r], self.last[r]
         gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
-        miss = np.where(q, 0, miss + 1)
-        broken = gapped | (miss > self.max_stray)
-        start = np.where(q & (np.isnan(start) | gapped), t, start)
-        start = np.where(~q & broken, np.nan, start)
-        self.start[r] = start
+        miss = np.where(q, 0, self.miss[r] + 1)
+        # a qualifying sample starts a run when none is going or after a gap; a stray one
+        # ends it after a gap or too many strays in a row
+        self.start[r] = np.where(q, np.where(gapped | (start != start), t, start),
+                                 np.where(gapped | (miss > self.max_stray), np.nan, start))
         self.last[r] = np.where(q, t, last)
         self.miss[r] = miss
 
@@ -136,6 +139,8 @@ class Episodes:
 
     def __init__(self, kind: str, n: int, severities: tuple[int, ...],
                  extreme: str | None = None, max_stray: int = 1) -> None:
+        if any(b <= a for a, b in itertools.pairwise(severities)):
+            raise ValueError("episode severities must rise with the level")
         self.kind = kind
         self.severities = severities
         self.runs = [Runs(n, max_stray) for _ in severities]
@@ -158,11 +163,12 @@ class Episodes:
             return
         # Only rows with something going on need the full step: a qualifying sample, a run
         # in progress or an active condition (level 0 is the loosest, so it covers the rest).
-        live = qs[0] | ~np.isnan(self.runs[0].start[r]) | (self.sev[r] > 0)
+        start0, sev = self.runs[0].start[r], self.sev[r]
+        live = qs[0] | (start0 == start0) | (sev > 0)
         if not live.all():
             if not live.any():
                 return
-            r, t = r[live], t[live]
+            r, t, sev = r[live], t[live], sev[live]
             qs = [q[live] for q in qs]
             durs = [_sub(d, live) for d in durs]
             clear, clear_s, max_gap = clear[live], _sub(clear_s, live), _sub(max_gap, live)
@@ -176,32 +182,37 @@ class Episodes:
         if breaks is not None and breaks.any():
             for run in self.runs:
                 run.reset(r[breaks])
-        sev = self.sev[r]
-        cand = np.zeros(len(r), np.int8)
-        first = np.full(len(r), np.nan)
+        # the highest level whose run has lasted its duration; onset = earliest run start
+        cand: Any = 0
+        first: Any = np.nan
         for run, dur, s in zip(self.runs, durs, self.severities, strict=True):
-            d = run.duration(r)
-            with np.errstate(invalid="ignore"):
-                met = d >= dur - EPS
-            cand = np.where(met & (s > cand), np.int8(s), cand)
-            first = np.fmin(first, run.start[r])
+            start = run.start[r]
+            met = (run.last[r] - start) >= dur - EPS  # NaN (no run) compares False
+            cand = np.where(met, np.int8(s), cand)  # severities rise with the level
+            first = np.fmin(first, start)
+        rise = cand > sev
         if value is not None and self.extreme is not None:
+            ext = self.ext[r]
             inside = qs[0] | (sev > 0)
             pick = np.fmin if self.extreme == "min" else np.fmax
-            base = np.where((sev == 0) & (self.runs[0].start[r] == t), np.nan, self.ext[r])
-            self.ext[r] = np.where(inside, pick(base, value), self.ext[r])
-        rise = cand > sev
-        opening = rise & (sev == 0)
-        onset = np.where(opening, first, self.onset[r])
-        self.onset[r] = onset
-        self.sev[r] = np.where(rise, cand, sev)
-        sev_now = self.sev[r]
+            base = np.where((sev == 0) & (self.runs[0].start[r] == t), np.nan, ext)
+            self.ext[r] = np.where(inside, pick(base, value), ext)
+        onset = self.onset[r]
+        if rise.any():
+            onset = np.where(rise & (sev == 0), first, onset)
+            self.onset[r] = onset
+            sev_now = np.where(rise, cand, sev).astype(np.int8)
+            self.sev[r] = sev_now
+        else:
+            sev_now = sev
         # clearing: clear samples held for clear_s while active
-        cs = np.where(clear & (sev_now > 0), np.where(np.isnan(self.cstart[r]), t, self.cstart[r]),
-                      np.nan)
+        active = sev_now > 0
+        if not active.any():
+            return
+        cs = self.cstart[r]
+        cs = np.where(clear & active, np.where(cs != cs, t, cs), np.nan)
         self.cstart[r] = cs
-        with np.errstate(invalid="ignore"):
-            cleared = (sev_now > 0) & ~rise & ((t - cs) >= clear_s - EPS)
+        cleared = active & ~rise & ((t - cs) >= clear_s - EPS)
         if not (rise.any() or cleared.any()):
             return
         ev: dict[str, Any] = {"duration_s": t - onset}

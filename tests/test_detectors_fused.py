@@ -7,10 +7,10 @@ import itertools
 from typing import Any
 
 import numpy as np
-from detectors_harness import table
+from detectors_harness import opened, run_one, series, table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_detectors_properties import COPD, N, T0, key, run, streams
+from test_detectors_properties import COPD, T0, N, key, run, streams
 
 from detectors.registry import DETECTORS, link
 from detectors.sustained import Bradycardia, Hypoxemia, SustainedThreshold, Tachycardia
@@ -70,3 +70,10 @@ def test_linked_rules_with_per_row_and_shared_gating_parameters() -> None:
     want = run(make(), batches, T0 + 5000)
     got = run(link(make()), batches, T0 + 5000)
     assert want and key(got) == key(want)
+
+
+def test_activity_exactly_at_the_rest_threshold_counts_as_rest() -> None:
+    # activity is float32: 0.1 compares equal to a 0.1 threshold, as each rule compares it
+    for det in (Hypoxemia(1), link([Hypoxemia(1), Bradycardia(1)])[0]):
+        got = opened(run_one(det, series(0, T0, [97.0] * 3 + [88.0] * 8, activity=0.1)))
+        assert [r["severity"] for r in got] == [3]
