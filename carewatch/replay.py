@@ -27,6 +27,9 @@ from ingest.decode import Rejection
 log = logging.getLogger(__name__)
 
 
+MAX_T = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
 class ReplayInputError(ValueError):
     pass
 
@@ -94,6 +97,8 @@ def replay(
                 t = line["t"]
                 if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
                     raise ReplayInputError("t must be a finite number")
+                if not 0 <= t <= MAX_T:  # local-time rules need a representable date
+                    raise ReplayInputError("t must be epoch seconds between 1970 and 9999")
             except (orjson.JSONDecodeError, KeyError, TypeError, ReplayInputError) as exc:
                 result.bad_lines += 1
                 log.warning("replay line %d ignored: %s", lineno, exc)
