@@ -17,13 +17,15 @@ from pydantic import Field
 
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
-from detectors.quality import at_rest, worn_ok
+from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
 from ingest.state import MinuteSeries
 
 BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
 MOTION_SENSITIVE = ("hr", "spo2")
+_SENSITIVE = np.array([[v in MOTION_SENSITIVE] for v in BASE_VITALS])
+_NAMES = np.array(BASE_VITALS, dtype=object)
 
 
 def robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,8 +75,12 @@ class BaselineDeviation:
         self.n = n
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.fresh = Fresh(n)
-        self.med = {v: np.full((n, 24), np.nan, np.float32) for v in BASE_VITALS}
-        self.scale = {v: np.full((n, 24), np.nan, np.float32) for v in BASE_VITALS}
+        # (vital, row, local hour); `med` and `scale` are per-vital views
+        self.med_all = np.full((len(BASE_VITALS), n, 24), np.nan, np.float32)
+        self.scale_all = np.full((len(BASE_VITALS), n, 24), np.nan, np.float32)
+        self.med = {v: self.med_all[i] for i, v in enumerate(BASE_VITALS)}
+        self.scale = {v: self.scale_all[i] for i, v in enumerate(BASE_VITALS)}
+        self.fitted = False  # any slot fitted yet
         self.last_hour: int | None = None
         self.pending_hour: int | None = None
         self.cursor = 0
@@ -129,6 +135,7 @@ class BaselineDeviation:
                 if not ok.any():
                     continue
                 self.med[v][rows[ok], h] = med[ok]
+                self.fitted = True
                 self.scale[v][rows[ok], h] = np.maximum(1.4826 * mad, floor)[ok]
 
     # ---------------------------------------------------------------- update
@@ -136,45 +143,55 @@ class BaselineDeviation:
         if state.store is not None:
             self.refresh(state, now)
         new = state.new
-        if len(new) == 0:
+        m = len(new)
+        if m == 0:
             return []
         out = Emitter("baseline_deviation")
         p = self.params
+        vm: np.ndarray | None = None
         for idx in rank_groups(new.row):
-            r, t = new.row[idx], new.ts[idx]
-            ok = self.fresh.step(r, t) & worn_ok(new.worn[idx])
-            if not ok.any():
+            whole = len(idx) == m
+            r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
+            ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
+            if not self.fitted:
+                continue  # no baseline anywhere yet: nothing can deviate (freshness kept)
+            if ok.all():
+                sel = idx
+            elif ok.any():
+                r, t, sel = r[ok], t[ok], idx[ok]
+                whole = False
+            else:
                 continue
-            r, t, sel = r[ok], t[ok], idx[ok]
-            h = (np.floor(np.mod(t + state.utc_offset_s, 86400.0) / 3600.0)).astype(np.int64)
+            if vm is None:
+                vm = np.array([getattr(new, v) for v in BASE_VITALS], np.float64)
+            x = vm if whole else vm[:, sel]
             rest = at_rest(new.activity[sel], p.at("rest_g", r))
-            zmax = np.full(len(r), -1.0)
-            which = np.full(len(r), "", dtype=object)
-            value = np.full(len(r), np.nan)
-            base = np.full(len(r), np.nan)
-            dev = np.zeros(len(r), bool)
-            for v in BASE_VITALS:
-                x = getattr(new, v)[sel].astype(np.float64)
-                if v in MOTION_SENSITIVE:
-                    x = np.where(rest, x, np.nan)
-                m = self.med[v][r, h].astype(np.float64)
-                with np.errstate(invalid="ignore"):
-                    z = np.abs(x - m) / self.scale[v][r, h]
-                    far = (z >= p.at("k", r)) & (np.abs(x - m) >= p.at(f"{v}_min_abs", r))
-                    better = z > zmax
-                zmax = np.where(better, z, zmax)
-                which = np.where(better, v, which)
-                value = np.where(better, x, value)
-                base = np.where(better, m, base)
-                dev |= far
+            x = np.where(_SENSITIVE & ~rest, np.nan, x)
+            h = (np.floor(np.mod(t + state.utc_offset_s, 86400.0) / 3600.0)).astype(np.int64)
+            med = self.med_all[:, r, h].astype(np.float64)
+            diff = np.abs(x - med)
+            z = diff / self.scale_all[:, r, h]
+            # the vital with the largest z (the first on ties); a missing z never wins
+            zz = np.where(z == z, z, -1.0)
+            best = zz.argmax(axis=0)
+            cols = np.arange(len(r))
+            zmax = zz[best, cols]
             inc = zmax >= 0  # some vital with a baseline was measured
             if not inc.any():
                 continue
+            dev = ((z >= p.at("k", r)) & (diff >= self._min_abs(r))).any(axis=0)
             clear = zmax < p.at("clear_k", r)
-            r, t = r[inc], t[inc]
-            ev = {"vital": which[inc], "value": value[inc], "baseline": base[inc],
+            r, t, best, cols = r[inc], t[inc], best[inc], cols[inc]
+            ev = {"vital": _NAMES[best], "value": x[best, cols], "baseline": med[best, cols],
                   "z": zmax[inc]}
             self.episodes.step(out, r, t, [dev[inc]], [p.at("duration_s", r)], clear[inc],
                                p.at("clear_s", r), p.at("max_gap_s", r), value=zmax[inc],
                                ext_key="z_max", evidence=ev)
         return out.build()
+
+    def _min_abs(self, r: np.ndarray) -> np.ndarray:
+        """Per-vital minimum absolute change, (vitals, 1) or (vitals, len(r))."""
+        vals = [self.params.at(f"{v}_min_abs", r) for v in BASE_VITALS]
+        if all(not isinstance(v, np.ndarray) for v in vals):
+            return np.array(vals, np.float64).reshape(-1, 1)
+        return np.stack([np.broadcast_to(np.asarray(v, np.float64), r.shape) for v in vals])

@@ -30,17 +30,41 @@ class DeviceOffline:
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
+        # A tick without samples or status changes cannot change anything before `due`, the
+        # earliest time a quiet device reaches offline_s: such ticks compare snapshots only.
+        self._seen: tuple[Any, ...] | None = None
+        self._due = -np.inf
+
+    def _unchanged(self, state: TickState, now: float) -> bool:
+        seen = self._seen
+        if seen is None or now >= self._due or len(state.new):
+            return False
+        store = state.store
+        return (seen[0] is store and seen[1] == state.started_at
+                and np.array_equal(seen[2], store.last_received.view(np.int64))
+                and np.array_equal(seen[3], store.status_ts.view(np.int64))
+                and np.array_equal(seen[4], store.online))
 
     def update(self, state: TickState, now: float) -> list[Findings]:
+        if self._unchanged(state, now):
+            return []
         store = state.store
         last = store.last_received
         ref = np.where(np.isnan(last), state.started_at, last)
         silent_s = now - ref
-        cond = silent_s >= self.params["offline_s"]
+        off_s = self.params["offline_s"]
+        cond = silent_s >= off_s
         will = np.zeros(len(last), bool)
         if self.params.base.use_last_will:
             will = (store.online == 0) & ~(last > store.status_ts)
             cond = cond | will
+        self._seen = None
+        if len(state.new) == 0:
+            self._seen = (store, state.started_at, last.view(np.int64).copy(),
+                          store.status_ts.view(np.int64).copy(), store.online.copy())
+            waiting = (ref + off_s)[~cond]
+            # a millisecond early: float rounding of now - ref never skips the crossing tick
+            self._due = float(waiting.min()) - 1e-3 if len(waiting) else np.inf
         change = cond != self.active
         if not change.any():
             return []
@@ -73,9 +97,14 @@ class LowBattery:
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
+        self._seen: np.ndarray | None = None
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         b = state.store.battery
+        # nothing changes while the battery readings stay the same (bit for bit)
+        if self._seen is not None and np.array_equal(self._seen, b.view(np.int32)):
+            return []
+        self._seen = b.view(np.int32).copy()
         rise = ~self.active & (b <= self.params["threshold"])
         clear = self.active & (b > self.params["clear_above"])
         change = rise | clear
