@@ -266,9 +266,12 @@ class StateStore:
         rest = ~(same | newer)
         if rest.any():
             late = rest & (g_min < old_acc)
-            # a minute the ring has already passed would overwrite a newer one in its slot
-            rest &= ~late | (g_min > old_acc - m)
-            late &= rest
+            # a late minute a ring length or more before the row's newest (after this batch)
+            # shares its slot with a newer minute: it must not overwrite it
+            too_old = late & (g_min <= self.acc_minute[g_row] - m)
+            if too_old.any():
+                rest &= ~too_old
+                late &= ~too_old
             for mask, only_empty in ((rest & ~late, False), (late, True)):
                 if mask.any():
                     self._write_minutes(
