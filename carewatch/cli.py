@@ -15,6 +15,8 @@ from config.loader import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carewatch", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="json: one JSON object a line (also CAREWATCH_LOG_FORMAT=json)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     import carewatch.commands as pkg
 
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from carewatch.logjson import use_json_logs
+
+    use_json_logs(force=args.log_format == "json")
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

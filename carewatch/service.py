@@ -47,6 +47,7 @@ class Service:
         from ingest.mqtt import STATUS_TOPIC, VITALS_TOPIC
 
         self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max,
+                             manual_ack=config.pipeline.ack_after_handling,
                              topics=topics or [VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
@@ -77,14 +78,16 @@ class Service:
                 http[0], http[1], self.pipeline.metrics.registry, self.ready
             )
         self.error: BaseException | None = None
+        self._stopped = False
+        from carewatch.health import Health
+
+        self.health = Health(self)
+        self.health.register(self.pipeline.metrics.registry)
 
     def ready(self) -> dict[str, object]:
-        return {
-            "broker_connected": self.edge.counters.connected,
-            "subscribed": self.edge.counters.subscribed,
-            "pipeline_running": self._thread.is_alive(),
-            "inbox_below_limit": len(self.edge.inbox) < self.edge.inbox_max,
-        }
+        """/readyz: broker connected and subscribed, pipeline running, store writable, lag
+        under its threshold; `status` says "ok" or why the service is degraded."""
+        return {**self.health.ready(), "subscribed": self.edge.counters.subscribed}
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the pipeline thread (between batches); its result comes as a Future."""
@@ -137,13 +140,18 @@ class Service:
                 self._run_calls()
                 while edge.inbox:
                     pipeline.handle(edge.drain(batch_max))
-                    if clock.now() >= next_tick or pipeline.urgent:
+                    if pipeline.urgent:  # a fall: acknowledged once its alert is stored
+                        break
+                    edge.ack_drained()
+                    if clock.now() >= next_tick:
                         break
                 now = clock.now()
                 if pipeline.urgent and now < next_tick:
                     pipeline.tick(now)  # out of schedule; the regular tick keeps its time
+                    edge.ack_drained()
                 if now >= next_tick:
                     pipeline.tick(now)
+                    edge.ack_drained()
                     m = pipeline.metrics
                     m.tick_seconds.set(clock.now() - now)
                     m.inbox_depth.set(len(edge.inbox))
@@ -157,6 +165,10 @@ class Service:
             raise
 
     def stop(self) -> None:
+        """Stop everything, in order; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.routines is not None:
             self.routines.stop()  # before the pipeline thread: a running tick runs there
         self._stop.set()
@@ -167,6 +179,9 @@ class Service:
         # drain what already arrived so an orderly stop loses nothing it had acknowledged
         while self.edge.inbox and self.error is None:
             self.pipeline.handle(self.edge.drain(self.config.pipeline.batch_max))
+        if self.error is None:
+            self.pipeline.tick()  # findings of the drained samples reach the alert store
+            self.edge.ack_drained()
         self.edge.stop()
         if self.routines is not None:
             self.routines.close()

@@ -201,6 +201,11 @@ class PipelineSettings(Strict):
     tick_s: float = Field(1.0, gt=0, le=60)
     queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
     batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
+    ack_after_handling: bool = Field(
+        True,
+        description="PUBACK a QoS 1 message only once the pipeline has handled it (and, for a "
+        "fall, once its alert is stored), so a crash loses nothing the broker forgot",
+    )
     linger_ms: float = Field(
         25.0,
         ge=0,

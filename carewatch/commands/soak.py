@@ -96,13 +96,12 @@ def child(registry: str, data_dir: str, url: str, user: str, pw_file: str, journ
     from config.models import BrokerSettings
 
     config = load_config(registry)
+    config = config.model_copy(update={"pipeline": config.pipeline.model_copy(
+        update={"ack_after_handling": ack == "manual"})})
     broker = BrokerSettings(url=url, username=user, password_file=pw_file, client_id=CHILD_ID,
                             reconnect_min_s=0.5, reconnect_max_s=2)
     service = Service(config, broker=broker, data_dir=Path(data_dir),
                       build=acking_build(Path(journal)))
-    # TODO(lead): Service(manual_ack=...) — until then the soak switches it on here
-    service.edge.manual_ack = ack == "manual"
-    service.edge.client._manual_ack = ack == "manual"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
