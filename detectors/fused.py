@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.base import Findings, TickState
-from detectors.runs import Emitter, rank_groups
+from detectors.runs import Emitter, Episodes, rank_groups
 
 if TYPE_CHECKING:
     from detectors.sustained import SustainedThreshold
@@ -41,9 +41,17 @@ def param_matrix(values: list[Any], n: int, none: float = np.nan) -> np.ndarray:
     return np.stack([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in vals])
 
 
+def _flat_param(values: list[Any], n: int) -> np.ndarray:
+    """Per-rule values as a (rules,) vector, or flat (rules x rows) when some vary by row."""
+    if all(not isinstance(v, np.ndarray) for v in values):
+        return np.array(values, np.float64)
+    return np.concatenate([np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in values])
+
+
 def at(matrix: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Columns `r` of a parameter matrix (a (k, 1) matrix broadcasts as it is)."""
-    return matrix if matrix.shape[1] == 1 else matrix.take(r, axis=1)
+    """Columns `r` (distinct, sorted) of a parameter matrix; a (k, 1) matrix broadcasts as it
+    is, and all rows need no gather."""
+    return matrix if matrix.shape[1] in (1, len(r)) else matrix.take(r, axis=1)
 
 
 class SustainedGroup:
@@ -93,8 +101,8 @@ class SustainedGroup:
         self.accepted = np.full((s, n), np.nan)
         self.same = np.zeros((s, n), np.int32)
         self.offsets = (np.arange(s, dtype=np.intp) * n)[:, None]  # flat index of (stream, 0)
-        # rule side: episode level-0 runs and severities become rows of shared arrays, so one
-        # gather tests every rule for activity
+        # rule side: one episode bank over flat (rule, row) pairs, index j * n + row, two
+        # levels for every rule (a rule without a critical level never meets its second)
         r = len(members)
         # value <= lo or >= hi qualifies: low rules have hi = +inf, high rules lo = -inf
         thr = np.stack([m.thr for m in members])
@@ -103,17 +111,28 @@ class SustainedGroup:
         low = np.array([m.low for m in members]).reshape(r, 1)
         self.lo = np.where(low, thr, -np.inf)
         self.hi = np.where(low, np.inf, thr)
-        self.start0 = np.full((r, n), np.nan)
-        self.sev = np.zeros((r, n), np.int8)
-        for j, m in enumerate(members):
-            self.start0[j] = m.episodes.runs[0].start
-            self.sev[j] = m.episodes.sev
-            m.episodes.runs[0].start = self.start0[j]
-            m.episodes.sev = self.sev[j]
+        self.bank = Episodes("sustained", r * n, (1, 2), "max")
+        self.start0 = self.bank.runs[0].start.reshape(r, n)  # views: one gather tests all
+        self.sev = self.bank.sev.reshape(r, n)
+        crit = [m.crit if m.crit is not None else np.nan for m in members]
+        pp: dict[str, list[Any]] = {  # per pair: (rule,) vectors or flat (rule x row)
+            "sign": [-1.0 if m.low else 1.0 for m in members],
+            "thr": [m.thr for m in members], "crit": crit,
+            "sev0": [float(m.severity) for m in members],
+            "sev1": [4.0 if m.crit is not None else 0.0 for m in members],
+            "dur0": [m.params["duration_s"] for m in members],
+            "dur1": [m.params["critical_duration_s"] if m.crit is not None else np.inf
+                     for m in members],
+            "margin": [m.params["clear_margin"] for m in members],
+            "clear_s": [m.params["clear_s"] for m in members],
+            "max_gap": [m.params["max_gap_s"] for m in members]}
+        self.pp = {k: _flat_param(v, n) for k, v in pp.items()}
+        for m in members:
             m._group = self
         self._new: Any = None
         self._now = np.nan
         self._out: dict[int, list[Findings]] = {}
+        self._bufs: dict[str, np.ndarray] = {}
 
     def take(self, member: SustainedThreshold, state: TickState, now: float) -> list[Findings]:
         """`member`'s findings for this tick (the first member asking runs the tick)."""
@@ -132,18 +151,36 @@ class SustainedGroup:
             return {}  # e.g. no temperature this tick: nothing to do
         worn_ok = new.worn != 0
         act = new.activity
-        emitters: dict[int, Emitter] = {}
+        out = Emitter("sustained")
         for idx in rank_groups(new.row):
             whole = len(idx) == m
             if whole:
                 r, t, x, worn, a = new.row, new.ts, vm, worn_ok, act
             else:
                 r, t, x, worn, a = new.row[idx], new.ts[idx], vm[:, idx], worn_ok[idx], act[idx]
-            self._step(r, t, x, worn, a, emitters)
-        return {id(self.members[j]): e.build() for j, e in emitters.items()}
+            self._step(r, t, x, worn, a, out)
+        return self._split(out.build())
+
+    def _split(self, found: list[Findings]) -> dict[int, list[Findings]]:
+        """The bank's findings (flat rows) as each rule's own, with its evidence keys."""
+        if not found:
+            return {}
+        f = found[0]
+        rule, row = np.divmod(f.row.astype(np.int64), self.n)
+        out: dict[int, list[Findings]] = {}
+        for j in np.unique(rule).tolist():
+            m = self.members[j]
+            sel = rule == j
+            ext = f.evidence["ext"][sel]
+            ev = {"duration_s": f.evidence["duration_s"][sel],
+                  f"{m.vital}_{'min' if m.low else 'max'}": -ext if m.low else ext,
+                  "threshold": f.evidence["threshold"][sel]}
+            out[id(m)] = [Findings(m.kinds[0], row[sel].astype(np.int32), f.severity[sel],
+                                   f.active[sel], f.onset_ts[sel], ev)]
+        return out
 
     def _step(self, r: np.ndarray, t: np.ndarray, x: np.ndarray, worn: np.ndarray,
-              a: np.ndarray, emitters: dict[int, Emitter]) -> None:
+              a: np.ndarray, out: Emitter) -> None:
         """One sample for each of the distinct rows `r`; x is (streams, samples)."""
         # A dense tick (every device has a sample) updates the state arrays in place; else
         # columns are gathered with take (far cheaper than [:, r]) and scattered back by
@@ -174,14 +211,15 @@ class SustainedGroup:
         prev = self._cols(self.prev, r, dense)
         acc = self._cols(self.accepted, r, dense)
         mj = at(self.max_jump, r)
-        d = np.subtract(x, prev)
+        d = np.subtract(x, prev, out=self._buf(dense, "d", x.shape, np.float64))
         jump = np.abs(d, out=d) > mj
         d = np.subtract(x, acc, out=d)
         jump &= np.abs(d, out=d) > mj
         good = base & ~jump
         if self.uses_flat:
             same = self._cols(self.same, r, dense)
-            run = np.where(x == prev, same + 1, 0)
+            run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
+            run *= x == prev
             good &= ~(at(self.flat_on, r) & (run >= at(self.flat_min, r)))
             np.copyto(same, run, where=base)
             self._back(self.same, fi, same)
@@ -192,19 +230,41 @@ class SustainedGroup:
         if not good.any():
             return
         if not self.identity:
-            good, x = good[self.stream_of], x.take(self.stream_of, axis=0)
-        # a superset of what each rule's episode step looks at (it filters again)
+            good = good[self.stream_of]
+            x = x.take(self.stream_of, axis=0,
+                       out=self._buf(dense, "x", (len(self.stream_of), len(r)), np.float64))
+        # rows with something going on: a qualifying sample, a run, an active condition
         live = (x <= at(self.lo, r)) | (x >= at(self.hi, r))
         live |= self._cols(self.start0, r, dense) == self._cols(self.start0, r, dense)
         live |= self._cols(self.sev, r, dense) > 0
         live &= good
-        for j in np.flatnonzero(live.any(axis=1)).tolist():
-            sel = np.flatnonzero(live[j])
-            member = self.members[j]
-            out = emitters.get(j)
-            if out is None:
-                out = emitters[j] = Emitter(member.kinds[0])
-            member._step(out, r[sel], t[sel], x[j, sel])
+        pairs = np.flatnonzero(live)  # rule-major: each rule's rows stay in order
+        if len(pairs) == 0:
+            return
+        j, col = np.divmod(pairs, len(r))
+        fi = j * self.n + r[col]
+        tp, xp = t[col], x.reshape(-1)[pairs]
+        rules = len(self.members)
+        p = {k: v[j] if len(v) == rules else v[fi] for k, v in self.pp.items()}
+        sx = p["sign"] * xp  # low rules negated: one comparison direction, one extreme (max)
+        q0 = sx >= p["sign"] * p["thr"]
+        q1 = sx >= p["sign"] * p["crit"]  # NaN without a critical level: never
+        # clears this far back: low x >= thr + margin, high x <= thr - margin
+        clear = np.where(p["sign"] < 0, xp >= p["thr"] + p["margin"],
+                         xp <= p["thr"] - p["margin"])
+        self.bank.step(out, fi, tp, [q0, q1], [p["dur0"], p["dur1"]], clear, p["clear_s"],
+                       p["max_gap"], value=sx, ext_key="ext", thresholds=[p["thr"], p["crit"]],
+                       severities=[p["sev0"].astype(np.int8), p["sev1"].astype(np.int8)])
+
+    def _buf(self, dense: bool, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """A reused scratch array for dense ticks (big temporaries cost page faults each
+        tick); None (allocate) otherwise."""
+        if not dense:
+            return None
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._bufs[name] = np.empty(shape, dtype)
+        return buf
 
     @staticmethod
     def _cols(state: np.ndarray, r: np.ndarray, dense: bool) -> np.ndarray:

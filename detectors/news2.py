@@ -127,20 +127,18 @@ class News2:
             whole = len(idx) == m
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
             ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
-            if ok.all():
-                sel = idx
-            elif ok.any():
-                r, t, sel = r[ok], t[ok], idx[ok]
-                whole = False
-            else:
+            if not ok.any():
                 continue
-            x = vm if whole else vm[:, sel]
+            # score every sample of the group (dense ticks need no gathers), then hand the
+            # episode step only the fresh, worn samples of rows with something going on
+            x = vm if whole else vm[:, idx]
             dense = len(r) == self.n
             fi = None if dense else self.offsets + r
             val = self.values if dense else self.values.take(r, axis=1)
             val_ts = self.values_ts if dense else self.values_ts.take(r, axis=1)
             take = x == x
-            take &= at_rest(new.activity[sel], p.at("rest_g", r)) >= _AT_REST_ONLY
+            take &= ok
+            take &= at_rest(new.activity[idx], p.at("rest_g", r)) >= _AT_REST_ONLY
             np.copyto(val, x, where=take)
             np.copyto(val_ts, t, where=take)
             if fi is not None:
@@ -157,12 +155,18 @@ class News2:
             medium = high | (total >= p.at("medium_score", r))
             if p.base.single_three:
                 medium |= (scores == 3).any(axis=0)
-            score = total.astype(np.float64)
+            ep = self.episodes
+            start0 = ep.runs[0].start if dense else ep.runs[0].start[r]
+            sev = ep.sev if dense else ep.sev[r]
+            keep = np.flatnonzero(ok & (medium | (start0 == start0) | (sev > 0)))
+            if len(keep) == 0:
+                continue
+            r, t, cur, medium = r[keep], t[keep], cur[:, keep], medium[keep]
+            score = total[keep].astype(np.float64)
             ev: dict[str, Any] = {"score": score}
             for i, v in enumerate(PARAMS):
                 ev[v] = cur[i]
             dur = p.at("duration_s", r)
-            self.episodes.step(out, r, t, [medium, high], [dur, dur], ~medium,
-                               p.at("clear_s", r), p.at("max_gap_s", r), value=score,
-                               ext_key="score_max", evidence=ev)
+            ep.step(out, r, t, [medium, high[keep]], [dur, dur], ~medium, p.at("clear_s", r),
+                    p.at("max_gap_s", r), value=score, ext_key="score_max", evidence=ev)
         return out.build()

@@ -154,10 +154,12 @@ class Episodes:
              durs: list[Any], clear: np.ndarray, clear_s: Any, max_gap: Any,
              value: np.ndarray | None = None, ext_key: str = "value",
              evidence: dict[str, Any] | None = None, breaks: np.ndarray | None = None,
-             thresholds: list[Any] | None = None) -> None:
+             thresholds: list[Any] | None = None, severities: list[Any] | None = None) -> None:
         """Process one included sample for each row in `r` (distinct rows).
 
         `thresholds` (one per level) adds evidence `threshold`: that of the current level.
+        `severities` (one per level, scalars or per-sample int8 arrays, rising with the
+        level where a level can be met) overrides the constructor's.
         """
         if len(r) == 0:
             return
@@ -177,6 +179,8 @@ class Episodes:
                                                        for k, v in evidence.items()}
             breaks = None if breaks is None else breaks[live]
             thresholds = None if thresholds is None else [_sub(x, live) for x in thresholds]
+            severities = None if severities is None else [_sub(x, live) for x in severities]
+        levels = self.severities if severities is None else severities
         for run, q in zip(self.runs, qs, strict=True):
             run.step(r, t, q, max_gap)
         if breaks is not None and breaks.any():
@@ -185,10 +189,10 @@ class Episodes:
         # the highest level whose run has lasted its duration; onset = earliest run start
         cand: Any = 0
         first: Any = np.nan
-        for run, dur, s in zip(self.runs, durs, self.severities, strict=True):
+        for run, dur, s in zip(self.runs, durs, levels, strict=True):
             start = run.start[r]
             met = (run.last[r] - start) >= dur - EPS  # NaN (no run) compares False
-            cand = np.where(met, np.int8(s), cand)  # severities rise with the level
+            cand = np.where(met, s, cand)  # severities rise with the level
             first = np.fmin(first, start)
         rise = cand > sev
         if value is not None and self.extreme is not None:
@@ -222,7 +226,7 @@ class Episodes:
             ev.update(evidence)
         if thresholds is not None:
             level = np.full(len(r), np.nan)
-            for thr, s in zip(thresholds, self.severities, strict=True):
+            for thr, s in zip(thresholds, levels, strict=True):
                 level = np.where(sev_now == s, thr, level)
             ev["threshold"] = level
         out.add(rise, r, sev_now, True, onset, ev)

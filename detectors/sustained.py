@@ -12,7 +12,6 @@ from pydantic import Field
 from detectors.base import Findings, TickState
 from detectors.fused import SustainedGroup
 from detectors.params import DetectorParams, ParamTable, n_rows
-from detectors.runs import Emitter, Episodes
 from ingest.devices import DeviceTable
 
 
@@ -47,13 +46,9 @@ class SustainedThreshold:
         n = n_rows(devices)
         self.n = n
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
-        p = self.params
         self.thr = self._row_array(self._threshold(devices, False), n)
         crit = self._threshold(devices, True)
         self.crit = None if crit is None else self._row_array(crit, n)
-        sev = (self.severity,) if self.crit is None else (self.severity, 4)
-        self.episodes = Episodes(self.kinds[0], n, sev, "min" if self.low else "max")
-        self._p = p
         self._group = SustainedGroup([self])  # link_sustained() may share a bigger one
 
     @staticmethod
@@ -68,33 +63,9 @@ class SustainedThreshold:
         return self.params["threshold"]
 
     def update(self, state: TickState, now: float) -> list[Findings]:
-        """Gating (freshness, wear, rest, jumps, flat-lines) runs in the shared group, which
-        calls `_step` with each rule's accepted samples."""
+        """Gating (freshness, wear, rest, jumps, flat-lines) and the sustained-run episodes
+        (`detectors.runs.Episodes`, severity by level, hysteresis) run in the shared group."""
         return self._group.take(self, state, now)
-
-    def _step(self, out: Emitter, r: np.ndarray, t: np.ndarray, x: np.ndarray) -> None:
-        p = self._p
-        thr = self.thr[r]
-        margin = p.at("clear_margin", r)
-        if self.low:
-            qs = [x <= thr]
-            clear = x >= thr + margin
-            if self.crit is not None:
-                qs.append(x <= self.crit[r])
-        else:
-            qs = [x >= thr]
-            clear = x <= thr - margin
-            if self.crit is not None:
-                qs.append(x >= self.crit[r])
-        durs = [p.at("duration_s", r)]
-        levels = [thr]
-        if self.crit is not None:
-            durs.append(p.at("critical_duration_s", r))
-            levels.append(self.crit[r])
-        ext = f"{self.vital}_{'min' if self.low else 'max'}"
-        self.episodes.step(out, r, t, qs, durs, clear, p.at("clear_s", r), p.at("max_gap_s", r),
-                           value=x, ext_key=ext, thresholds=levels)
-
 
 class HypoxemiaParams(SustainedParams):
     threshold: float = 90.0
