@@ -211,12 +211,12 @@ class Reference:
             g.flags |= {"fall"} if s.fall == 1 else set()
         old = self.acc.get(row, (-1, Minute()))[0]
         newest = max(groups)
+        if newest > old >= 0:  # the open minute is complete: into the ring before anything else
+            self._write(row, *self.acc[row], only_empty=False)
         for minute, g in sorted(groups.items()):
             if minute == old:
                 self.acc[row][1].add(g)
             elif minute == newest and minute > old:
-                if old >= 0:
-                    self._write(row, *self.acc[row], only_empty=False)
                 self.acc[row] = (minute, g)
             elif minute > old:
                 self._write(row, minute, g, only_empty=False)
