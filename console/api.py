@@ -115,10 +115,12 @@ def build_router(ctx: Ctx) -> APIRouter:
         return {"ok": True}
 
     @api.get("/me", summary="who is signed in, their scope, and the CSRF token")
-    def me(p: Reader) -> dict[str, Any]:
+    def me(p: Reader, request: Request) -> dict[str, Any]:
         towns = scopes.towns(p)
         return {"user": p.public(), "csrf": p.csrf, "now": backend.clock.now(),
                 "timezone": backend.config.timezone,
+                "features": {"routines": getattr(request.app.state, "routines", None)
+                             is not None},
                 "residents_in_scope": int(scopes.mask(p).sum()),
                 "towns": [{"id": t, "name": names.towns.get(t, t)} for t in towns]}
 

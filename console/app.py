@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -59,8 +60,10 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None) -> FastAPI:
-    """The console: pages, /api, live events, /metrics, /healthz, /readyz."""
+def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
+               routines: Any = None) -> FastAPI:
+    """The console: pages, /api, live events, /metrics, /healthz, /readyz; with `routines`
+    (a `routines.service.Routines`) also /api/routines and the tasks and reports pages."""
     settings = settings or ConsoleSettings()
     if settings.history_db is not None:
         backend.history_db = settings.history_db
@@ -86,6 +89,11 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None)
     app.state.ctx = ctx
     app.add_middleware(_Headers)
     app.include_router(build_router(ctx))
+    app.state.routines = None
+    if routines is not None:
+        from console.routines_mount import mount_routines
+
+        mount_routines(app, ctx, routines)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(BackendUnavailable)

@@ -71,7 +71,8 @@ def for_service(service: Any, http: tuple[str, int],
     try:
         backend = ConsoleBackend.from_pipeline(service.pipeline, service.data_dir,
                                                submit=service.submit, ready=service.ready)
-        return ConsoleServer(create_app(backend, settings), http[0], http[1])
+        app = create_app(backend, settings, routines=getattr(service, "routines", None))
+        return ConsoleServer(app, http[0], http[1])
     except BaseException:
         service._close_pipeline()  # the service will not exist to close what it opened
         raise

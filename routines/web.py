@@ -7,6 +7,11 @@
 CSRF. Scope follows the console's tiers: tier 1 sees the tasks it owns or is on duty for,
 tier 2 its institution's, tier 3 its town's, tier 4 everything. Reports: tier 3 gets its
 town's part, tier 4 the whole; tiers 1-2 get the towns their institution serves.
+
+Options for the console: `deny_status` answers a request for something that exists outside
+the principal's scope (404 by default: existence not revealed; the console uses 403 like
+its other routes); `scope(p, task)` widens task scope (the console adds its own resident
+scope); `call(fn)` runs a completion where the state store may be read (it can tick).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
@@ -56,18 +61,60 @@ def _report_towns(routines: Routines, p: Any) -> list[str] | None:
     return list(inst.get(p.institution or "", []))
 
 
+def _institutions_in_scope(routines: Routines, p: Any) -> set[str] | None:
+    """Institution ids whose tasks this principal may list (None: all)."""
+    tier = int(p.tier)
+    if tier >= 4:
+        return None
+    if tier == 3:
+        served = {i.id for i in routines.config.institutions if p.town in i.towns}
+        return served | {r.institution for r in routines.config.residents
+                         if r.town == p.town and r.institution}
+    return {p.institution} if p.institution else set()
+
+
 def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., Any],
-           alert_data: AlertData | None = None) -> APIRouter:
+           alert_data: AlertData | None = None, *, deny_status: int = 404,
+           scope: Callable[[Any, Task], bool] | None = None,
+           call: Callable[[Callable[[], Task]], Task] | None = None) -> APIRouter:
     """Routes under /api/routines (JSON) and /api/routines/reports/... (HTML too)."""
     api = APIRouter(prefix="/api/routines", tags=["routines"])
     Reader = Annotated[Any, Depends(reader)]
     Actor = Annotated[Any, Depends(actor)]
     data = alert_data or routines.alert_data or AlertData(
         routines.config.storage.data_dir + "/" + routines.config.alerts.db_file)
+    town_names = {t.id: t.name or t.id for t in routines.config.towns}
+    inst_names = {i.id: i.name or i.id for i in routines.config.institutions}
+    res_names = {r.id: r.name or r.id for r in routines.config.residents}
+    staff_names = {s.id: s.name or s.id for s in routines.config.staff}
+
+    def allowed(p: Any, t: Task) -> bool:
+        return _in_scope(p, t) or (scope is not None and scope(p, t))
+
+    def denied(what: str) -> HTTPException:
+        if deny_status == 404:
+            return HTTPException(404, f"no {what}")
+        return HTTPException(deny_status, f"{what} is outside your scope")
+
+    @api.get("/scope")
+    def my_scope(p: Reader) -> dict[str, Any]:
+        """What this principal may filter by: report towns (and the district), institutions."""
+        towns = _report_towns(routines, p)
+        insts = _institutions_in_scope(routines, p)
+        return {"district": towns is None,
+                "towns": [{"id": t, "name": town_names.get(t, t)}
+                          for t in (town_names if towns is None else towns)],
+                "institutions": [{"id": i, "name": n} for i, n in inst_names.items()
+                                 if insts is None or i in insts]}
 
     def doc(t: Task, now: float) -> dict[str, Any]:
         out = t.to_doc()
         out["overdue"] = t.overdue(now)
+        # names for the pages (ids stay the keys)
+        out["resident_name"] = res_names.get(t.resident_id, t.resident_id)
+        out["town_name"] = town_names.get(t.town_id, t.town_id)
+        out["institution_name"] = inst_names.get(t.institution_id or "")
+        out["owner_name"] = staff_names.get(t.owner or "")
         return out
 
     @api.get("/tasks")
@@ -82,7 +129,13 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
             found = routines.overdue(now)
         else:
             found = routines.open_tasks()
-        found = [t for t in found if _in_scope(p, t)]
+        if view == "institution" and institution is not None:
+            if institution not in inst_names:
+                raise HTTPException(404, f"no institution {institution}")
+            insts = _institutions_in_scope(routines, p)
+            if insts is not None and institution not in insts:
+                raise denied(f"institution {institution}")
+        found = [t for t in found if allowed(p, t)]
         if view == "institution" and institution is not None:
             found = [t for t in found if t.institution_id == institution]
         return {"now": now, "view": view, "tasks": [doc(t, now) for t in found]}
@@ -93,50 +146,62 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
             t = routines.get(task_id)
         except TaskNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        if not _in_scope(p, t):
-            raise HTTPException(404, f"no task {task_id}")
+        if not allowed(p, t):
+            raise denied(f"task {task_id}")
         return {"task": doc(t, routines.clock.now()), "log": routines.log(task_id)}
 
     @api.post("/tasks/{task_id}/complete")
     def complete(task_id: str, body: CompleteIn, p: Actor) -> dict[str, Any]:
         try:
             t = routines.get(task_id)
-            if not _in_scope(p, t):
-                raise HTTPException(404, f"no task {task_id}")
-            done = routines.complete(task_id, by=p.actor, now=routines.clock.now(),
-                                     outcome=body.outcome, notes=body.notes,
-                                     hazard=body.hazard, hazard_severity=body.hazard_severity)
+            if not allowed(p, t):
+                raise denied(f"task {task_id}")
+
+            def finish() -> Task:
+                return routines.complete(task_id, by=p.actor, now=routines.clock.now(),
+                                         outcome=body.outcome, notes=body.notes,
+                                         hazard=body.hazard,
+                                         hazard_severity=body.hazard_severity)
+
+            done = finish() if call is None else call(finish)
         except TaskNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except TaskError as exc:
             raise HTTPException(409, str(exc)) from exc
         return {"task": doc(done, routines.clock.now())}
 
-    def _report(p: Any, label: str) -> dict[str, Any]:
+    def _report(p: Any, label: str, town: str | None = None) -> dict[str, Any]:
         kind = "day" if len(label) == 10 else "month"
         towns = _report_towns(routines, p)
         if towns is not None and not towns:
             raise HTTPException(403, "no report in your scope")
+        if town is not None:
+            if town not in town_names:
+                raise HTTPException(404, f"no town {town}")
+            if towns is not None and town not in towns:
+                raise HTTPException(403, f"town {town} is outside your scope")
         try:
             rep = build_report(routines.config, routines.store, data, kind, label,
                                routines.clock.now())
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        if towns is not None:
+        if towns is not None or town is not None:
+            keep = [town] if town is not None else towns or []
             rep["district"] = None
-            rep["towns"] = {k: v for k, v in rep["towns"].items() if k in towns}
+            rep["towns"] = {k: v for k, v in rep["towns"].items() if k in keep}
         return rep
 
     @api.get("/reports/{label}")
-    def report_json(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader
-                    ) -> dict[str, Any]:
-        """The supervision report of a local day (YYYY-MM-DD) or month (YYYY-MM)."""
-        return _report(p, label)
+    def report_json(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader,
+                    town: str | None = None) -> dict[str, Any]:
+        """The supervision report of a local day (YYYY-MM-DD) or month (YYYY-MM); `town`
+        narrows it to one town's part."""
+        return _report(p, label, town)
 
     @api.get("/reports/{label}/html", response_class=HTMLResponse)
     def report_html(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader,
                     town: str | None = None) -> HTMLResponse:
-        rep = _report(p, label)
+        rep = _report(p, label, town)
         if rep["district"] is None:
             town = town if town in rep["towns"] else next(iter(rep["towns"]))
         return HTMLResponse(render_html(rep, town))

@@ -35,6 +35,21 @@ const CW = (() => {
       k_baseline_deviation: "偏离个人基线", k_inactivity: "长时间无活动", k_not_worn: "未佩戴",
       k_device_offline: "设备离线", k_low_battery: "电量低",
       error: "出错了", forbidden: "无权查看（超出您的管辖范围）",
+      nav_tasks: "任务", nav_reports: "报告", tasks_title: "任务（四个一）",
+      view_mine: "今日待办", view_overdue: "逾期", view_institution: "按机构",
+      all_institutions: "全部机构", no_tasks: "没有待办任务",
+      rk_daily_check: "每天一监测", rk_weekly_call: "每周一电话",
+      rk_monthly_inspection: "每月一排查", rk_monthly_visit: "每月一服务",
+      due: "截止", overdue: "已逾期", now_with: "当前责任", owner: "负责人", period: "周期",
+      complete: "完成", outcome: "结果", task_notes: "反馈（做了什么、发现了什么）",
+      hazard: "安全隐患（如有，将生成告警）", hazard_severity: "隐患等级",
+      notes_required: "完成任务需要填写反馈", completed: "已完成", alert_opened: "已生成告警",
+      oc_ok: "正常", oc_concern: "需关注", oc_hazard_found: "发现隐患", oc_not_reached: "未联系上",
+      oc_other: "其他", check: "监测", completeness: "数据完整率", cs_ok: "正常",
+      cs_attention: "需关注", cs_action_needed: "需处置",
+      reports_title: "监管报告", report_day: "日报", report_month: "月度监管报告",
+      district: "全区", show: "显示", download_html: "下载 HTML", download_json: "下载 JSON",
+      loading: "加载中…", routines_off: "未启用四个一任务",
     },
     en: {
       brand: "CareWatch monitoring centre", nav_board: "Alerts", nav_residents: "Residents",
@@ -73,6 +88,23 @@ const CW = (() => {
       k_baseline_deviation: "baseline deviation", k_inactivity: "inactivity",
       k_not_worn: "not worn", k_device_offline: "device offline", k_low_battery: "low battery",
       error: "Something went wrong", forbidden: "Outside your scope",
+      nav_tasks: "Tasks", nav_reports: "Reports", tasks_title: "Tasks (the four ones)",
+      view_mine: "My tasks today", view_overdue: "Overdue", view_institution: "By institution",
+      all_institutions: "All institutions", no_tasks: "No open tasks",
+      rk_daily_check: "Daily monitoring", rk_weekly_call: "Weekly call",
+      rk_monthly_inspection: "Monthly inspection", rk_monthly_visit: "Monthly service",
+      due: "due", overdue: "overdue", now_with: "now with", owner: "owner", period: "period",
+      complete: "Complete", outcome: "Outcome", task_notes: "Feedback (what was done, what was found)",
+      hazard: "Safety hazard (if any; opens an alert)", hazard_severity: "Hazard severity",
+      notes_required: "Completing a task needs a feedback note", completed: "completed",
+      alert_opened: "alert opened", oc_ok: "ok", oc_concern: "concern",
+      oc_hazard_found: "hazard found", oc_not_reached: "not reached", oc_other: "other",
+      check: "check", completeness: "data completeness", cs_ok: "ok", cs_attention: "attention",
+      cs_action_needed: "action needed",
+      reports_title: "Supervision reports", report_day: "Daily report",
+      report_month: "Monthly supervision report", district: "District", show: "Show",
+      download_html: "Download HTML", download_json: "Download JSON", loading: "Loading…",
+      routines_off: "Routines are not enabled",
     },
   };
   let lang = localStorage.getItem("cw.lang") || "zh";
@@ -140,7 +172,9 @@ const CW = (() => {
     h.innerHTML = `
       <a class="brand" href="/" data-i18n="brand"></a>
       <nav><a href="/" class="${active === "board" ? "on" : ""}" data-i18n="nav_board"></a>
-        <a href="/residents" class="${active === "residents" ? "on" : ""}" data-i18n="nav_residents"></a></nav>
+        <a href="/residents" class="${active === "residents" ? "on" : ""}" data-i18n="nav_residents"></a>
+        <a href="/tasks" class="${active === "tasks" ? "on" : ""}" data-i18n="nav_tasks" data-routines hidden></a>
+        <a href="/reports" class="${active === "reports" ? "on" : ""}" data-i18n="nav_reports" data-routines hidden></a></nav>
       <span class="spacer"></span>
       <span class="user" id="cw-user"></span>
       <button type="button" class="lang" id="cw-lang">${lang === "zh" ? "EN" : "中文"}</button>
@@ -160,6 +194,9 @@ const CW = (() => {
     applyI18n();
     me = await api("/api/me");
     syncClock(me.now);
+    if (me.features && me.features.routines) { // tasks and reports exist only with routines
+      document.querySelectorAll("header nav a[data-routines]").forEach((a) => { a.hidden = false; });
+    }
     const u = document.getElementById("cw-user");
     const paint = () => { u.textContent = `${me.user.name} · ${t("tier_" + me.user.tier)}`; };
     paint();
