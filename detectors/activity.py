@@ -12,8 +12,8 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import Findings, TickState
+from detectors.fused_awake import AwakeGroup
 from detectors.params import DetectorParams, ParamTable, n_rows
-from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
 
 
@@ -49,10 +49,9 @@ class _AwakeRule:
     severity: ClassVar[int]
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
-        n = n_rows(devices)
-        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
-        self.fresh = Fresh(n)
-        self.episodes = Episodes(self.kinds[0], n, (self.severity,), "min")
+        self.n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, self.n)
+        self._group = AwakeGroup([self])  # link_awake() may share a bigger one
 
     def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -60,30 +59,14 @@ class _AwakeRule:
         raise NotImplementedError
 
     def update(self, state: TickState, now: float) -> list[Findings]:
-        new = state.new
-        if len(new) == 0:
-            return []
-        out = Emitter(self.kinds[0])
-        p = self.params
-        for idx in rank_groups(new.row):
-            r, t = new.row[idx], new.ts[idx]
-            ok = self.fresh.step(r, t)
-            if not ok.any():
-                continue
-            r, t, sel = r[ok], t[ok], idx[ok]
-            day = awake(t, state.utc_offset_s, p.at("awake_start_h", r), p.at("awake_end_h", r))
-            inc, q, brk, clear, value = self._judge(r, new, sel, day)
-            if not inc.any():
-                continue
-            r, t = r[inc], t[inc]
-            self.episodes.step(out, r, t, [q[inc]], [p.at("duration_s", r)], clear[inc],
-                               self._clear_s(r), p.at("max_gap_s", r), value=value[inc],
-                               ext_key=self.ext_key, breaks=brk[inc])
-        return out.build()
+        """Freshness, the awake window and the episodes (`detectors.runs.Episodes`: runs with
+        gap tolerance, breaks outside awake hours) run in the shared group."""
+        return self._group.take(self, state, now)
 
-    ext_key: ClassVar[str] = "value"
+    ext_key: ClassVar[str | None] = None  # evidence key of the extreme value, if any
 
-    def _clear_s(self, r: np.ndarray) -> Any:
+    def _clear_param(self) -> Any:
+        """Seconds clear samples must hold (scalar or per row)."""
         return 0.0
 
 
@@ -95,10 +78,6 @@ class Inactivity(_AwakeRule):
     Params = InactivityParams
     severity = 3
     ext_key = "activity_max"
-
-    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
-        super().__init__(devices, params)
-        self.episodes.extreme = "max"
 
     def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -119,10 +98,6 @@ class NotWorn(_AwakeRule):
     Params = NotWornParams
     severity = 2
 
-    def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
-        super().__init__(devices, params)
-        self.episodes.extreme = None
-
     def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         w = new.worn[sel]
@@ -130,5 +105,5 @@ class NotWorn(_AwakeRule):
         off = w == 0
         return inc, off & day, ~day, w == 1, w.astype(np.float64)
 
-    def _clear_s(self, r: np.ndarray) -> Any:
-        return self.params.at("clear_s", r)
+    def _clear_param(self) -> Any:
+        return self.params["clear_s"]

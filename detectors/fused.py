@@ -221,7 +221,9 @@ class SustainedGroup:
             run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
             run *= x == prev
             good &= ~(at(self.flat_on, r) & (run >= at(self.flat_min, r)))
-            np.copyto(same, run, where=base)
+            run -= same  # same = where(base, run, same), branch-free on integers
+            run *= base
+            same += run
             self._back(self.same, fi, same)
         np.copyto(prev, x, where=base)
         np.copyto(acc, x, where=good)

@@ -20,6 +20,7 @@ from detectors.bp import HypertensiveCrisis, Hypotension
 from detectors.device import DeviceOffline, LowBattery
 from detectors.fall import Fall
 from detectors.fused import link_sustained
+from detectors.fused_awake import link_awake
 from detectors.news2 import News2
 from detectors.sustained import (
     Bradycardia,
@@ -109,10 +110,12 @@ def build_detectors(config: Config, devices: DeviceTable | None = None) -> list[
 
 
 def link(detectors: list[Detector]) -> list[Detector]:
-    """Let detectors that share tick work do it once (the sustained rules: one 2-D pass).
+    """Let detectors that share tick work do it once (the sustained rules; the awake-hours
+    rules).
 
     Call before the first tick; findings are the same as unlinked, only faster."""
     link_sustained(list(detectors))
+    link_awake(list(detectors))
     return detectors
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_detectors_properties import COPD, T0, N, key, run, streams
 
+from detectors.activity import Inactivity, NotWorn
 from detectors.registry import DETECTORS, link
 from detectors.sustained import Bradycardia, Hypoxemia, SustainedThreshold, Tachycardia
 from ingest.samples import SampleColumns
@@ -32,6 +33,8 @@ def test_link_groups_the_sustained_rules() -> None:
     assert len({id(d._group) for d in sustained}) == 1
     apart = [d for d in alone() if isinstance(d, SustainedThreshold)]
     assert len({id(d._group) for d in apart}) == 7
+    awake = [d for d in dets if isinstance(d, Inactivity | NotWorn)]
+    assert len(awake) == 2 and awake[0]._group is awake[1]._group
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
