@@ -104,6 +104,35 @@ def bench_detect(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), quick: bool 
     return out
 
 
+def per_detector_us(n: int, ticks: int = 30, per_tick: int | None = None, warm: int = 3
+                    ) -> dict[str, float]:
+    """Median process-CPU microseconds per tick of each detector (linked as the pipeline
+    links them) and of all together ("all"), over `n` devices with one new sample each, or
+    `per_tick` samples on rotating rows (replay-like small ticks)."""
+    devices = synthetic_devices(n)
+    store = StateStore(n, minute_capacity=1440 if n <= 20_000 else 60)
+    dets = dict(zip(DETECTORS, link([cls(devices) for cls in DETECTORS.values()]), strict=True))
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {name: [] for name in [*dets, "all"]}
+    for i in range(warm + ticks):
+        now = T0 + 1.0 * (i + 1)
+        batch = tick_samples(n, now, rng)
+        if per_tick is not None:
+            batch = batch.take(np.sort((np.arange(per_tick) + i * per_tick) % n))
+        store.append(batch, now)
+        state = TickState(new=store.take_pending(), store=store, devices=devices,
+                          started_at=T0, utc_offset_s=8 * 3600.0)
+        start = time.process_time()
+        for name, det in dets.items():
+            t0 = time.process_time()
+            det.update(state, now)
+            if i >= warm:
+                times[name].append(time.process_time() - t0)
+        if i >= warm:
+            times["all"].append(time.process_time() - start)
+    return {name: float(np.median(v)) * 1e6 for name, v in times.items()}
+
+
 def _refit_ms(n: int) -> float:
     """A tick right after a local hour completes: includes one chunk of baseline refit."""
     devices = synthetic_devices(n)

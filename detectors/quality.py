@@ -14,7 +14,8 @@ import numpy as np
 
 
 class Gate:
-    """Per-device quality state for one vital."""
+    """Per-device quality state for one vital (the 1-D form; the sustained rules run it as
+    one row per stream of `detectors.fused.SustainedGroup`)."""
 
     def __init__(self, n: int) -> None:
         self.prev = np.full(n, np.nan, np.float64)  # previous plausible reading

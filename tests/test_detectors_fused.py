@@ -80,3 +80,12 @@ def test_activity_exactly_at_the_rest_threshold_counts_as_rest() -> None:
     for det in (Hypoxemia(1), link([Hypoxemia(1), Bradycardia(1)])[0]):
         got = opened(run_one(det, series(0, T0, [97.0] * 3 + [88.0] * 8, activity=0.1)))
         assert [r["severity"] for r in got] == [3]
+
+
+def test_benchmark_times_every_detector_linked_as_the_pipeline_links_them() -> None:
+    from detectors.bench import bench_detect, per_detector_us
+
+    times = per_detector_us(50, ticks=3, per_tick=10)
+    assert set(times) == {*DETECTORS, "all"} and all(v >= 0 for v in times.values())
+    figures = bench_detect(sizes=(300,), quick=True)
+    assert figures["tick_ms_300"] > 0 and figures["loop_over_vector_ratio_300"] > 0
