@@ -74,16 +74,19 @@ class Runs:
         self.miss = np.zeros(n, np.int32)
         self.max_stray = max_stray
 
-    def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any) -> None:
+    def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance rows `r`; returns their new (start, last)."""
         start, last = self.start[r], self.last[r]
         gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
         miss = np.where(q, 0, self.miss[r] + 1)
         # a qualifying sample starts a run when none is going or after a gap; a stray one
         # ends it after a gap or too many strays in a row
-        self.start[r] = np.where(q, np.where(gapped | (start != start), t, start),
-                                 np.where(gapped | (miss > self.max_stray), np.nan, start))
-        self.last[r] = np.where(q, t, last)
-        self.miss[r] = miss
+        start = np.where(q, np.where(gapped | (start != start), t, start),
+                         np.where(gapped | (miss > self.max_stray), np.nan, start))
+        last = np.where(q, t, last)
+        self.start[r], self.last[r], self.miss[r] = start, last, miss
+        return start, last
 
     def duration(self, r: np.ndarray) -> np.ndarray:
         """Span of the current run (NaN when none)."""
@@ -181,25 +184,38 @@ class Episodes:
             thresholds = None if thresholds is None else [_sub(x, live) for x in thresholds]
             severities = None if severities is None else [_sub(x, live) for x in severities]
         levels = self.severities if severities is None else severities
-        for run, q in zip(self.runs, qs, strict=True):
-            run.step(r, t, q, max_gap)
+        # A higher level with no qualifying sample and no run going is idle: its step would
+        # only count strays, which matter to nothing until a run starts again.
+        spans: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for i, (run, q) in enumerate(zip(self.runs, qs, strict=True)):
+            if i and not q.any():
+                old = run.start[r]
+                if (old != old).all():
+                    spans.append(None)
+                    continue
+            spans.append(run.step(r, t, q, max_gap))
         if breaks is not None and breaks.any():
             for run in self.runs:
                 run.reset(r[breaks])
+            spans = [None if sp is None else (run.start[r], run.last[r])
+                     for run, sp in zip(self.runs, spans, strict=True)]
         # the highest level whose run has lasted its duration; onset = earliest run start
         cand: Any = 0
         first: Any = np.nan
-        for run, dur, s in zip(self.runs, durs, levels, strict=True):
-            start = run.start[r]
-            met = (run.last[r] - start) >= dur - EPS  # NaN (no run) compares False
+        for sp, dur, s in zip(spans, durs, levels, strict=True):
+            if sp is None:
+                continue
+            start, last = sp
+            met = (last - start) >= dur - EPS  # NaN (no run) compares False
             cand = np.where(met, s, cand)  # severities rise with the level
             first = np.fmin(first, start)
+        start0 = spans[0][0] if spans[0] is not None else self.runs[0].start[r]
         rise = cand > sev
         if value is not None and self.extreme is not None:
             ext = self.ext[r]
             inside = qs[0] | (sev > 0)
             pick = np.fmin if self.extreme == "min" else np.fmax
-            base = np.where((sev == 0) & (self.runs[0].start[r] == t), np.nan, ext)
+            base = np.where((sev == 0) & (start0 == t), np.nan, ext)
             self.ext[r] = np.where(inside, pick(base, value), ext)
         onset = self.onset[r]
         if rise.any():
