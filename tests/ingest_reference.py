@@ -136,7 +136,8 @@ class Reference:
             for v in FLOATS:
                 if s.get(v) is None:
                     continue
-                x = float(np.float32(s[v]))
+                with np.errstate(over="ignore"):
+                    x = float(np.float32(s[v]))
                 lo, hi = PLAUSIBLE[v]
                 if lo <= x <= hi:
                     values[v] = x
