@@ -15,17 +15,41 @@ restart finds the same towns in the same data directory.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from config.models import Config
 
 log = logging.getLogger(__name__)
+
+
+def probe_subscribed(port: int, host: str = "127.0.0.1") -> bool:
+    """True when the service on `port` reports its MQTT subscriptions acknowledged."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=2) as resp:
+            return bool(orjson.loads(resp.read()).get("subscribed"))
+    except OSError:  # not up yet, or 503 (not ready)
+        return False
+
+
+def probe_samples(port: int, host: str = "127.0.0.1") -> float:
+    """Samples the service on `port` has stored (from /metrics); -1 when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1.0
+    match = re.search(r"^carewatch_samples_accepted_total ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else -1.0
 
 
 def partition_towns(config: Config, workers: int) -> list[list[str]]:

@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import orjson
 import pytest
 
-from carewatch.workers import partition_towns, worker_topics
+from carewatch.workers import partition_towns, probe_samples, probe_subscribed, worker_topics
 from config.generate import demo_registry, write_demo_registry
 from config.loader import load_config, parse_config
 from ingest.broker import MosquittoProcess, free_port
@@ -37,24 +35,6 @@ def test_partition_is_disjoint_balanced_and_deterministic() -> None:
     ]
     with pytest.raises(ValueError):
         partition_towns(config, 0)
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(orjson.loads(resp.read()).get("subscribed"))
-    except OSError:
-        return False
-
-
-def samples_of(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return -1.0
-    match = re.search(r"^carewatch_samples_accepted_total ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else -1.0
 
 
 def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
@@ -99,7 +79,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
                 pids[int(m.group(1))] = int(m.group(2))
         ports = [http + 1, http + 2]
         wait_for(
-            lambda: all(ready(p) for p in ports),
+            lambda: all(probe_subscribed(p) for p in ports),
             timeout_s=90,
             what="both workers connected and subscribed",
         )
@@ -113,7 +93,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             expected[owner[r.town]] += 1
         assert all(expected)
         wait_for(
-            lambda: [samples_of(p) for p in ports] == expected,
+            lambda: [probe_samples(p) for p in ports] == expected,
             timeout_s=90,
             what=f"samples split {expected}",
         )
@@ -128,14 +108,14 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
         )
         # kill worker 0 abruptly; what is published meanwhile arrives after its restart
         os.kill(pids[0], signal.SIGKILL)
-        wait_for(lambda: samples_of(ports[0]) < 0, what="worker 0 down")
+        wait_for(lambda: probe_samples(ports[0]) < 0, what="worker 0 down")
         r0 = [r for r in config.residents if owner[r.town] == 0]
         for r in r0:
             pub.publish(
                 f"carewatch/v1/{r.town}/{r.device}/vitals", {"ts": now - 4, "seq": 2, "hr": 71}
             ).wait_for_publish(5)
         wait_for(
-            lambda: samples_of(ports[0]) == len(r0),
+            lambda: probe_samples(ports[0]) == len(r0),
             timeout_s=120,
             what="restarted worker 0 processing the messages queued while it was down",
         )

@@ -7,42 +7,22 @@ divided by the time from the first publish to the last sample stored.
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 import yaml
 
-from carewatch.workers import partition_towns
+from carewatch.workers import partition_towns, probe_samples, probe_subscribed
 from config.generate import demo_registry
 from config.loader import parse_config
 from ingest.broker import MosquittoProcess, free_port
 
 PUBLISHERS_PER_WORKER = 2
-
-
-def _samples(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return -1.0
-    match = re.search(r"^carewatch_samples_accepted_total ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else -1.0
-
-
-def _subscribed(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(orjson.loads(resp.read()).get("subscribed"))
-    except OSError:
-        return False
 
 
 def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp: Path) -> float:
@@ -73,7 +53,7 @@ def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp
         ports = [http + 1 + k for k in range(workers)] if workers > 1 else [http]
         try:
             deadline = time.monotonic() + 60
-            while not all(_subscribed(p) for p in ports):
+            while not all(probe_subscribed(p) for p in ports):
                 if time.monotonic() > deadline:
                     raise RuntimeError("workers did not come up")
                 time.sleep(0.2)
@@ -87,7 +67,7 @@ def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp
                             stdin=fh,
                         )
                     )
-            while sum(max(0.0, _samples(p)) for p in ports) < total:
+            while sum(max(0.0, probe_samples(p)) for p in ports) < total:
                 if time.perf_counter() - t0 > 900:
                     raise RuntimeError("timed out")
                 time.sleep(0.05)
