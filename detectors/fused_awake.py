@@ -42,6 +42,8 @@ class AwakeGroup:
         self.shared_day = all(_same(h[0], hours[0][0]) and _same(h[1], hours[0][1])
                               for h in hours)
         self.bank = Episodes("awake", len(members) * n, (1,), "max")
+        self.start0 = self.bank.runs[0].start.reshape(len(members), n)  # views, per rule
+        self.sev = self.bank.sev.reshape(len(members), n)
         self.pp = {k: _flat_param(v, n) for k, v in {
             "sev": [float(m.severity) for m in members],
             "dur": [m.params["duration_s"] for m in members],
@@ -75,27 +77,26 @@ class AwakeGroup:
                 r, t, idx = r[ok], t[ok], idx[ok]
             day: np.ndarray | None = None
             parts = []
-            for m in self.members:
+            for j, m in enumerate(self.members):
                 if day is None or not self.shared_day:
                     p = m.params
                     day = self._awake(t, state.utc_offset_s, p.at("awake_start_h", r),
                                       p.at("awake_end_h", r))
-                parts.append(m._judge(r, new, idx, day))
-            if k == 1:
-                inc, q, brk, clear, value = parts[0]
-                fi = r
-            else:
-                inc, q, brk, clear, value = (np.concatenate(x) for x in zip(*parts, strict=True))
-                fi = np.concatenate([r + j * self.n for j in range(k)])
-                t = np.concatenate([t] * k)
-            sel = np.flatnonzero(inc)
-            if len(sel) == 0:
+                inc, q, brk, clear, value = m._judge(r, new, idx, day)
+                # only included samples of rows with something going on reach the bank
+                start0, sev = self.start0[j, r], self.sev[j, r]
+                sel = np.flatnonzero(inc & (q | (start0 == start0) | (sev > 0)))
+                if len(sel):
+                    parts.append((r[sel] + j * self.n, t[sel], q[sel], brk[sel], clear[sel],
+                                  value[sel]))
+            if not parts:
                 continue
-            fi, t = fi[sel], t[sel]
-            j = fi // self.n
-            pp = {name: v[j] if len(v) == k else v[fi] for name, v in self.pp.items()}
-            self.bank.step(out, fi, t, [q[sel]], [pp["dur"]], clear[sel], pp["clear_s"],
-                           pp["max_gap"], value=value[sel], ext_key="ext", breaks=brk[sel],
+            fi, tp, q, brk, clear, value = (parts[0] if len(parts) == 1 else
+                                           (np.concatenate(x) for x in zip(*parts, strict=True)))
+            rule = fi // self.n
+            pp = {name: v[rule] if len(v) == k else v[fi] for name, v in self.pp.items()}
+            self.bank.step(out, fi, tp, [q], [pp["dur"]], clear, pp["clear_s"], pp["max_gap"],
+                           value=value, ext_key="ext", breaks=brk,
                            severities=[pp["sev"].astype(np.int8)])
         return self._split(out.build())
 
