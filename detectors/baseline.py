@@ -153,40 +153,39 @@ class BaselineDeviation:
             whole = len(idx) == m
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
             ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
-            if not self.fitted:
+            if not self.fitted or not ok.any():
                 continue  # no baseline anywhere yet: nothing can deviate (freshness kept)
-            if ok.all():
-                sel = idx
-            elif ok.any():
-                r, t, sel = r[ok], t[ok], idx[ok]
-                whole = False
-            else:
-                continue
+            # score every sample of the group (no gathers on dense ticks); the episode step
+            # gets only fresh, worn samples of rows with something going on
             if vm is None:
                 vm = np.array([getattr(new, v) for v in BASE_VITALS], np.float64)
-            x = vm if whole else vm[:, sel]
-            rest = at_rest(new.activity[sel], p.at("rest_g", r))
+            x = vm if whole else vm[:, idx]
+            rest = at_rest(new.activity[idx], p.at("rest_g", r))
             x = np.where(_SENSITIVE & ~rest, np.nan, x)
             h = (np.floor(np.mod(t + state.utc_offset_s, 86400.0) / 3600.0)).astype(np.int64)
-            med = self.med_all[:, r, h].astype(np.float64)
+            slot = r * 24 + h  # (row, hour) in the flattened (vital, row x hour) arrays
+            med = self.med_all.reshape(len(BASE_VITALS), -1).take(slot, axis=1)
+            med = med.astype(np.float64)
             diff = np.abs(x - med)
-            z = diff / self.scale_all[:, r, h]
+            z = diff / self.scale_all.reshape(len(BASE_VITALS), -1).take(slot, axis=1)
             # the vital with the largest z (the first on ties); a missing z never wins
             zz = np.where(z == z, z, -1.0)
             best = zz.argmax(axis=0)
             cols = np.arange(len(r))
             zmax = zz[best, cols]
-            inc = zmax >= 0  # some vital with a baseline was measured
-            if not inc.any():
-                continue
             dev = ((z >= p.at("k", r)) & (diff >= self._min_abs(r))).any(axis=0)
-            clear = zmax < p.at("clear_k", r)
-            r, t, best, cols = r[inc], t[inc], best[inc], cols[inc]
+            ep = self.episodes
+            start0, sev = ep.runs[0].start[r], ep.sev[r]
+            # zmax >= 0: some vital with a baseline was measured
+            keep = np.flatnonzero(ok & (zmax >= 0) & (dev | (start0 == start0) | (sev > 0)))
+            if len(keep) == 0:
+                continue
+            r, t, best, cols, zmax = r[keep], t[keep], best[keep], cols[keep], zmax[keep]
             ev = {"vital": _NAMES[best], "value": x[best, cols], "baseline": med[best, cols],
-                  "z": zmax[inc]}
-            self.episodes.step(out, r, t, [dev[inc]], [p.at("duration_s", r)], clear[inc],
-                               p.at("clear_s", r), p.at("max_gap_s", r), value=zmax[inc],
-                               ext_key="z_max", evidence=ev)
+                  "z": zmax}
+            ep.step(out, r, t, [dev[keep]], [p.at("duration_s", r)], zmax < p.at("clear_k", r),
+                    p.at("clear_s", r), p.at("max_gap_s", r), value=zmax, ext_key="z_max",
+                    evidence=ev)
         return out.build()
 
     def _min_abs(self, r: np.ndarray) -> np.ndarray:
