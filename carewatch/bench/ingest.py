@@ -3,7 +3,9 @@ consumer, all fed by the same `mosquitto_pub -l` publisher processes in one run.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -55,21 +57,53 @@ def _payload_files(
     return out
 
 
-def _publish(
-    broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for topic, path in files:
-        with open(path, "rb") as fh:
-            procs.append(
-                subprocess.Popen(
-                    ["mosquitto_pub", "-p", str(broker.port), "-q", str(qos), "-t", topic, "-l"],
-                    stdin=fh,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+class LinePublishers:
+    """`mosquitto_pub -l` processes, one per (topic, file of payload lines).
+
+    Their stdin is a pipe kept open until `finish()`: Mosquitto 2.0.11's `mosquitto_pub -l`
+    disconnects at end of input even while messages are still queued (seen here: 37,862 of
+    300,000 delivered), so end of input must come only once the consumer has everything.
+    """
+
+    def __init__(self, port: int, files: list[tuple[str, Path]], qos: int) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.writers: list[threading.Thread] = []
+        for topic, path in files:
+            proc = subprocess.Popen(
+                ["mosquitto_pub", "-p", str(port), "-q", str(qos), "-t", topic, "-l"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-    return procs
+            writer = threading.Thread(target=self._feed, args=(proc, path), daemon=True)
+            writer.start()
+            self.procs.append(proc)
+            self.writers.append(writer)
+
+    @staticmethod
+    def _feed(proc: subprocess.Popen[bytes], path: Path) -> None:
+        assert proc.stdin is not None
+        with open(path, "rb") as fh, contextlib.suppress(BrokenPipeError, ValueError):
+            shutil.copyfileobj(fh, proc.stdin, 1 << 20)
+            proc.stdin.flush()
+
+    def finish(self) -> None:
+        """End the input (everything was received) and reap the processes."""
+        for writer in self.writers:
+            writer.join(timeout=60)
+        for proc in self.procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _publish(broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int) -> LinePublishers:
+    return LinePublishers(broker.port, files, qos)
 
 
 def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
@@ -108,8 +142,7 @@ def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qo
     sub.stdout.read()  # drain in large reads until it exits, so it never blocks on the pipe
     sub.wait(timeout=600)
     dt = time.perf_counter() - t0
-    for p in pubs:
-        p.wait(timeout=60)
+    pubs.finish()
     return n / dt
 
 
@@ -152,14 +185,23 @@ def measure_pipeline(
         totals = service.pipeline.metrics.totals
         t0 = time.perf_counter()
         pubs = _publish(broker, files, qos)
-        if not _wait(lambda: totals["samples"] + totals["duplicates"] >= n_samples, 900):
-            raise RuntimeError(f"pipeline got {totals['samples']} of {n_samples} samples")
-        dt = time.perf_counter() - t0
-        for p in pubs:
-            p.wait(timeout=60)
+        try:
+            got, t_last = 0, t0
+            while got < n_samples:
+                time.sleep(0.005)  # polling a counter; the deadline below bounds it
+                now_count = totals["samples"] + totals["duplicates"]
+                now = time.perf_counter()
+                if now_count != got:
+                    got, t_last = now_count, now
+                elif qos == 0 and now - t_last > 5:
+                    break  # QoS 0 may lose messages under overload: rate of what arrived
+                if now - t0 > 900:
+                    raise RuntimeError(f"pipeline got {got} of {n_samples} samples")
+        finally:
+            pubs.finish()
     finally:
         service.stop()
-    return n_samples / dt
+    return got / (t_last - t0)
 
 
 def measure_naive(
@@ -209,8 +251,7 @@ def measure_naive(
     dt = time.perf_counter() - t0
     client.disconnect()
     client.loop_stop()
-    for p in pubs:
-        p.wait(timeout=60)
+    pubs.finish()
     return count[0] / dt
 
 

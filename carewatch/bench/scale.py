@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import yaml
 
+from carewatch.bench.ingest import LinePublishers
 from carewatch.workers import partition_towns, probe_samples, probe_subscribed
 from config.generate import demo_registry
 from config.loader import parse_config
@@ -58,22 +59,13 @@ def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp
                     raise RuntimeError("workers did not come up")
                 time.sleep(0.2)
             t0 = time.perf_counter()
-            pubs = []
-            for topic, path in files:
-                with open(path, "rb") as fh:
-                    pubs.append(
-                        subprocess.Popen(
-                            ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-l"],
-                            stdin=fh,
-                        )
-                    )
+            pubs = LinePublishers(broker.port, files, 1)
             while sum(max(0.0, probe_samples(p)) for p in ports) < total:
                 if time.perf_counter() - t0 > 900:
                     raise RuntimeError("timed out")
                 time.sleep(0.05)
             seconds = time.perf_counter() - t0
-            for p in pubs:
-                p.wait(timeout=60)
+            pubs.finish()
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
