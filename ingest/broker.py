@@ -94,6 +94,7 @@ def broker_config(
     auth: BrokerAuth | None = None,
     tls: BrokerTls | None = None,
     bind: str = "127.0.0.1",
+    persistence: bool = True,
 ) -> str:
     """A complete mosquitto.conf. Anonymous only without `auth` (and then loopback only)."""
     if auth is None and bind not in ("127.0.0.1", "localhost", "::1"):
@@ -105,7 +106,7 @@ def broker_config(
             # `mosquitto` user and fail to write its persistence file in our directory
             f"user {getpass.getuser()}",
             *auth_lines(auth),
-            "persistence true",
+            f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {data_dir}/",
             "autosave_interval 1",
             "max_queued_messages 1000000",
@@ -132,7 +133,10 @@ class MosquittoProcess:
         extra_conf: str = "",
         auth: BrokerAuth | None = None,
         tls: BrokerTls | None = None,
+        persistence: bool = True,
     ) -> None:
+        """`persistence=False` only for benchmarks: saving a queue of a million messages
+        every second would measure the disk, not the pipeline."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._own_dir = workdir is None
@@ -141,7 +145,9 @@ class MosquittoProcess:
         self.conf_path = self.workdir / "mosquitto.conf"
         self.auth, self.tls = auth, tls
         self.conf_path.write_text(
-            broker_config(self.port, self.workdir, extra_conf, auth=auth, tls=tls)
+            broker_config(
+                self.port, self.workdir, extra_conf, auth=auth, tls=tls, persistence=persistence
+            )
         )
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None

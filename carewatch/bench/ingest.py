@@ -261,7 +261,10 @@ def bench_ingest(quick: bool = False, seconds: float = 60.0) -> dict[str, float]
     single_n = 20_000 if quick else int(22_000 * seconds)
     batch_n = 4_000 if quick else int(20_000 * seconds)
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as d, MosquittoProcess() as broker:
+    with (
+        tempfile.TemporaryDirectory(prefix="carewatch-bench-") as d,
+        MosquittoProcess(persistence=False) as broker,
+    ):
         tmp = Path(d)
         single = _payload_files(tmp, config, single_n, 1)
         batch = _payload_files(tmp, config, batch_n, 10)

@@ -253,7 +253,7 @@ def bench_latency(
     for rate in rates:
         with (
             tempfile.TemporaryDirectory(prefix="carewatch-bench-lat-") as d,
-            MosquittoProcess() as broker,
+            MosquittoProcess(persistence=False) as broker,
         ):
             figures = _probe_run(config, broker, rate, falls, sustained, Path(d))
         label = f"{int(rate / 1000)}k"

@@ -27,7 +27,7 @@ PUBLISHERS_PER_WORKER = 2
 
 
 def _run(workers: int, reg: Path, files: list[tuple[str, Path]], total: int, tmp: Path) -> float:
-    with MosquittoProcess() as broker:
+    with MosquittoProcess(persistence=False) as broker:
         http = free_port()
         proc = subprocess.Popen(
             [
