@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,18 @@ def fail_on_thread_exceptions() -> Iterator[None]:
     yield
     threading.excepthook = previous
     assert not errors, f"exceptions raised on other threads: {errors}"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright (closed after the test)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_harness import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -10,37 +10,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from carewatch.clock import WallClock
 from console.testing import Harness, console_config, password_of, set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
+from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import Client, wait_for
 from tests.test_console_server import service_config, start_service, vitals_topic
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian chromium (scripts/bootstrap.sh --with-browser)")
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+pytestmark = needs_chromium
 
 
 def new_page(browser: Any, width: int = 1400, height: int = 900) -> tuple[Any, list[str]]:

@@ -8,37 +8,17 @@ screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from console.testing import set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
+from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import wait_for
 from tests.test_console_browser import new_page, sign_in
 from tests.test_console_server import service_config, start_service
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian chromium (scripts/bootstrap.sh --with-browser)")
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+pytestmark = needs_chromium
 
 
 def test_tasks_complete_with_hazard_and_monthly_report(

@@ -13,12 +13,12 @@ from routines.alertdata import AlertData
 from routines.html import render_html
 from routines.reports import build_report
 from routines.service import Routines
+from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.routines_helpers import local, make_routines, registry, run_until
 
 T = local(2026, 11, 10, 10)
 AS_OF_ALERTS = T + 5000
 MONTH_END = local(2026, 12, 1)
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 def _scenario(tmp_path: Path) -> tuple[Routines, AlertEngine, SimClock]:
@@ -127,7 +127,8 @@ def test_routine_figures_match_the_hand_computed_case(scenario: Any) -> None:
     assert len(rep["daily"]) == 30 and rep["daily"][9]["alerts"] == 5
 
 
-def test_html_report_renders_in_headless_chromium(scenario: Any) -> None:
+@needs_chromium
+def test_html_report_renders_in_headless_chromium(scenario: Any, browser: Any) -> None:
     routines, engine, clock = scenario
     rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
                        "2026-11", clock.now())
@@ -137,27 +138,16 @@ def test_html_report_renders_in_headless_chromium(scenario: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page_file = ARTIFACTS / "routines-report-2026-11.html"
     page_file.write_text(html, encoding="utf-8")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip("no /usr/bin/chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(page_file.as_uri())
-            assert "supervision report" in page.title()
-            assert page.locator("svg").count() >= 2 + 3 * 3
-            headers = page.locator("h2").all_inner_texts()
-            assert headers[0].startswith("District") and len(headers) == 3
-            box = page.locator("svg").first.bounding_box()
-            assert box is not None and box["width"] > 100
-            shot = ARTIFACTS / "routines-report-2026-11.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(page_file.as_uri())
+    assert "supervision report" in page.title()
+    assert page.locator("svg").count() >= 2 + 3 * 3
+    headers = page.locator("h2").all_inner_texts()
+    assert headers[0].startswith("District") and len(headers) == 3
+    box = page.locator("svg").first.bounding_box()
+    assert box is not None and box["width"] > 100
+    shot = ARTIFACTS / "routines-report-2026-11.png"
+    page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
 
