@@ -60,8 +60,8 @@ class Service:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
-        # the four routines ("4 ones"): APScheduler wakes them, ticks run on this pipeline
-        # thread (they read the state store, which only that thread may touch)
+        # the four routines ("4 ones"): APScheduler wakes them on its thread; only their
+        # daily checks (state store, alert engine) run here, a chunk per call
         self.routines: Any = None
         if self.pipeline.alerts is not None and config.routines.enabled:
             from routines.service import Routines
@@ -90,8 +90,15 @@ class Service:
         return {**self.health.ready(), "subscribed": self.edge.counters.subscribed}
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        """Run `fn` on the pipeline thread (between batches); its result comes as a Future."""
+        """Run `fn` on the pipeline thread (between batches); its result comes as a Future.
+        Called from the pipeline thread itself, `fn` runs at once (waiting would deadlock)."""
         fut: Future[Any] = Future()
+        if threading.current_thread() is self._thread:
+            try:
+                fut.set_result(fn())
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
         if self._stop.is_set():
             fut.set_exception(RuntimeError("the pipeline is stopping"))
             return fut
@@ -170,7 +177,8 @@ class Service:
             return
         self._stopped = True
         if self.routines is not None:
-            self.routines.stop()  # before the pipeline thread: a running tick runs there
+            # first: a running tick may be waiting for a check on the pipeline thread
+            self.routines.stop()
         self._stop.set()
         self.edge.wakeup.set()
         if self._thread.is_alive():

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -42,6 +42,9 @@ from routines.store import SqliteTaskStore, TaskStore, TaskTxn
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+# residents per daily-check call on the pipeline thread: bounds how long telemetry waits
+CHECK_CHUNK = 1000
 
 
 def task_topic(town_id: str, resident_id: str) -> str:
@@ -85,7 +88,8 @@ class Routines:
             self._push(t)
         self._next_issue: dict[tuple[str, str], float] = {}  # in memory only: a hint
         self._scheduler: Any = None
-        # runs a tick where the state store lives: fn -> Future (Service.submit); None: here
+        # runs fn where the state store and alert engine live: fn -> Future (Service.submit,
+        # which runs fn at once when called from that thread); None: on the calling thread
         self.runner: Callable[[Callable[[], Any]], Future[Any]] | None = None
         self._stopping = threading.Event()
 
@@ -122,67 +126,95 @@ class Routines:
     # ---- the decision step ------------------------------------------------------------
     def tick(self, now: float) -> list[dict[str, Any]]:
         """Issue every task due to exist by `now`; apply every escalation and miss due by
-        `now`. Returns the events announced (also to listeners)."""
+        `now`. Returns the events announced (also to listeners).
+
+        Three steps, so that issuing thousands of tasks never stalls the pipeline: decide
+        what is due (under the lock), build the tasks and run their daily checks (without
+        the lock; only the check reads the state store, in chunks on its owner thread),
+        then store and announce (under the lock). A concurrent tick skips what an earlier
+        one is building: the in-memory next-issue hint moves in the first step."""
         if not self.settings.enabled:
             return []
         with self._lock:
+            due = self._due_issues(now)
+        news: list[Task] = []
+        try:
+            for town, kind, issues, _stored in due:
+                rule = getattr(self.rules[town], kind)
+                for issue in issues:
+                    news.extend(self._issue(town, issue, rule.escalate_after_h * 3600.0))
+        except BaseException:
+            with self._lock:  # not issued after all: the next tick tries again
+                for town, kind, _issues, _stored in due:
+                    self._next_issue.pop((kind, town), None)
+            raise
+        with self._lock:
             txn = TaskTxn()
-            news: list[Task] = []
-            for town in self._by_town:
-                for kind in KINDS:
-                    key = (kind, town)
-                    if now < self._next_issue.get(key, -np.inf):
-                        continue  # the common case: nothing to issue, no store access
-                    stored = self.store.meta(f"wm:{kind}:{town}")
-                    wm = float(stored) if stored is not None else self._first_watermark(
-                        kind, town, now)
-                    rule = getattr(self.rules[town], kind)
-                    issues = issues_between(kind, rule, self.tz, wm, now)
-                    for issue in issues:
-                        news.extend(self._issue(town, issue, rule.escalate_after_h * 3600.0))
-                    if issues or stored is None:
-                        txn.meta[f"wm:{kind}:{town}"] = now
-                    upcoming = issues_between(kind, rule, self.tz, now, now + 400 * 86400.0)
-                    self._next_issue[key] = upcoming[0].issued_at if upcoming else np.inf
-            for t in news:
-                txn.new.append(t)
-                txn.log.append((t.issued_at, t.task_id, "system", "created",
-                                {"owner": t.owner, "due_at": t.due_at}))
-                if t.state == "done":
-                    txn.log.append((t.issued_at, t.task_id, "system", "completed",
-                                    {"state": "done", "outcome": "ok", "tier": 1}))
-            changed: dict[str, Task] = {}
-            # New tasks issued long ago (after downtime) may already be overdue or missed.
-            for t in news:
-                self._advance(t, now, txn, changed)
-            while self._heap and self._heap[0][0] <= now:
-                _at, tid = heapq.heappop(self._heap)
-                pending = self._open.get(tid)
-                if pending is not None and tid not in changed:
-                    self._advance(pending, now, txn, changed)
-            new_ids = {n.task_id for n in news}
-            txn.changed = [t for tid, t in changed.items() if tid not in new_ids]
-            inserted = set(self.store.commit(txn)) if txn else set()
-            docs: list[dict[str, Any]] = []
-            for t in news:
-                if t.task_id in inserted:
-                    docs.append(t.event("created"))
-            for t in news:
-                if t.task_id in inserted and t.state == "open":
-                    self._open[t.task_id] = t
-                    self._push(t)
-            for t in txn.changed:
-                if t.state != "open":
-                    self._open.pop(t.task_id, None)
-                else:
-                    self._push(t)
-            for ts, tid, _actor, action, detail in txn.log:
-                if action in ("escalated", "missed") and (
-                        tid in inserted or tid not in new_ids):
-                    src = changed.get(tid) or self._open.get(tid)
-                    if src is not None:
-                        docs.append(src.event(action, **{**detail, "at": ts}))
+            for town, kind, issues, stored in due:
+                if issues or stored is None:
+                    txn.meta[f"wm:{kind}:{town}"] = now
+            docs = self._store_step(now, news, txn)
         self._announce(docs)
+        return docs
+
+    def _due_issues(self, now: float) -> list[tuple[str, str, list[Issue], Any]]:
+        """(town, kind, issues, stored watermark) for each schedule with something to do."""
+        due = []
+        for town in self._by_town:
+            for kind in KINDS:
+                key = (kind, town)
+                if now < self._next_issue.get(key, -np.inf):
+                    continue  # the common case: nothing to issue, no store access
+                stored = self.store.meta(f"wm:{kind}:{town}")
+                wm = float(stored) if stored is not None else self._first_watermark(
+                    kind, town, now)
+                rule = getattr(self.rules[town], kind)
+                issues = issues_between(kind, rule, self.tz, wm, now)
+                if issues or stored is None:
+                    due.append((town, kind, issues, stored))
+                upcoming = issues_between(kind, rule, self.tz, now, now + 400 * 86400.0)
+                self._next_issue[key] = upcoming[0].issued_at if upcoming else np.inf
+        return due
+
+    def _store_step(self, now: float, news: list[Task], txn: TaskTxn) -> list[dict[str, Any]]:
+        """Store the new tasks and every escalation or miss due by `now`; the events."""
+        for t in news:
+            txn.new.append(t)
+            txn.log.append((t.issued_at, t.task_id, "system", "created",
+                            {"owner": t.owner, "due_at": t.due_at}))
+            if t.state == "done":
+                txn.log.append((t.issued_at, t.task_id, "system", "completed",
+                                {"state": "done", "outcome": "ok", "tier": 1}))
+        changed: dict[str, Task] = {}
+        # New tasks issued long ago (after downtime) may already be overdue or missed.
+        for t in news:
+            self._advance(t, now, txn, changed)
+        while self._heap and self._heap[0][0] <= now:
+            _at, tid = heapq.heappop(self._heap)
+            pending = self._open.get(tid)
+            if pending is not None and tid not in changed:
+                self._advance(pending, now, txn, changed)
+        new_ids = {n.task_id for n in news}
+        txn.changed = [t for tid, t in changed.items() if tid not in new_ids]
+        inserted = set(self.store.commit(txn)) if txn else set()
+        docs: list[dict[str, Any]] = []
+        for t in news:
+            if t.task_id in inserted:
+                docs.append(t.event("created"))
+        for t in news:
+            if t.task_id in inserted and t.state == "open":
+                self._open[t.task_id] = t
+                self._push(t)
+        for t in txn.changed:
+            if t.state != "open":
+                self._open.pop(t.task_id, None)
+            else:
+                self._push(t)
+        for ts, tid, _actor, action, detail in txn.log:
+            if action in ("escalated", "missed") and (tid in inserted or tid not in new_ids):
+                src = changed.get(tid) or self._open.get(tid)
+                if src is not None:
+                    docs.append(src.event(action, **{**detail, "at": ts}))
         return docs
 
     def _advance(self, t: Task, now: float, txn: TaskTxn, changed: dict[str, Task]) -> None:
@@ -210,34 +242,55 @@ class Routines:
         return tasks
 
     def _run_checks(self, tasks: list[Task], window_end: float) -> None:
-        rows = np.array([self.devices.row_of_resident[t.resident_id] for t in tasks], np.int64)
         window_start = window_end - 86400.0
         by_res: dict[str, list[Alert]] = defaultdict(list)
         if self.alert_data is not None:
             for rec in self.alert_data.opened_between(window_start, window_end):
                 by_res[rec.alert.resident_id].append(rec.alert)
-        unacked: dict[str, int] = defaultdict(int)
-        if self.alerts is not None:
-            for a in self.alerts.open_alerts():
-                if a.state in UNACKED and a.opened_at < window_end:
-                    unacked[a.resident_id] += 1
-        results = daily_checks(self.state, rows, window_end, self.monitoring_since,
-                               [by_res[t.resident_id] for t in tasks],
-                               [unacked[t.resident_id] for t in tasks],
-                               self.settings.daily_check)
-        for t, res in zip(tasks, results, strict=True):
-            t.check = res
-            if res["status"] == "ok":  # nothing to review: the check closes itself
-                t.state, t.completed_at, t.completed_by = "done", window_end, "system"
-                t.outcome, t.notes = "ok", "automatic: every figure within its threshold"
+
+        def unacked_now() -> dict[str, int]:
+            counts: dict[str, int] = defaultdict(int)
+            if self.alerts is not None:
+                for a in self.alerts.open_alerts():
+                    if a.state in UNACKED and a.opened_at < window_end:
+                        counts[a.resident_id] += 1
+            return counts
+
+        unacked = self._on_state_thread(unacked_now)
+        for lo in range(0, len(tasks), CHECK_CHUNK):
+            part = tasks[lo:lo + CHECK_CHUNK]
+            rows = np.array([self.devices.row_of_resident[t.resident_id] for t in part],
+                            np.int64)
+            alerts = [by_res[t.resident_id] for t in part]
+            counts = [unacked[t.resident_id] for t in part]
+
+            def check(rows: np.ndarray = rows, alerts: list[list[Alert]] = alerts,
+                      counts: list[int] = counts) -> list[dict[str, Any]]:
+                return daily_checks(self.state, rows, window_end, self.monitoring_since,
+                                    alerts, counts, self.settings.daily_check)
+
+            # one chunk per call: the pipeline handles telemetry between chunks
+            for t, res in zip(part, self._on_state_thread(check), strict=True):
+                t.check = res
+                if res["status"] == "ok":  # nothing to review: the check closes itself
+                    t.state, t.completed_at, t.completed_by = "done", window_end, "system"
+                    t.outcome, t.notes = "ok", "automatic: every figure within its threshold"
+
+    def _on_state_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where the state store and the alert engine live (see `runner`)."""
+        if self.runner is None:
+            return fn()
+        return cast(T, self.runner(fn).result(timeout=120))
 
     # ---- people ------------------------------------------------------------------------
     def complete(self, task_id: str, *, by: str, now: float, outcome: str = "ok",
                  notes: str = "", hazard: str | None = None,
                  hazard_severity: str = "high") -> Task:
         """Record a task as done (or late) with feedback; a hazard opens an alert."""
+        # the task's state as of `now` (it may have been missed); outside the lock, as a
+        # tick may wait for the pipeline thread, which may be waiting for the lock
+        self.tick(now)
         with self._lock:
-            self.tick(now)  # the task's state as of `now` (it may have been missed)
             t = self._open.get(task_id) or self.store.get(task_id)
             if t is None:
                 raise TaskNotFoundError(f"no task {task_id}")
@@ -311,20 +364,14 @@ class Routines:
         # while waiting for running jobs, so a job that adds jobs could deadlock it.
         try:
             now = self.clock.now()
-            self._run_tick(now)
+            self.tick(now)
             nxt = self.next_wake(now)
             # The next issue or deadline falls before the next poll: meet it exactly.
             if (nxt is not None and nxt - now < self.settings.poll_s
                     and not self.clock.wait(nxt - now, self._stopping)):
-                self._run_tick(self.clock.now())
+                self.tick(self.clock.now())
         except Exception:  # keep the scheduler alive; the next wake retries
             log.exception("routine tick failed")
-
-    def _run_tick(self, now: float) -> None:
-        if self.runner is None:
-            self.tick(now)
-        else:  # on the thread that owns the state store (the pipeline's)
-            self.runner(lambda: self.tick(now)).result(timeout=120)
 
     def stop(self) -> None:
         """Stop the live scheduler and wait for a running tick to end."""
