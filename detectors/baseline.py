@@ -85,6 +85,10 @@ class BaselineDeviation:
         self.pending_hour: int | None = None
         self.cursor = 0
         self.boot = np.zeros(0, np.int64)
+        # refits so far and the rows of the latest: a reader of the table (the per-device
+        # loop of `detectors.naive`) copies only what changed
+        self.fits = 0
+        self.fit_rows = np.zeros(0, np.int64)
         self.episodes = Episodes("baseline_deviation", n, (1,), "max")
 
     # ---------------------------------------------------------------- baseline
@@ -121,9 +125,13 @@ class BaselineDeviation:
         """Median and scaled MAD per (row, hour slot) for the hours present in `series`."""
         p = self.params
         worn = series.worn != 0
+        rest = p.at("rest_g", rows)  # each row's own, as scoring uses it
         with np.errstate(invalid="ignore"):
-            moving = series.values["activity"] > p.base.rest_g
+            moving = series.values["activity"] > (
+                rest[:, None] if isinstance(rest, np.ndarray) else rest)
         need = p.at("min_minutes", rows)
+        self.fits += 1
+        self.fit_rows = rows
         for v in BASE_VITALS:
             x = np.where(worn, series.values[v], np.nan)
             if v in MOTION_SENSITIVE:

@@ -55,8 +55,11 @@ class DeviceOffline:
         off_s = self.params["offline_s"]
         cond = silent_s >= off_s
         will = np.zeros(len(last), bool)
-        if self.params.base.use_last_will:
+        use_will = self.params["use_last_will"]  # one flag, or one per row
+        if isinstance(use_will, np.ndarray) or use_will:
             will = (store.online == 0) & ~(last > store.status_ts)
+            if isinstance(use_will, np.ndarray):
+                will &= use_will
             cond = cond | will
         self._seen = None
         if len(state.new) == 0:

@@ -65,7 +65,7 @@ class Fall:
             sel = idx[ok]
             a = new.activity[sel]
             worn = new.worn[sel]
-            flag = (new.fall[sel] == 1) & (worn != 0) & p.base.use_flag
+            flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
             r = r[ok]
             hit = a >= p.at("impact_g", r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter

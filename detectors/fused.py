@@ -68,7 +68,7 @@ class SustainedGroup:
         first: list[SustainedThreshold] = []
         for m in members:
             p = m.params
-            rest = p["rest_g"] if p.base.rest_g is not None else None
+            rest = p["rest_g"]  # None: no rest rule on any row (NaN: not on that row)
             key = (m.vital, _key(rest), _key(p["recovery_s"]), _key(p["max_jump"]),
                    _key(p["flat_samples"]))
             if key not in streams:
@@ -83,8 +83,7 @@ class SustainedGroup:
         # float32: a rule compares it with a scalar threshold in float32 (NumPy's weak
         # Python scalars), with a per-row float64 array in float64; rounding scalars through
         # float32 makes the one float64 comparison here agree with both.
-        rests = [m.params["rest_g"] if m.params.base.rest_g is not None else None
-                 for m in first]
+        rests = [m.params["rest_g"] for m in first]
         self.rest = param_matrix([float(np.float32(v)) if isinstance(v, float | int) else v
                                   for v in rests], n, np.inf)
         self.uses_rest = bool(np.isfinite(self.rest).any())

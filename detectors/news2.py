@@ -153,7 +153,10 @@ class News2:
             total = scores.sum(axis=0, dtype=np.int16)
             high = total >= p.at("high_score", r)
             medium = high | (total >= p.at("medium_score", r))
-            if p.base.single_three:
+            three = p.at("single_three", r)
+            if isinstance(three, np.ndarray):
+                medium |= (scores == 3).any(axis=0) & three
+            elif three:
                 medium |= (scores == 3).any(axis=0)
             ep = self.episodes
             start0 = ep.runs[0].start if dense else ep.runs[0].start[r]

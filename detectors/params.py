@@ -21,7 +21,7 @@ P = TypeVar("P", bound=DetectorParams)
 
 
 class ParamTable(Generic[P]):
-    """Each numeric field as a scalar when all rows agree, else a per-row float64 array.
+    """Each numeric or flag field as a scalar when all rows agree, else a per-row array.
 
     Built from one model (every row alike) or one model per row (overrides resolved by the
     registry); distinct models are usually few, so building stays cheap at 100k rows.
@@ -45,16 +45,22 @@ class ParamTable(Generic[P]):
 
     def _resolve(self, name: str) -> Any:
         base = getattr(self.base, name)
-        if self.per_row is None or not isinstance(base, int | float) or isinstance(base, bool):
+        if self.per_row is None or len({id(p) for p in self.per_row}) == 1:
             return base
-        uniq = {id(p) for p in self.per_row}
-        if len(uniq) == 1:
+        raw = [getattr(p, name) for p in self.per_row]
+        if isinstance(base, bool):  # flags per row too, not the first row's for all
+            return base if all(v == base for v in raw) else np.array(raw, bool)
+        if base is not None and not isinstance(base, int | float):
             return base
-        values = np.array([float(getattr(p, name)) for p in self.per_row], np.float64)
+        if all(v is None for v in raw):
+            return None
+        # optional numbers (`float | None`): None is NaN where some rows set a value
+        values = np.array([np.nan if v is None else float(v) for v in raw], np.float64)
         return float(values[0]) if np.all(values == values[0]) else values
 
     def __getitem__(self, name: str) -> Any:
-        """Scalar or per-row array (float fields); the base value for other types."""
+        """Scalar or per-row array (numbers, flags; an optional number is NaN on rows that
+        leave it unset, None when every row does); the base value for other types."""
         return self._values[name]
 
     def at(self, name: str, rows: np.ndarray) -> Any:

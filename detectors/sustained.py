@@ -57,7 +57,7 @@ class SustainedThreshold:
 
     def _threshold(self, devices: DeviceTable | int, critical: bool) -> Any:
         if critical:
-            if self.params.base.critical_threshold is None:
+            if self.params["critical_threshold"] is None:  # unset on every row
                 return None
             return self.params["critical_threshold"]
         return self.params["threshold"]
