@@ -23,44 +23,21 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg import conninfo
 
 from alerts.model import Alert
 from alerts.store import AUDIT_GENESIS, AuditVerdict, OutboxRow, Txn, audit_entry_hash
-from alerts.store_pg_base import (
-    AUDIT_LOCK_KEY,
-    SCHEMA,
-    SCHEMA_LOCK_KEY,
-    StaleAlertError,
-    set_version,
-    version_of,
-)
+from alerts.store_pg_base import AUDIT_LOCK_KEY, SCHEMA, StaleAlertError, set_version, version_of
+from alerts.store_pg_conn import PgConnection, dsn_from_settings
 from config.models import PostgresSettings
 
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def dsn_from_settings(settings: PostgresSettings) -> str:
-    """A libpq connection string from `storage.postgresql` (secrets read from their files)."""
-    if settings.dsn_file:
-        return Path(settings.dsn_file).read_text(encoding="utf-8").strip()
-    parts: dict[str, Any] = {"host": settings.host, "port": settings.port,
-                             "dbname": settings.dbname, "user": settings.user,
-                             "connect_timeout": max(1, round(settings.connect_timeout_s))}
-    if settings.password_file:
-        parts["password"] = Path(settings.password_file).read_text(encoding="utf-8").strip()
-    return conninfo.make_conninfo(**parts)
 
 
 def open_pg_store(settings: PostgresSettings, instance: str | None = None) -> PgAlertStore:
@@ -69,49 +46,16 @@ def open_pg_store(settings: PostgresSettings, instance: str | None = None) -> Pg
                         claim_lease_s=settings.claim_lease_s)
 
 
-class PgAlertStore:
+class PgAlertStore(PgConnection):
     """`AlertStore` on PostgreSQL, safe to share between processes and machines."""
 
     def __init__(self, dsn: str, *, instance: str | None = None,
                  claim_lease_s: float = 60.0) -> None:
-        self.dsn = dsn
+        super().__init__(dsn)
         # Names this process in outbox claims and delivery rows (which machine sent what).
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.claim_lease_s = claim_lease_s
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        with self._lock, self._txn() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            cur.execute(SCHEMA)
-
-    # ---- connection --------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                conn.close()
-            conn = self._conn = psycopg.connect(self.dsn, autocommit=True)
-        return conn
-
-    @contextmanager
-    def _txn(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
-        """A cursor inside one transaction (caller holds the lock)."""
-        conn = self._connection()
-        with conn.transaction(), conn.cursor() as cur:
-            yield cur
-
-    def _q(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        """One read. Retried once on a fresh connection if the old one had gone (server
-        restart, idle timeout): a read has no effect to duplicate."""
-        with self._lock:
-            for attempt in (0, 1):
-                try:
-                    with self._connection().cursor() as cur:
-                        return cur.execute(sql, args).fetchall()
-                except psycopg.OperationalError:
-                    if attempt or self._conn is None or not self._conn.broken:
-                        raise
-        raise AssertionError("unreachable")
+        self._create_schema(SCHEMA)
 
     # ---- writes ------------------------------------------------------------------------
     def commit(self, txn: Txn) -> list[int]:
@@ -353,9 +297,3 @@ class PgAlertStore:
         return [{"outbox_id": o, "dedup_key": k, "channel": c, "target": t, "group_key": g,
                  "payload": orjson.loads(p), "status": s, "attempts": a, "due_at": d}
                 for o, k, c, t, g, p, s, a, d in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None

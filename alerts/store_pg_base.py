@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.model import Alert, AlertTransitionError
+from alerts.model import AlertTransitionError
 
-# Attribute stored on each Alert object the PostgreSQL store returns or commits: the row
+# Attribute stored on each Alert (or Task) object a PostgreSQL store returns or commits: the row
 # version that object was read at. Kept out of the dataclass fields (asdict, orjson and the
 # contract never see it); a deep copy carries it, which is what optimistic locking wants.
 VERSION_ATTR = "_store_version"
@@ -27,20 +27,30 @@ class StaleAlertError(AlertTransitionError):
         self.alert_ids = alert_ids
 
 
-def version_of(alert: Alert) -> int | None:
-    """The store version this object was read at (None: never stored by a shared store)."""
-    value: Any = alert.__dict__.get(VERSION_ATTR)
+def version_of(record: object) -> int | None:
+    """The store version this object (an alert, a routine task) was read at (None: never
+    stored by a shared store)."""
+    value: Any = record.__dict__.get(VERSION_ATTR)
     return int(value) if value is not None else None
 
 
-def set_version(alert: Alert, version: int) -> None:
-    alert.__dict__[VERSION_ATTR] = version
+def set_version(record: object, version: int) -> None:
+    record.__dict__[VERSION_ATTR] = version
 
 
 # One advisory lock key serialises schema creation by instances starting together.
 SCHEMA_LOCK_KEY = 0x63617265  # "care"
 # Serialises appends to the audit hash chain across instances (held to the commit).
 AUDIT_LOCK_KEY = 0x61756474  # "audt"
+
+# The trigger function behind every append-only table (alert audit, deliveries, task log).
+APPEND_ONLY_FUNCTION = """
+CREATE OR REPLACE FUNCTION carewatch_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'carewatch: table % is append-only', TG_TABLE_NAME
+    USING ERRCODE = 'insufficient_privilege';
+END $$;
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -77,11 +87,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value JSON NOT NULL);
 
 -- The audit log and the delivery record are append-only for everyone, the application
 -- included: a row once written is evidence. Events may only flip `published`.
-CREATE OR REPLACE FUNCTION carewatch_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  RAISE EXCEPTION 'carewatch: table % is append-only', TG_TABLE_NAME
-    USING ERRCODE = 'insufficient_privilege';
-END $$;
+""" + APPEND_ONLY_FUNCTION + """
 CREATE OR REPLACE FUNCTION carewatch_events_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' OR NEW.seq <> OLD.seq OR NEW.alert_id <> OLD.alert_id

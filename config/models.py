@@ -165,7 +165,8 @@ class InfluxSinkSettings(Strict):
 
 
 class PostgresSettings(Strict):
-    """The shared alert store on PostgreSQL (storage.alerts_backend: postgresql)."""
+    """The shared alert, audit and routine task store on PostgreSQL
+    (storage.alerts_backend: postgresql)."""
 
     dsn_file: str | None = Field(
         None, description="file holding a libpq connection string; wins over the fields below"
@@ -185,7 +186,8 @@ class StorageSettings(Strict):
     sink: Literal["sqlite", "influxdb", "none"] = "sqlite"
     data_dir: str = Field("var", description="alerts store, audit log and session state")
     alerts_backend: Literal["sqlite", "postgresql"] = Field(
-        "sqlite", description="where alerts, audit and outbox live; postgresql to share them"
+        "sqlite", description="where alerts, audit, outbox and routine tasks live; postgresql "
+        "to share them between instances"
     )
     postgresql: PostgresSettings = Field(default_factory=PostgresSettings)
     sqlite: SqliteSinkSettings = Field(default_factory=SqliteSinkSettings)

@@ -3,6 +3,8 @@ the time each reached each tier (from their `escalated` events).
 
 It reads the alert store's SQLite file over its own read-only connection, so a report can
 run beside a live service (WAL readers never block the writer) or offline on a copy.
+`PgAlertData` (routines/alertdata_pg.py) reads the PostgreSQL alert store the same way;
+`alert_data_for(store)` picks the one matching an alert store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class AlertRecord:
 class AlertData:
     """Alerts from a SQLite alert store file (see alerts/store.py for the schema)."""
 
+    # The queries, in this backend's dialect (a subclass for another store swaps them).
+    OPENED_SQL = ("SELECT doc FROM alerts WHERE opened_at >= ? AND opened_at < ? "
+                  "ORDER BY opened_at, alert_id")
+    EVENTS_SQL = ("SELECT e.doc FROM events e JOIN alerts a ON a.alert_id = e.alert_id "
+                  "WHERE a.opened_at >= ? AND a.opened_at < ? ORDER BY e.seq")
+    UNRESOLVED_SQL = ("SELECT doc FROM alerts WHERE opened_at < ? AND "
+                      "(state != 'resolved' OR json_extract(doc, '$.resolved_at') > ?)")
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
@@ -46,17 +56,14 @@ class AlertData:
 
     def opened_between(self, start: float, end: float) -> list[AlertRecord]:
         """Alerts opened in [start, end), oldest first, with their tier times."""
-        rows = self._query("SELECT doc FROM alerts WHERE opened_at >= ? AND opened_at < ? "
-                           "ORDER BY opened_at, alert_id", (start, end))
+        rows = self._query(self.OPENED_SQL, (start, end))
         out = {}
         for (doc,) in rows:
             alert = Alert.from_doc(orjson.loads(doc))
             out[alert.alert_id] = AlertRecord(alert, {1: alert.opened_at})
         if not out:
             return []
-        events = self._query(
-            "SELECT e.doc FROM events e JOIN alerts a ON a.alert_id = e.alert_id "
-            "WHERE a.opened_at >= ? AND a.opened_at < ? ORDER BY e.seq", (start, end))
+        events = self._query(self.EVENTS_SQL, (start, end))
         for (doc,) in events:
             ev = orjson.loads(doc)
             rec = out.get(ev.get("alert_id"))
@@ -66,7 +73,17 @@ class AlertData:
 
     def unresolved_at(self, t: float) -> list[Alert]:
         """Alerts opened before `t` and not resolved by `t` (as far as the store knows now)."""
-        rows = self._query("SELECT doc FROM alerts WHERE opened_at < ? AND "
-                           "(state != 'resolved' OR json_extract(doc, '$.resolved_at') > ?)",
-                           (t, t))
+        rows = self._query(self.UNRESOLVED_SQL, (t, t))
         return [Alert.from_doc(orjson.loads(d)) for (d,) in rows]
+
+
+def alert_data_for(store: Any) -> AlertData | None:
+    """The alert history reader for an alert store: its SQLite file or its PostgreSQL
+    database (None for a store with neither, e.g. an in-memory one)."""
+    if hasattr(store, "path"):
+        return AlertData(store.path)
+    if hasattr(store, "dsn"):
+        from routines.alertdata_pg import PgAlertData  # psycopg only when it is used
+
+        return PgAlertData(store.dsn)
+    return None

@@ -61,10 +61,16 @@ class Routines:
         self.config, self.devices, self.clock = config, devices, clock
         self.alerts, self.state, self.publisher = alerts, state, publisher
         self.settings = config.routines
+        if store is None and config.storage.alerts_backend == "postgresql":
+            from routines.store_pg import open_pg_task_store  # psycopg only when it is used
+
+            store = open_pg_task_store(config.storage.postgresql)
         self.store: TaskStore = store or SqliteTaskStore(
             Path(store_dir) / self.settings.db_file, config.alerts.sqlite_synchronous)
-        if alert_data is None and alerts is not None and hasattr(alerts.store, "path"):
-            alert_data = AlertData(alerts.store.path)
+        if alert_data is None and alerts is not None:
+            from routines.alertdata import alert_data_for  # the alert store's own reader
+
+            alert_data = alert_data_for(alerts.store)
         self.alert_data = alert_data
         self.tz = ZoneInfo(config.timezone)
         self.router = Router(config)

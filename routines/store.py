@@ -1,5 +1,5 @@
-"""Durable routine tasks: `TaskStore` is the interface (a PostgreSQL backend can implement it),
-`SqliteTaskStore` the default, a WAL-mode SQLite file beside the alert store.
+"""Durable routine tasks: `TaskStore` is the interface, `SqliteTaskStore` the default, a
+WAL-mode SQLite file beside the alert store (`routines/store_pg.py`: the shared PostgreSQL one).
 
 Task ids are deterministic per (kind, resident, period) and inserted with INSERT OR IGNORE,
 and the scheduling watermarks are written in the same transaction as the tasks they
@@ -16,7 +16,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from routines.model import Task
+from routines.model import Task, TaskError
+
+
+class StaleTaskError(TaskError):
+    """A shared store refused a change made from an out-of-date copy of a task (another
+    instance changed it first); nothing of the transaction was written. The message reads
+    like the life cycle's own refusal ("task ... is already done") when the task is closed."""
+
+    def __init__(self, message: str, task_ids: list[str]) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids
 
 
 @dataclass
@@ -37,7 +47,9 @@ class TaskStore(Protocol):
     """What the routines service and the reports need from a task store."""
 
     def commit(self, txn: TaskTxn) -> list[str]:
-        """Store atomically; return the ids of the new tasks actually inserted."""
+        """Store atomically; return the ids of the new tasks actually inserted. A shared
+        store raises `StaleTaskError` (all or nothing) for a changed task read before
+        another instance changed it."""
         ...
 
     def get(self, task_id: str) -> Task | None: ...
