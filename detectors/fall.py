@@ -65,8 +65,8 @@ class Fall:
             sel = idx[ok]
             a = new.activity[sel]
             worn = new.worn[sel]
-            flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
             r = r[ok]
+            flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
             hit = a >= p.at("impact_g", r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
             live = hit | flag | ~np.isnan(self.impact[r]) | self.active[r]
