@@ -20,6 +20,7 @@ from carewatch.http import MetricsServer
 from carewatch.pipeline import Pipeline
 from config.models import BrokerSettings, Config
 from ingest.mqtt import MqttEdge
+from ingest.side import SidePublisher
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,15 @@ class Service:
         # the four routines ("4 ones"): APScheduler wakes them on its thread; only their
         # daily checks (state store, alert engine) run here, a chunk per call
         self.routines: Any = None
+        self.task_publisher: SidePublisher | None = None
         if self.pipeline.alerts is not None and config.routines.enabled:
             from routines.service import Routines
 
+            # task events ride their own connection: a bulk issuance never delays an alert
+            self.task_publisher = SidePublisher(self.broker, "tasks")
             self.routines = Routines(config, self.pipeline.devices, self.clock, self.data_dir,
                                      alerts=self.pipeline.alerts, state=self.pipeline.store,
-                                     publisher=self.edge)
+                                     publisher=self.task_publisher)
             self.routines.runner = self.submit
         self.http: Any = None  # the console (ConsoleServer), or MetricsServer without alerts
         if http is not None:
@@ -128,6 +132,8 @@ class Service:
         self.edge.start()
         self._thread.start()
         if self.routines is not None:
+            assert self.task_publisher is not None
+            self.task_publisher.start()
             self.routines.start()
 
     def _loop(self) -> None:
@@ -193,6 +199,8 @@ class Service:
         self.edge.stop()
         if self.routines is not None:
             self.routines.close()
+        if self.task_publisher is not None:
+            self.task_publisher.stop()
         self._close_pipeline()
         if self.http is not None:
             self.http.stop()

@@ -91,6 +91,24 @@ def must_keep(topic: str, payload: bytes | bytearray) -> bool:
     return b'"fall"' in payload and _FALL_TRUE.search(payload) is not None
 
 
+def configure_client(client: mqtt.Client, settings: BrokerSettings, tls: bool) -> None:
+    """Credentials, TLS, reconnect backoff and an unbounded outgoing queue (messages wait
+    while disconnected) from `broker` settings; shared by every connection we open."""
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(
+        min_delay=max(1, int(settings.reconnect_min_s)),
+        max_delay=max(1, int(settings.reconnect_max_s)),
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, read_secret(settings.password_file))
+    if tls:
+        t = settings.tls
+        client.tls_set(ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        if t.insecure:
+            client.tls_insecure_set(True)
+
+
 class MqttEdge:
     """One paho client: subscribes with QoS 1 into a bounded inbox, and publishes."""
 
@@ -129,23 +147,7 @@ class MqttEdge:
             manual_ack=manual_ack,
         )
         self.client.max_inflight_messages_set(100)
-        self.client.max_queued_messages_set(0)  # outgoing: unbounded while disconnected
-        self.client.reconnect_delay_set(
-            min_delay=max(1, int(settings.reconnect_min_s)),
-            max_delay=max(1, int(settings.reconnect_max_s)),
-        )
-        if settings.username:
-            self.client.username_pw_set(settings.username, read_secret(settings.password_file))
-        if tls:
-            t = settings.tls
-            self.client.tls_set(
-                ca_certs=t.ca_file,
-                certfile=t.cert_file,
-                keyfile=t.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if t.insecure:
-                self.client.tls_insecure_set(True)
+        configure_client(self.client, settings, tls)
         self.status_topic = status_topic or f"carewatch/system/pipeline/{settings.client_id}"
         self.client.will_set(self.status_topic, b'{"online": false}', qos=1, retain=True)
         self.client.on_connect = self._on_connect

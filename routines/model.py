@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 TASK_STATES = ("open", "done", "late", "missed")
@@ -72,7 +73,14 @@ class Task:
         return self.tier_reached_at + self.escalate_after_s
 
     def to_doc(self) -> dict[str, Any]:
-        return asdict(self)
+        """A plain-dict copy (nothing shared with the task). Written out field by field:
+        `dataclasses.asdict` made issuing 6,000 tasks take 1.6 s."""
+        doc = {name: getattr(self, name) for name in _FIELD_NAMES}
+        doc["on_duty"] = list(self.on_duty)
+        doc["escalations"] = [dict(e) for e in self.escalations]
+        if self.check is not None:
+            doc["check"] = copy.deepcopy(self.check)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Task:
@@ -84,3 +92,6 @@ class Task:
         out["event"] = event
         out.update(extra)
         return out
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Task))

@@ -178,9 +178,16 @@ class Routines:
                 issues = issues_between(kind, rule, self.tz, wm, now)
                 if issues or stored is None:
                     due.append((town, kind, issues, stored))
-                upcoming = issues_between(kind, rule, self.tz, now, now + 400 * 86400.0)
-                self._next_issue[key] = upcoming[0].issued_at if upcoming else np.inf
+                self._next_issue[key] = self._next_issue_at(kind, rule, now)
         return due
+
+    def _next_issue_at(self, kind: str, rule: Any, now: float) -> float:
+        # a month's window first (every routine recurs within it), a year's if disabled
+        for horizon_days in (35.0, 400.0):
+            upcoming = issues_between(kind, rule, self.tz, now, now + horizon_days * 86400.0)
+            if upcoming:
+                return upcoming[0].issued_at
+        return float(np.inf)
 
     def _store_step(self, now: float, news: list[Task], txn: TaskTxn) -> list[dict[str, Any]]:
         """Store the new tasks and every escalation or miss due by `now`; the events."""

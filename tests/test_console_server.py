@@ -105,7 +105,7 @@ def test_live_events_respect_scope_and_stop_cleanly(
             dev.publish(vitals_topic(config, row), {"ts": now, "fall": True, "worn": True,
                                                    "hr": 80, "spo2": 96}).wait_for_publish(5)
         r0, r_other = config.residents[0].id, config.residents[other].id
-        wait_for(lambda: streams[0].of(r0) and streams[0].of(r_other), what="district events")
+        wait_for(lambda: bool(streams[0].of(r0) and streams[0].of(r_other)), what="district events")
         wait_for(lambda: bool(streams[1].of(r0)), what="town office event")
         opened = streams[1].of(r0)[0]
         assert opened["kind"] == "fall" and opened["severity"] == "critical"

@@ -13,11 +13,16 @@ from typing import Any
 import pytest
 
 import routines.service as routines_service
-from carewatch.clock import SimClock
+from carewatch.clock import SimClock, WallClock
+from carewatch.service import Service
+from config.models import BrokerSettings
+from ingest.broker import MosquittoProcess
 from ingest.devices import DeviceTable
 from ingest.state import StateStore
 from routines.service import Routines
+from tests.ingest_harness import Client, wait_for
 from tests.routines_helpers import local, registry
+from tests.test_console_server import service_config
 
 
 class PipelineThread:
@@ -133,3 +138,35 @@ def test_a_failed_check_issues_nothing_and_the_next_tick_retries(
         assert all(t.check is not None for t in routines.tasks(kind="daily_check"))
     finally:
         routines.close()
+
+
+def test_task_events_ride_their_own_connection(mosquitto: MosquittoProcess,
+                                               tmp_path: Path) -> None:
+    """Task events queued behind a stalled notices connection never hold back an alert."""
+    config = service_config(tmp_path)
+    watch = Client(mosquitto.port, "watch", subscribe=("carewatch/v1/+/tasks/#",
+                                                       "carewatch/v1/+/alerts/#"))
+    service = Service(config, broker=BrokerSettings(url=mosquitto.url, client_id="cw-tasks"),
+                      data_dir=tmp_path)
+    side = service.task_publisher
+    assert side is not None and side.client is not service.edge.client
+    start_side, side.start = side.start, lambda: None  # type: ignore[method-assign]
+    dev = Client(mosquitto.port, "dev")
+    try:
+        service.start()
+        assert service.edge.wait_connected(10)
+        wait_for(lambda: len(service.routines.open_tasks()) == 3 * len(config.residents),
+                 what="the running week's and month's tasks")
+        r = config.residents[0]
+        dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                    {"ts": WallClock().now(), "fall": True, "worn": True}).wait_for_publish(5)
+        wait_for(lambda: bool(watch.received(f"/alerts/{r.id}")), what="the fall's alert event")
+        assert watch.received(f"/tasks/{r.id}") == []  # still queued on the side connection
+        start_side()
+        wait_for(lambda: len(watch.received(f"/tasks/{r.id}")) == 3, what="the task events")
+        assert {b["kind"] for _t, b in watch.received(f"/tasks/{r.id}")} == {
+            "weekly_call", "monthly_inspection", "monthly_visit"}
+    finally:
+        dev.close()
+        service.stop()
+        watch.close()
