@@ -33,7 +33,7 @@ from alerts.model import (
     default_message,
     json_scalar,
 )
-from alerts.noise import MERGED_INTO, inhibitor, silence_matches
+from alerts.noise import INHIBITED_BY, MERGED_INTO, inhibitor, silence_matches
 from alerts.routing import Router
 from alerts.store import AlertStore, SqliteAlertStore
 from alerts.store_pg_base import StaleAlertError
@@ -73,6 +73,8 @@ class AlertEngine(EngineApi):
         self._listeners: list[Listener] = []
         self._open: dict[tuple[str, str], Alert] = {}
         self._by_id: dict[str, Alert] = {}
+        # no escalation deadline before this instant (-inf: unknown, scan on the next tick)
+        self._deadline_floor = -np.inf
         self._sev: dict[str, np.ndarray] = {}  # kind -> per-row open severity (0: none)
         self._cond: dict[str, np.ndarray] = {}  # kind -> per-row condition_active
         self._evidence: dict[str, dict[str, np.ndarray]] = {}  # kind -> key -> per-row latest
@@ -104,6 +106,7 @@ class AlertEngine(EngineApi):
         return self._sev[kind], self._cond[kind]
 
     def _index(self, alert: Alert) -> None:
+        self._deadline_floor = -np.inf
         self._open[(alert.resident_id, alert.kind)] = alert
         self._by_id[alert.alert_id] = alert
         row = self.devices.row_of_resident.get(alert.resident_id)
@@ -154,6 +157,7 @@ class AlertEngine(EngineApi):
     def _finish(self, step: Step) -> None:
         if not step.txn:
             return
+        self._deadline_floor = -np.inf  # a deadline may have moved earlier: scan next tick
         step.txn.meta["counter"] = self._counter
         try:
             seqs = self.store.commit(step.txn)
@@ -264,8 +268,11 @@ class AlertEngine(EngineApi):
         if silence is not None:
             self._note(step, resident_id, kind, "silenced", now, {"silence_id": silence})
             return
-        active_kinds = {k for (r, k), a in self._open.items()
-                        if r == resident_id and a.condition_active}
+        # only the kinds that could inhibit this one: a scan of every open alert per new
+        # alert made opening alerts O(open alerts)
+        active_kinds = {k for k in INHIBITED_BY.get(kind, ())
+                        if (a := self._open.get((resident_id, k))) is not None
+                        and a.condition_active}
         blocker = inhibitor(kind, active_kinds)
         if blocker is not None:
             self._note(step, resident_id, kind, "inhibited", now, {"by": blocker},
@@ -313,6 +320,8 @@ class AlertEngine(EngineApi):
                                            "silence_expired", {"silence_id": sid}))
             self._finish(step)
             for attempt in range(3):
+                if now < self._deadline_floor:
+                    break  # no deadline due: most ticks (the scan is O(open alerts))
                 step = Step()
                 for alert in list(self._by_id.values()):
                     if (alert.deadline is not None and alert.deadline <= now
@@ -327,6 +336,8 @@ class AlertEngine(EngineApi):
                 except StaleAlertError:  # reloaded (acked elsewhere?): decide again
                     if attempt == 2:
                         raise
+            if now >= self._deadline_floor:
+                self._deadline_floor = self._earliest_deadline()
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:
@@ -340,9 +351,13 @@ class AlertEngine(EngineApi):
     def next_deadline(self) -> float | None:
         """The earliest escalation deadline (lets a live loop sleep until it)."""
         with self._lock:
-            times = [a.deadline for a in self._by_id.values()
-                     if a.deadline is not None and a.state in ("open", "escalated")]
-            return min(times) if times else None
+            at = self._earliest_deadline()
+            return at if np.isfinite(at) else None
+
+    def _earliest_deadline(self) -> float:
+        return min((a.deadline for a in self._by_id.values()
+                    if a.deadline is not None and a.state in ("open", "escalated")),
+                   default=np.inf)
 
     # ---- commands ----------------------------------------------------------------------
     def apply_command(self, cmd: Command, now: float) -> Alert:
