@@ -12,7 +12,6 @@ nor repeats a routine.
 from __future__ import annotations
 
 import copy
-import heapq
 import logging
 import threading
 from collections import defaultdict
@@ -26,19 +25,21 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 
-from alerts.model import UNACKED, Alert
+from alerts.model import SEVERITY_CODES
 from alerts.routing import Router
 from carewatch.clock import Clock
 from config.models import Config, Resident
 from ingest.devices import DeviceTable
 from ingest.publish import Publisher
 from ingest.state import StateStore
-from routines import lifecycle
+from routines import hazards, lifecycle
 from routines.alertdata import AlertData
-from routines.checks import daily_checks
+from routines.checks import check_tasks
+from routines.hazards import HazardAlerts
 from routines.model import Task, TaskError, TaskNotFoundError
+from routines.openview import OpenTasks
 from routines.schedule import KINDS, Issue, current_issue, issues_between, merged_rules, task_id
-from routines.store import SqliteTaskStore, TaskStore, TaskTxn
+from routines.store import SqliteTaskStore, StaleTaskError, TaskStore, TaskTxn
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
@@ -88,11 +89,10 @@ class Routines:
         self.monitoring_since = clock.now()
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        self._open: dict[str, Task] = {t.task_id: t for t in self.store.open_tasks()}
-        self._heap: list[tuple[float, str]] = []
-        for t in self._open.values():
-            self._push(t)
+        self._view = OpenTasks(self.store, self.settings.max_tier, self._by_town)
         self._next_issue: dict[tuple[str, str], float] = {}  # in memory only: a hint
+        self._hazards = HazardAlerts(self.store, alerts, self._by_town,
+                                     shared=self._view.shared is not None)
         self._scheduler: Any = None
         # runs fn where the state store and alert engine live: fn -> Future (Service.submit,
         # which runs fn at once when called from that thread); None: on the calling thread
@@ -100,11 +100,6 @@ class Routines:
         self._stopping = threading.Event()
 
     # ---- bookkeeping -------------------------------------------------------------------
-    def _push(self, task: Task) -> None:
-        at = task.next_deadline(self.settings.max_tier)
-        if at is not None:
-            heapq.heappush(self._heap, (at, task.task_id))
-
     def add_listener(self, fn: Listener) -> None:
         """Call `fn(event)` for every stored task change (created, escalated, completed...)."""
         with self._lock:
@@ -138,28 +133,35 @@ class Routines:
         what is due (under the lock), build the tasks and run their daily checks (without
         the lock; only the check reads the state store, in chunks on its owner thread),
         then store and announce (under the lock). A concurrent tick skips what an earlier
-        one is building: the in-memory next-issue hint moves in the first step."""
+        one is building: the in-memory next-issue hint moves in the first step.
+
+        On a shared store the first step also takes in what other instances wrote (their new,
+        changed and closed tasks), and a step whose commit is refused because another
+        instance changed one of its tasks first is decided again, once, from the stored
+        state: every escalation and miss is stored and announced by exactly one instance."""
         if not self.settings.enabled:
             return []
         with self._lock:
+            self._view.refresh()
             due = self._due_issues(now)
+            pending = self._hazards.claim(now)
+        if pending:  # outside the lock: the alert engine is called on its own thread
+            self._hazards.raise_pending(pending, now, self.on_state_thread, self._lock)
         news: list[Task] = []
         try:
             for town, kind, issues, _stored in due:
                 rule = getattr(self.rules[town], kind)
                 for issue in issues:
                     news.extend(self._issue(town, issue, rule.escalate_after_h * 3600.0))
+            with self._lock:
+                meta = {f"wm:{kind}:{town}": now for town, kind, issues, stored in due
+                        if issues or stored is None}
+                docs = self._store_step(now, news, meta)
         except BaseException:
-            with self._lock:  # not issued after all: the next tick tries again
+            with self._lock:  # not stored after all: the next tick reads the watermarks again
                 for town, kind, _issues, _stored in due:
                     self._next_issue.pop((kind, town), None)
             raise
-        with self._lock:
-            txn = TaskTxn()
-            for town, kind, issues, stored in due:
-                if issues or stored is None:
-                    txn.meta[f"wm:{kind}:{town}"] = now
-            docs = self._store_step(now, news, txn)
         self._announce(docs)
         return docs
 
@@ -189,10 +191,21 @@ class Routines:
                 return upcoming[0].issued_at
         return float(np.inf)
 
-    def _store_step(self, now: float, news: list[Task], txn: TaskTxn) -> list[dict[str, Any]]:
-        """Store the new tasks and every escalation or miss due by `now`; the events."""
+    def _store_step(self, now: float, news: list[Task], meta: dict[str, Any]
+                    ) -> list[dict[str, Any]]:
+        """Store the new tasks, the watermarks and every escalation or miss due by `now`;
+        the events. A commit refused for a task another instance changed first is retried
+        once from the stored tasks (that instance stored what it decided for them)."""
+        try:
+            return self._store_once(now, news, meta)
+        except StaleTaskError as err:
+            self._view.reload(err.task_ids)
+        return self._store_once(now, news, meta)
+
+    def _store_once(self, now: float, news: list[Task], meta: dict[str, Any]
+                    ) -> list[dict[str, Any]]:
+        txn = TaskTxn(meta=dict(meta))
         for t in news:
-            txn.new.append(t)
             txn.log.append((t.issued_at, t.task_id, "system", "created",
                             {"owner": t.owner, "due_at": t.due_at}))
             if t.state == "done":
@@ -200,42 +213,51 @@ class Routines:
                                 {"state": "done", "outcome": "ok", "tier": 1}))
         changed: dict[str, Task] = {}
         # New tasks issued long ago (after downtime) may already be overdue or missed.
-        for t in news:
-            self._advance(t, now, txn, changed)
-        while self._heap and self._heap[0][0] <= now:
-            _at, tid = heapq.heappop(self._heap)
-            pending = self._open.get(tid)
-            if pending is not None and tid not in changed:
-                self._advance(pending, now, txn, changed)
+        txn.new = [self._advance(t, now, txn, changed) for t in news]
+        popped = self._view.pop_due(now)
+        for _at, tid in popped:
+            held = self._view.tasks.get(tid)
+            if held is not None and tid not in changed:
+                self._advance(held, now, txn, changed)
         new_ids = {n.task_id for n in news}
         txn.changed = [t for tid, t in changed.items() if tid not in new_ids]
-        inserted = set(self.store.commit(txn)) if txn else set()
-        docs: list[dict[str, Any]] = []
-        for t in news:
-            if t.task_id in inserted:
-                docs.append(t.event("created"))
-        for t in news:
-            if t.task_id in inserted and t.state == "open":
-                self._open[t.task_id] = t
-                self._push(t)
+        try:
+            inserted = set(self.store.commit(txn)) if txn else set()
+        except BaseException:
+            self._view.restore(popped)  # nothing changed: the same deadlines are still due
+            raise
+        docs = [t.event("created") for t in txn.new if t.task_id in inserted]
+        for t in txn.new:
+            if t.task_id in inserted and t.is_open:
+                self._view.put(t)
         for t in txn.changed:
-            if t.state != "open":
-                self._open.pop(t.task_id, None)
+            if t.is_open:
+                self._view.put(t)
             else:
-                self._push(t)
+                self._view.drop(t.task_id)
+        if self._view.shared is not None:  # stored first by another instance: as stored
+            self._view.reload(tid for tid in new_ids if tid not in inserted)
         for ts, tid, _actor, action, detail in txn.log:
             if action in ("escalated", "missed") and (tid in inserted or tid not in new_ids):
-                src = changed.get(tid) or self._open.get(tid)
-                if src is not None:
-                    docs.append(src.event(action, **{**detail, "at": ts}))
+                docs.append(changed[tid].event(action, **{**detail, "at": ts}))
         return docs
 
-    def _advance(self, t: Task, now: float, txn: TaskTxn, changed: dict[str, Task]) -> None:
-        steps = lifecycle.advance(t, now, self.router, self.settings.max_tier)
-        for at, action, detail in steps:
-            txn.log.append((at, t.task_id, "system", action, detail))
-        if steps:
-            changed[t.task_id] = t
+    def _advance(self, t: Task, now: float, txn: TaskTxn, changed: dict[str, Task]) -> Task:
+        """`t` with every change due by `now` applied: a changed copy (recorded in `changed`,
+        its log lines in `txn`), or `t` itself when nothing is due. `t` is never changed:
+        held tasks stay as stored until the commit succeeds."""
+        at = t.next_deadline(self.settings.max_tier)
+        if at is None or at > now:
+            return t
+        work = copy.copy(t)  # carries a shared store's row version
+        work.on_duty, work.escalations = list(t.on_duty), [dict(e) for e in t.escalations]
+        steps = lifecycle.advance(work, now, self.router, self.settings.max_tier)
+        for step_at, action, detail in steps:
+            txn.log.append((step_at, t.task_id, "system", action, detail))
+        if not steps:
+            return t
+        changed[t.task_id] = work
+        return work
 
     def _issue(self, town: str, issue: Issue, escalate_after_s: float) -> list[Task]:
         residents = self._by_town[town]
@@ -251,45 +273,10 @@ class Routines:
                 escalate_after_s=escalate_after_s, tier_reached_at=issue.issued_at,
                 on_duty=list(duty.staff), created_at=self.clock.now()))
         if issue.kind == "daily_check" and tasks:
-            self._run_checks(tasks, issue.issued_at)
+            check_tasks(self, tasks, issue.issued_at, CHECK_CHUNK)
         return tasks
 
-    def _run_checks(self, tasks: list[Task], window_end: float) -> None:
-        window_start = window_end - 86400.0
-        by_res: dict[str, list[Alert]] = defaultdict(list)
-        if self.alert_data is not None:
-            for rec in self.alert_data.opened_between(window_start, window_end):
-                by_res[rec.alert.resident_id].append(rec.alert)
-
-        def unacked_now() -> dict[str, int]:
-            counts: dict[str, int] = defaultdict(int)
-            if self.alerts is not None:
-                for a in self.alerts.open_alerts():
-                    if a.state in UNACKED and a.opened_at < window_end:
-                        counts[a.resident_id] += 1
-            return counts
-
-        unacked = self._on_state_thread(unacked_now)
-        for lo in range(0, len(tasks), CHECK_CHUNK):
-            part = tasks[lo:lo + CHECK_CHUNK]
-            rows = np.array([self.devices.row_of_resident[t.resident_id] for t in part],
-                            np.int64)
-            alerts = [by_res[t.resident_id] for t in part]
-            counts = [unacked[t.resident_id] for t in part]
-
-            def check(rows: np.ndarray = rows, alerts: list[list[Alert]] = alerts,
-                      counts: list[int] = counts) -> list[dict[str, Any]]:
-                return daily_checks(self.state, rows, window_end, self.monitoring_since,
-                                    alerts, counts, self.settings.daily_check)
-
-            # one chunk per call: the pipeline handles telemetry between chunks
-            for t, res in zip(part, self._on_state_thread(check), strict=True):
-                t.check = res
-                if res["status"] == "ok":  # nothing to review: the check closes itself
-                    t.state, t.completed_at, t.completed_by = "done", window_end, "system"
-                    t.outcome, t.notes = "ok", "automatic: every figure within its threshold"
-
-    def _on_state_thread(self, fn: Callable[[], T]) -> T:
+    def on_state_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` where the state store and the alert engine live (see `runner`)."""
         if self.runner is None:
             return fn()
@@ -299,28 +286,50 @@ class Routines:
     def complete(self, task_id: str, *, by: str, now: float, outcome: str = "ok",
                  notes: str = "", hazard: str | None = None,
                  hazard_severity: str = "high") -> Task:
-        """Record a task as done (or late) with feedback; a hazard opens an alert."""
+        """Record a task as done (or late) with feedback; a hazard opens an alert, once the
+        completion is stored (routines/hazards.py)."""
         # the task's state as of `now` (it may have been missed); outside the lock, as a
         # tick may wait for the pipeline thread, which may be waiting for the lock
         self.tick(now)
         with self._lock:
-            t = self._open.get(task_id) or self.store.get(task_id)
-            if t is None:
-                raise TaskNotFoundError(f"no task {task_id}")
-            t = copy.deepcopy(t)
-            at, action, detail = lifecycle.complete(t, by=by, now=now, outcome=outcome,
-                                                    notes=notes, hazard=hazard)
+            t = self._commit_completion(task_id, by=by, now=now, outcome=outcome, notes=notes,
+                                        hazard=hazard, hazard_severity=hazard_severity)
             if t.hazard and self.alerts is not None:
-                alert = self.alerts.raise_manual(
-                    t.resident_id, kind="hazard", severity=hazard_severity, by=by,
-                    note=t.hazard, now=now, evidence={"task_id": t.task_id, "routine": t.kind})
-                t.alert_id = alert.alert_id
-                detail["alert_id"] = alert.alert_id
-            self.store.commit(TaskTxn(changed=[t], log=[(at, t.task_id, by, action, detail)]))
-            self._open.pop(t.task_id, None)
+                t = self._hazards.raise_for(t, by=by, severity=hazard_severity, now=now)
             doc = t.event("completed", by=by)
         self._announce([doc])
         return t
+
+    def _commit_completion(self, task_id: str, *, by: str, now: float, outcome: str,
+                           notes: str, hazard: str | None, hazard_severity: str) -> Task:
+        # A copy is completed; the view takes it only once stored. A shared store refuses a
+        # copy another instance changed first: read it again and decide once more (the life
+        # cycle then says "already done", or completes the task as escalated meanwhile).
+        for attempt in (0, 1):
+            held = self._view.tasks.get(task_id)
+            t = copy.deepcopy(held) if held is not None else self.store.get(task_id)
+            if t is None:
+                raise TaskNotFoundError(f"no task {task_id}")
+            at, action, detail = lifecycle.complete(t, by=by, now=now, outcome=outcome,
+                                                    notes=notes, hazard=hazard)
+            txn = TaskTxn(changed=[t], log=[(at, t.task_id, by, action, detail)])
+            if t.hazard and self.alerts is not None:
+                if hazard_severity not in SEVERITY_CODES:
+                    raise TaskError(f"hazard_severity must be one of {list(SEVERITY_CODES)}")
+                if t.resident_id not in self.devices.row_of_resident:
+                    raise TaskError(f"no alert can be raised for resident {t.resident_id}")
+                txn.meta[hazards.marker_key(t.task_id)] = hazards.marker(
+                    t, by=by, severity=hazard_severity, now=now)
+            try:
+                self.store.commit(txn)
+            except StaleTaskError as err:
+                self._view.reload(err.task_ids)
+                if attempt:
+                    raise
+                continue
+            self._view.drop(t.task_id)
+            return t
+        raise AssertionError("unreachable")
 
     # ---- queries -----------------------------------------------------------------------
     def get(self, task_id: str) -> Task:
@@ -331,7 +340,7 @@ class Routines:
 
     def open_tasks(self) -> list[Task]:
         with self._lock:
-            return sorted((copy.deepcopy(t) for t in self._open.values()),
+            return sorted((copy.deepcopy(t) for t in self._view.tasks.values()),
                           key=lambda t: (t.due_at, t.task_id))
 
     def overdue(self, now: float) -> list[Task]:
@@ -353,7 +362,8 @@ class Routines:
     def next_wake(self, now: float) -> float | None:
         """The next instant at which `tick` would change something."""
         with self._lock:
-            times = [self._heap[0][0]] if self._heap else []
+            first = self._view.next_deadline()
+            times = [first] if first is not None else []
             times.extend(t for t in self._next_issue.values() if t > now and np.isfinite(t))
             return min(times) if times else None
 

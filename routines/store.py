@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -38,9 +39,15 @@ class TaskTxn:
     log: list[tuple[float, str, str, str, dict[str, Any]]] = field(
         default_factory=list)  # ts, task_id, actor, action, detail
     meta: dict[str, Any] = field(default_factory=dict)
+    unset: list[str] = field(default_factory=list)  # meta keys to delete
 
     def __bool__(self) -> bool:
-        return bool(self.new or self.changed or self.log or self.meta)
+        return bool(self.new or self.changed or self.log or self.meta or self.unset)
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str]:
+    """[low, high) of the keys starting with `prefix` (byte order; prefix not empty)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class TaskStore(Protocol):
@@ -59,7 +66,31 @@ class TaskStore(Protocol):
               town_id: str | None = None) -> list[Task]: ...
     def log(self, task_id: str | None = None) -> list[dict[str, Any]]: ...
     def meta(self, key: str, default: Any = None) -> Any: ...
+    def meta_prefix(self, prefix: str) -> dict[str, Any]:
+        """Every meta key starting with `prefix`, with its value."""
+        ...
+
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SharedTaskStore(TaskStore, Protocol):
+    """A task store several instances write (routines/store_pg.py): what an instance needs
+    to follow the others' changes. Task objects carry the row version they were read at."""
+
+    def cursor(self) -> int:
+        """A position in the store's history: `changes_since` it misses no later write."""
+        ...
+
+    def changes_since(self, cursor: int, town_ids: Sequence[str]
+                      ) -> tuple[list[tuple[str, str, int]], int]:
+        """(task_id, state, version) of the towns' tasks written since `cursor` (some
+        earlier ones too), and the cursor for the next call."""
+        ...
+
+    def get_many(self, task_ids: Sequence[str]) -> list[Task]: ...
+    def open_tasks_in(self, town_ids: Sequence[str]) -> list[Task]: ...
+    def version_of(self, task: Task) -> int | None: ...
 
 
 SCHEMA = """
@@ -138,6 +169,8 @@ class SqliteTaskStore:
                 if txn.meta:
                     cur.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)",
                                     [(k, _dumps(v)) for k, v in txn.meta.items()])
+                if txn.unset:
+                    cur.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in txn.unset])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -177,6 +210,11 @@ class SqliteTaskStore:
     def meta(self, key: str, default: Any = None) -> Any:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return orjson.loads(rows[0][0]) if rows else default
+
+    def meta_prefix(self, prefix: str) -> dict[str, Any]:
+        rows = self._q("SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
+                       prefix_bounds(prefix))
+        return {k: orjson.loads(v) for k, v in rows}
 
     def close(self) -> None:
         with self._lock:

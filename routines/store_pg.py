@@ -18,12 +18,20 @@ inserted. What sharing adds:
   and its `created` line exist once. Rows are locked in task-id order in every transaction,
   so two ticks cannot deadlock on each other.
 - **Append-only log.** Triggers refuse UPDATE, DELETE and TRUNCATE on the task log.
+- **Following the others.** Each row records the transaction id that last wrote it
+  (`changed_xid`). `cursor()` is the oldest transaction still running (the xmin of a fresh
+  snapshot): every transaction not visible to a read made after it has an id at or above
+  it, so `changes_since(cursor)` (an indexed range query returning ids, states and
+  versions) never misses a write, whatever order concurrent commits land in; it may
+  return a few rows again, which the version tells apart. An instance refreshes its open
+  tasks this way on every tick (routines/openview.py).
 
 Tables are prefixed `routine_` so they can live in the alert store's database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -32,13 +40,22 @@ from alerts.store_pg_base import APPEND_ONLY_FUNCTION, set_version, version_of
 from alerts.store_pg_conn import PgConnection, dsn_from_settings
 from config.models import PostgresSettings
 from routines.model import FINAL_STATES, Task
-from routines.store import StaleTaskError, TaskTxn
+from routines.store import StaleTaskError, TaskTxn, prefix_bounds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS routine_tasks (
   task_id TEXT PRIMARY KEY, kind TEXT NOT NULL, resident_id TEXT NOT NULL,
   town_id TEXT NOT NULL, state TEXT NOT NULL, issued_at DOUBLE PRECISION NOT NULL,
-  doc JSON NOT NULL, version BIGINT NOT NULL DEFAULT 1);
+  doc JSON NOT NULL, version BIGINT NOT NULL DEFAULT 1,
+  changed_xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint));
+DO $$ BEGIN  -- a store created before changed_xid existed
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'routine_tasks'::regclass
+                 AND attname = 'changed_xid' AND NOT attisdropped) THEN
+    ALTER TABLE routine_tasks ADD COLUMN changed_xid BIGINT NOT NULL
+      DEFAULT (pg_current_xact_id()::text::bigint);
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS routine_tasks_changed ON routine_tasks(changed_xid);
 CREATE INDEX IF NOT EXISTS routine_tasks_issued ON routine_tasks(issued_at);
 CREATE INDEX IF NOT EXISTS routine_tasks_open ON routine_tasks(issued_at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS routine_tasks_resident ON routine_tasks(resident_id, issued_at);
@@ -91,11 +108,17 @@ def open_pg_task_store(settings: PostgresSettings) -> PgTaskStore:
 
 
 class PgTaskStore(PgConnection):
-    """`TaskStore` on PostgreSQL, safe to share between processes and machines."""
+    """`TaskStore` (and `SharedTaskStore`) on PostgreSQL, safe to share between processes
+    and machines. `readonly`: create nothing (a report); see `exists`."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, readonly: bool = False) -> None:
         super().__init__(dsn)
-        self._create_schema(SCHEMA)
+        if not readonly:
+            self._create_schema(SCHEMA)
+
+    def exists(self) -> bool:
+        """Whether the routine tables were created in this database (by a running service)."""
+        return bool(self._q("SELECT to_regclass('routine_tasks') IS NOT NULL")[0][0])
 
     def commit(self, txn: TaskTxn) -> list[str]:
         inserted: set[str] = set()
@@ -116,7 +139,9 @@ class PgTaskStore(PgConnection):
                     cur.execute(_INSERT, _row(t))
                 else:
                     cur.execute("UPDATE routine_tasks SET state = %s, doc = %s::json, "
-                                "version = version + 1 WHERE task_id = %s AND version = %s",
+                                "version = version + 1, changed_xid = "
+                                "pg_current_xact_id()::text::bigint "
+                                "WHERE task_id = %s AND version = %s",
                                 (t.state, _dumps(t.to_doc()), tid, seen))
                 if cur.rowcount != 1:
                     stale.append(tid)
@@ -142,6 +167,8 @@ class PgTaskStore(PgConnection):
                     "INSERT INTO routine_meta(key, value) VALUES (%s, %s::json) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [(k, _dumps(txn.meta[k])) for k in sorted(txn.meta)])
+            if txn.unset:
+                cur.execute("DELETE FROM routine_meta WHERE key = ANY(%s)", (list(txn.unset),))
         for t, v in written:  # only once the commit succeeded
             set_version(t, v)
         return [t.task_id for t in txn.new if t.task_id in inserted]
@@ -155,6 +182,35 @@ class PgTaskStore(PgConnection):
         rows = self._q("SELECT doc::text, version FROM routine_tasks WHERE state = 'open' "
                        + _ORDER)
         return [_task(d, v) for d, v in rows]
+
+    # ---- following other instances (SharedTaskStore) -----------------------------------
+    def open_tasks_in(self, town_ids: Sequence[str]) -> list[Task]:
+        """The open tasks of these towns (an instance's own: workers split the towns)."""
+        rows = self._q("SELECT doc::text, version FROM routine_tasks WHERE state = 'open' "
+                       "AND town_id = ANY(%s) " + _ORDER, (list(town_ids),))
+        return [_task(d, v) for d, v in rows]
+
+    def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        rows = self._q("SELECT doc::text, version FROM routine_tasks WHERE task_id = ANY(%s) "
+                       + _ORDER, (list(task_ids),))
+        return [_task(d, v) for d, v in rows]
+
+    def cursor(self) -> int:
+        rows = self._q("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return int(rows[0][0])
+
+    def changes_since(self, cursor: int, town_ids: Sequence[str]
+                      ) -> tuple[list[tuple[str, str, int]], int]:
+        # The next cursor is taken before the read, so the read's snapshot is at least as
+        # new (snapshot xmins only grow): nothing committed after it is missed next time.
+        nxt = self.cursor()
+        rows = self._q("SELECT task_id, state, version FROM routine_tasks "
+                       "WHERE changed_xid >= %s AND town_id = ANY(%s)",
+                       (cursor, list(town_ids)))
+        return [(tid, state, int(v)) for tid, state, v in rows], nxt
+
+    def version_of(self, task: Task) -> int | None:
+        return version_of(task)
 
     def tasks(self, *, issued_from: float | None = None, issued_to: float | None = None,
               kind: str | None = None, resident_id: str | None = None,
@@ -182,6 +238,11 @@ class PgTaskStore(PgConnection):
     def meta(self, key: str, default: Any = None) -> Any:
         rows = self._q("SELECT value::text FROM routine_meta WHERE key = %s", (key,))
         return orjson.loads(rows[0][0]) if rows else default
+
+    def meta_prefix(self, prefix: str) -> dict[str, Any]:
+        rows = self._q('SELECT key, value::text FROM routine_meta WHERE key COLLATE "C" >= %s '
+                       'AND key COLLATE "C" < %s ORDER BY key COLLATE "C"', prefix_bounds(prefix))
+        return {k: orjson.loads(v) for k, v in rows}
 
 
 __all__ = ["PgTaskStore", "StaleTaskError", "open_pg_task_store"]
