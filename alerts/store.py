@@ -230,7 +230,9 @@ class SqliteAlertStore:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                    isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        if synchronous not in ("FULL", "NORMAL", "OFF"):  # OFF: replay's throw-away store
+            raise ValueError(f"synchronous must be FULL, NORMAL or OFF, not {synchronous!r}")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(SCHEMA)
         _migrate_audit(self._db)
         self._db.executescript(AUDIT_GUARD)
