@@ -82,62 +82,64 @@ def test_only_daily_checks_run_on_the_pipeline_thread_a_chunk_per_call(
         routines.close()
 
 
-def test_a_tick_waiting_for_a_check_lets_the_pipeline_complete_a_task(
-        tmp_path: Path, pipeline: PipelineThread) -> None:
+@pytest.fixture
+def started(tmp_path: Path, pipeline: PipelineThread) -> Iterator[Routines]:
+    """Routines on a pipeline thread, after the first tick (Sunday 1 November, 08:00)."""
     t0 = local(2026, 11, 1, 8)
     routines = _routines(tmp_path, pipeline, t0)
     try:
         routines.tick(t0)
-        call = next(t for t in routines.open_tasks() if t.kind == "weekly_call")
-        inner = pipeline.submit
-        done: list[Future[Any]] = []
-
-        def racing_submit(fn: Callable[[], Any]) -> Future[Any]:
-            # The scheduler's tick asks for a check while a person's completion is queued
-            # ahead of it on the pipeline thread; the completion needs the routines lock.
-            if not done:
-                done.append(inner(lambda: routines.complete(
-                    call.task_id, by="s1", now=local(2026, 11, 2, 8, 1), notes="电话联系")))
-            return inner(fn)
-
-        routines.runner = racing_submit
-        tick = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
-        try:
-            issued = tick.submit(routines.tick, local(2026, 11, 2, 8)).result(timeout=30)
-        finally:
-            tick.shutdown(wait=True)
-        assert sum(d["kind"] == "daily_check" for d in issued) == 4
-        completed = done[0].result(timeout=30)
-        assert completed.state in ("done", "late") and completed.completed_by == "s1"
-        actions = [e["action"] for e in routines.log(call.task_id)]
-        assert actions[0] == "created" and actions[-1] == "completed"
-        assert actions.count("completed") == 1
+        yield routines
     finally:
         routines.close()
+
+
+def test_a_tick_waiting_for_a_check_lets_the_pipeline_complete_a_task(
+        started: Routines, pipeline: PipelineThread) -> None:
+    routines = started
+    call = next(t for t in routines.open_tasks() if t.kind == "weekly_call")
+    inner = pipeline.submit
+    done: list[Future[Any]] = []
+
+    def racing_submit(fn: Callable[[], Any]) -> Future[Any]:
+        # The scheduler's tick asks for a check while a person's completion is queued
+        # ahead of it on the pipeline thread; the completion needs the routines lock.
+        if not done:
+            done.append(inner(lambda: routines.complete(
+                call.task_id, by="s1", now=local(2026, 11, 2, 8, 1), notes="电话联系")))
+        return inner(fn)
+
+    routines.runner = racing_submit
+    tick = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
+    try:
+        issued = tick.submit(routines.tick, local(2026, 11, 2, 8)).result(timeout=30)
+    finally:
+        tick.shutdown(wait=True)
+    assert sum(d["kind"] == "daily_check" for d in issued) == 4
+    completed = done[0].result(timeout=30)
+    assert completed.state in ("done", "late") and completed.completed_by == "s1"
+    actions = [e["action"] for e in routines.log(call.task_id)]
+    assert actions[0] == "created" and actions[-1] == "completed"
+    assert actions.count("completed") == 1
 
 
 def test_a_failed_check_issues_nothing_and_the_next_tick_retries(
-        tmp_path: Path, pipeline: PipelineThread) -> None:
-    t0 = local(2026, 11, 1, 8)
-    routines = _routines(tmp_path, pipeline, t0)
-    try:
-        routines.tick(t0)
+        started: Routines, pipeline: PipelineThread) -> None:
+    routines = started
 
-        def stopping(fn: Callable[[], Any]) -> Future[Any]:  # as Service.submit when stopping
-            fut: Future[Any] = Future()
-            fut.set_exception(RuntimeError("the pipeline is stopping"))
-            return fut
+    def stopping(fn: Callable[[], Any]) -> Future[Any]:  # as Service.submit when stopping
+        fut: Future[Any] = Future()
+        fut.set_exception(RuntimeError("the pipeline is stopping"))
+        return fut
 
-        routines.runner = stopping
-        with pytest.raises(RuntimeError, match="stopping"):
-            routines.tick(local(2026, 11, 2, 8))
-        assert routines.tasks(kind="daily_check") == []
-        routines.runner = pipeline.submit
-        docs = routines.tick(local(2026, 11, 2, 8) + 1.0)
-        assert sum(d["event"] == "created" and d["kind"] == "daily_check" for d in docs) == 4
-        assert all(t.check is not None for t in routines.tasks(kind="daily_check"))
-    finally:
-        routines.close()
+    routines.runner = stopping
+    with pytest.raises(RuntimeError, match="stopping"):
+        routines.tick(local(2026, 11, 2, 8))
+    assert routines.tasks(kind="daily_check") == []
+    routines.runner = pipeline.submit
+    docs = routines.tick(local(2026, 11, 2, 8) + 1.0)
+    assert sum(d["event"] == "created" and d["kind"] == "daily_check" for d in docs) == 4
+    assert all(t.check is not None for t in routines.tasks(kind="daily_check"))
 
 
 def test_task_events_ride_their_own_connection(mosquitto: MosquittoProcess,
