@@ -265,3 +265,40 @@ def test_workers_that_split_the_towns_act_on_their_own_towns_only(
     assert {t.town_id for t in gufu.open_tasks()} == {"gufu"}
     assert {e["town_id"] for e in inst.events[id(lishi)]} == {"lishi"}
 
+
+
+def test_a_store_created_before_change_tracking_is_followed_too(pg_dsn: str) -> None:
+    """A database created by the first PgTaskStore (no changed_xid column) gains it on
+    start; its rows are then reported by the first refresh of an instance."""
+    import psycopg
+
+    from routines.store_pg import _row
+
+    old = _task_for_migration()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE routine_tasks (task_id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                     "resident_id TEXT NOT NULL, town_id TEXT NOT NULL, state TEXT NOT NULL, "
+                     "issued_at DOUBLE PRECISION NOT NULL, doc JSON NOT NULL, "
+                     "version BIGINT NOT NULL DEFAULT 1)")
+        conn.execute("INSERT INTO routine_tasks(task_id, kind, resident_id, town_id, state, "
+                     "issued_at, doc) VALUES (%s,%s,%s,%s,%s,%s,%s::json)", _row(old))
+    store = PgTaskStore(pg_dsn)
+    try:
+        rows, cursor = store.changes_since(0, ["gufu"])
+        assert rows == [(old.task_id, "open", 1)] and cursor > 0
+        assert store.open_tasks_in(["gufu"]) == [old] and store.open_tasks_in(["lishi"]) == []
+        assert store.changes_since(cursor, ["gufu"])[0] == []  # nothing written since
+        done = store.get_many([old.task_id])[0]
+        done.state = "done"
+        store.commit(TaskTxn(changed=[done]))
+        assert store.changes_since(cursor, ["gufu"])[0] == [(old.task_id, "done", 2)]
+    finally:
+        store.close()
+
+
+def _task_for_migration() -> Task:
+    t0 = local(2026, 11, 2, 9)
+    return Task(task_id="weekly_call:r-1:2026-W45", kind="weekly_call", resident_id="r-1",
+                town_id="gufu", institution_id="inst-a", owner="s1", period="2026-W45",
+                issued_at=t0, due_at=t0 + 86400.0, closes_at=t0 + 7 * 86400.0,
+                escalate_after_s=86400.0, tier_reached_at=t0, on_duty=["s1"])
