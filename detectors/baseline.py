@@ -128,7 +128,7 @@ class BaselineDeviation:
         rest = p.at("rest_g", rows)  # each row's own, as scoring uses it
         with np.errstate(invalid="ignore"):
             moving = series.values["activity"] > (
-                rest[:, None] if isinstance(rest, np.ndarray) else rest)
+                rest.astype(np.float32)[:, None] if isinstance(rest, np.ndarray) else rest)
         need = p.at("min_minutes", rows)
         self.fits += 1
         self.fit_rows = rows

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.quality import f32_threshold
 from ingest.devices import DeviceTable
 
 
@@ -98,6 +99,9 @@ class LowBattery:
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        # battery is float32: compared as float32 with shared and per-row thresholds alike
+        self.threshold = f32_threshold(self.params["threshold"])
+        self.clear_above = f32_threshold(self.params["clear_above"])
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self._seen: np.ndarray | None = None
@@ -108,8 +112,8 @@ class LowBattery:
         if self._seen is not None and np.array_equal(self._seen, b.view(np.int32)):
             return []
         self._seen = b.view(np.int32).copy()
-        rise = ~self.active & (b <= self.params["threshold"])
-        clear = self.active & (b > self.params["clear_above"])
+        rise = ~self.active & (b <= self.threshold)
+        clear = self.active & (b > self.clear_above)
         change = rise | clear
         if not change.any():
             return []

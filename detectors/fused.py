@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.base import Findings, TickState
+from detectors.quality import f32_threshold
 from detectors.runs import Emitter, Episodes, rank_groups
 
 if TYPE_CHECKING:
@@ -80,12 +81,9 @@ class SustainedGroup:
         self.stream_of = np.array(stream_of, np.intp)
         self.identity = stream_of == list(range(s))
         # no rest rule: the threshold is +inf, so nothing is ever "moving". Activity is
-        # float32: a rule compares it with a scalar threshold in float32 (NumPy's weak
-        # Python scalars), with a per-row float64 array in float64; rounding scalars through
-        # float32 makes the one float64 comparison here agree with both.
-        rests = [m.params["rest_g"] for m in first]
-        self.rest = param_matrix([float(np.float32(v)) if isinstance(v, float | int) else v
-                                  for v in rests], n, np.inf)
+        # float32 and compared as float32 (`quality.at_rest`): thresholds rounded through
+        # float32, shared or per row, make this float64 comparison decide the same.
+        self.rest = param_matrix([f32_threshold(m.params["rest_g"]) for m in first], n, np.inf)
         self.uses_rest = bool(np.isfinite(self.rest).any())
         self.recovery = param_matrix([m.params["recovery_s"] for m in first], n)
         self.zero_recovery = bool((self.recovery == 0).all())

@@ -4,10 +4,9 @@ Built once from the same per-row parameter models the vectorised detectors get (
 `registry.resolve_params`: deployment, town and resident overrides); rows whose models are
 the same objects share one `Plan`, and the per-sample loop reads its tuples of floats.
 
-NumPy compares a float32 column with a Python float in float32 (the float is "weak") but with
-a per-row float64 array in float64. The vectorised rules compare float32 activity (rest,
-motion) and battery that way, so a threshold shared by every row is rounded to float32 here
-(`f32`) for those comparisons and a per-row one is not: the loop decides exactly as they do.
+Activity and battery readings are float32, and the vectorised rules compare them with the
+rest and battery thresholds in float32 (`quality.at_rest`, `quality.f32_threshold`): those
+thresholds are rounded to float32 here (`f32`), so the loop's float comparisons agree.
 """
 
 from __future__ import annotations
@@ -52,24 +51,9 @@ NEWS_LUTS = {name: (_lut(name), float(_LUT_RANGE[name][1]), _LUT_RANGE[name][0])
 NEWS_TOP = _LUT_SIZE - 2
 
 
-class _Table:
-    """One detector's models per row, and which numeric fields every row shares."""
-
-    def __init__(self, name: str, models: Sequence[Any] | None, n: int) -> None:
-        cls = DETECTORS[name]
-        self.rows: Sequence[Any] = models if models is not None else [cls.Params()] * n
-        uniq = list({id(m): m for m in self.rows}.values())
-        self.shared = {f for f in cls.Params.model_fields
-                       if all(getattr(m, f) == getattr(uniq[0], f) for m in uniq)}
-
-    def cmp(self, model: Any, field: str) -> float:
-        """`field` of `model` for comparing a float32 column with."""
-        v = float(getattr(model, field))
-        return f32(v) if field in self.shared else v
-
-    def cmp_opt(self, model: Any, field: str) -> float | None:
-        """The same for an optional field (None: the rule is off on this row)."""
-        return None if getattr(model, field) is None else self.cmp(model, field)
+def _rest(v: float | None) -> float | None:
+    """A rest threshold as compared with float32 activity (None: no rest rule)."""
+    return None if v is None else f32(float(v))
 
 
 def _opt(v: float | None) -> float:
@@ -82,8 +66,7 @@ class Plan:
     __slots__ = ("awake", "battery", "bp", "fall", "news", "offline", "rest_base", "rules",
                  "streams")
 
-    def __init__(self, tables: dict[str, _Table], row: int, copd: bool) -> None:
-        m = {name: t.rows[row] for name, t in tables.items()}
+    def __init__(self, m: dict[str, Any], copd: bool) -> None:
         # sustained rules: streams share gating (vital, rest, recovery, jump, flat-line)
         streams: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         self.rules: list[str] = []
@@ -93,7 +76,7 @@ class Plan:
                 thr, crit = float(p.copd_threshold), float(p.copd_critical_threshold)
             else:
                 thr, crit = float(p.threshold), _opt(p.critical_threshold)
-            rest = tables[name].cmp_opt(p, "rest_g")
+            rest = _rest(p.rest_g)
             key = (VITAL_INDEX[cls.vital], rest, float(p.recovery_s), float(p.max_jump),
                    int(p.flat_samples))
             low = bool(cls.low)
@@ -114,15 +97,16 @@ class Plan:
         luts = [NEWS_LUTS["spo2_copd" if (v == "spo2" and copd) else v] for v in PARAMS]
         self.news = (tuple(luts), float(n2.high_score), float(n2.medium_score),
                      bool(n2.single_three), float(n2.duration_s), float(n2.max_age_s),
-                     float(n2.max_gap_s), float(n2.clear_s), tables["news2"].cmp(n2, "rest_g"))
+                     float(n2.max_gap_s), float(n2.clear_s), f32(n2.rest_g))
         b = m["baseline_deviation"]
         self.rest_base = (float(b.k), float(b.clear_k),
                           (float(b.hr_min_abs), float(b.spo2_min_abs), float(b.rr_min_abs),
                            float(b.temp_c_min_abs)),
                           float(b.duration_s), float(b.max_gap_s), float(b.clear_s),
-                          tables["baseline_deviation"].cmp(b, "rest_g"))
+                          f32(b.rest_g))
         f = m["fall"]
-        self.fall = (bool(f.use_flag), tables["fall"].cmp(f, "impact_g"), float(f.impact_g),
+        # impact: float32 for the "anything going on" test, float64 after (as `Fall` does)
+        self.fall = (bool(f.use_flag), f32(f.impact_g), float(f.impact_g),
                      float(f.still_g), float(f.still_s), float(f.settle_s), float(f.max_gap_s),
                      float(f.clear_g), float(f.clear_s), float(f.hold_s))
         ia, nw = m["inactivity"], m["not_worn"]
@@ -135,8 +119,7 @@ class Plan:
         off = m["device_offline"]
         self.offline = (float(off.offline_s), bool(off.use_last_will))
         lb = m["low_battery"]
-        bt = tables["low_battery"]
-        self.battery = (bt.cmp(lb, "threshold"), bt.cmp(lb, "clear_above"))
+        self.battery = (f32(lb.threshold), f32(lb.clear_above))
 
 
 def build_plans(devices: DeviceTable, params: Mapping[str, Sequence[Any]] | None = None
@@ -144,14 +127,15 @@ def build_plans(devices: DeviceTable, params: Mapping[str, Sequence[Any]] | None
     """One plan per row (shared between rows with the same models and conditions)."""
     n = len(devices)
     params = params or {}
-    tables = {name: _Table(name, params.get(name), n) for name in DETECTORS}
+    tables = {name: params.get(name) or [cls.Params()] * n for name, cls in DETECTORS.items()}
     cache: dict[tuple[Any, ...], Plan] = {}
     out: list[Plan] = []
     for row in range(n):
         copd = "copd" in devices.conditions[row]
-        key = (copd, *(id(t.rows[row]) for t in tables.values()))
+        models = {name: rows[row] for name, rows in tables.items()}
+        key = (copd, *(id(m) for m in models.values()))
         plan = cache.get(key)
         if plan is None:
-            plan = cache[key] = Plan(tables, row, copd)
+            plan = cache[key] = Plan(models, copd)
         out.append(plan)
     return out

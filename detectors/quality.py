@@ -43,5 +43,18 @@ def worn_ok(worn: np.ndarray) -> np.ndarray:
 
 
 def at_rest(activity: np.ndarray, rest_g: Any) -> np.ndarray:
-    """Activity at or below the rest threshold, or not measured."""
+    """Activity at or below the rest threshold, or not measured (compared in float32, the
+    activity's type, whether the threshold is shared or per row)."""
+    if isinstance(rest_g, np.ndarray):
+        rest_g = rest_g.astype(np.float32)
     return ~(activity > rest_g)
+
+
+def f32_threshold(value: Any) -> Any:
+    """A threshold for a float32 reading rounded through float32 (a scalar or a per-row
+    array; None passes), so that any comparison with it decides as a float32 one does."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float32).astype(np.float64)
+    return float(np.float32(value))

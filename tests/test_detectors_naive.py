@@ -123,7 +123,8 @@ EPISODES: list[tuple[range, range, dict[str, float]]] = [
     (range(165, 170), range(20, 100), {"rr": 28.0}),
     (range(170, 180), range(10, 100), {"temp_c": 34.5}),
     (range(180, 190), range(100, 300), {"hr": 115.0, "rr": 23.0, "sbp": 95.0, "temp_c": 37.8,
-                                        "spo2": 93.0, "activity": 0.0}),  # NEWS2
+                                        "spo2": 93.0, "activity": 0.15}),  # NEWS2, at rest
+    # for rows 180-184 only (rest_g 0.15 there)
     (range(190, 200), range(150, 300), {"hr": 105.0, "activity": 0.0}),  # off baseline
 ]
 
@@ -301,3 +302,21 @@ def test_generated_streams_with_per_row_parameters(data: Any) -> None:
                 twin.status(row, online, battery, at)
                 si += 1
         twin.tick(now)
+
+
+def test_activity_at_a_per_resident_rest_threshold_counts_as_rest() -> None:
+    # float32 activity 0.15 against a 0.15 threshold: rest, whether the threshold is shared
+    # or some resident has another (the vector rules compare in float32 either way)
+    from detectors_harness import opened, run_one, series
+
+    from detectors.news2 import News2
+    from detectors.sustained import Hypoxemia
+
+    spo2 = [97.0] * 3 + [88.0] * 8
+    for rest in ([0.15, 0.15], [0.15, 0.3]):
+        det = Hypoxemia(2, [Hypoxemia.Params(rest_g=g) for g in rest])
+        assert [r["severity"] for r in opened(run_one(det, series(0, START, spo2,
+                                                                   activity=0.15)))] == [3]
+        news = News2(2, [News2.Params(rest_g=g, duration_s=0.0) for g in rest])
+        got = opened(run_one(news, series(0, START, [84.0] * 3, activity=0.15)))
+        assert got and got[0]["evidence"]["spo2"] == 84.0
