@@ -43,12 +43,17 @@ def probe_subscribed(port: int, host: str = "127.0.0.1") -> bool:
 
 def probe_samples(port: int, host: str = "127.0.0.1") -> float:
     """Samples the service on `port` has stored (from /metrics); -1 when it cannot be read."""
+    return probe_metric(port, "carewatch_samples_accepted_total", host)
+
+
+def probe_metric(port: int, name: str, host: str = "127.0.0.1") -> float:
+    """One unlabelled metric of the service on `port`; -1 when it cannot be read."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
         return -1.0
-    match = re.search(r"^carewatch_samples_accepted_total ([0-9.e+]+)$", text, re.M)
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else -1.0
 
 

@@ -49,7 +49,7 @@ def _replay(quick: bool) -> dict[str, float]:
 def _scale(quick: bool) -> dict[str, float]:
     from carewatch.bench.scale import bench_scale
 
-    return bench_scale(msgs_per_publisher=3_000 if quick else 30_000)
+    return bench_scale(samples_per_device=600 if quick else 6_000)
 
 
 def _latency(quick: bool) -> dict[str, float]:
