@@ -2,9 +2,11 @@
 alerts per resident-day. Pure functions; `carewatch evaluate` does the I/O.
 
 Truth records (JSON lines, shared with the simulators): `{"resident_id", "kind", "start",
-"end", "severity"?, "primary"?}`, times in epoch s. An alert matches a truth record of the
-same resident and kind when it opened (or its condition became active again) within
-[start - early_s, end + grace_s]. Records with
+"end", "severity"?, "primary"?, "ramp_start"?}`, times in epoch s. An alert matches a truth
+record of the same resident and kind when it opened (or its condition became active again)
+within [start - early_s, end + grace_s]; a gradual event (a deterioration) may give
+`ramp_start`, where its physiology starts to change, and an alert from then on is an early
+detection (negative delay), not a false one. Records with
 `"primary": false` (co-alerts an event implies, e.g. NEWS2) may be matched but are not
 required: missing them costs no recall, matching them is not a false alert.
 """
@@ -112,6 +114,13 @@ def alerts_from_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda a: (a["opened_at"], a["alert_id"]))
 
 
+def _window(t: dict[str, Any], early_s: float, grace_s: float) -> tuple[float, float]:
+    lo = float(t["start"]) - early_s
+    if t.get("ramp_start") is not None:
+        lo = min(lo, float(t["ramp_start"]))
+    return lo, float(t["end"]) + grace_s
+
+
 def score(events: list[dict[str, Any]], truth: list[dict[str, Any]], resident_days: float,
           grace_s: float = 600.0, early_s: float = 120.0,
           kinds: set[str] | None = None, until: float | None = None,
@@ -136,7 +145,7 @@ def score(events: list[dict[str, Any]], truth: list[dict[str, Any]], resident_da
     for t in truth:
         kind = t["kind"]
         rep = reports.setdefault(kind, KindReport(kind))
-        lo, hi = float(t["start"]) - early_s, float(t["end"]) + grace_s
+        lo, hi = _window(t, early_s, grace_s)
         hits = [a for a in by_key.get((t["resident_id"], kind), []) if lo <= a["opened_at"] <= hi]
         for a in hits:
             matched_alerts.add(a["alert_id"])
@@ -157,8 +166,7 @@ def score(events: list[dict[str, Any]], truth: list[dict[str, Any]], resident_da
     # the resident's truth events they are secondary, not false.
     spans: dict[Any, list[tuple[float, float]]] = {}
     for t in truth:
-        spans.setdefault(t["resident_id"], []).append(
-            (float(t["start"]) - early_s, float(t["end"]) + grace_s))
+        spans.setdefault(t["resident_id"], []).append(_window(t, early_s, grace_s))
     false: list[dict[str, Any]] = []
     for a in alerts:
         rep = reports.setdefault(a["kind"], KindReport(a["kind"]))

@@ -71,8 +71,11 @@ def truth_for(ev: Event, phys: Physiology) -> list[dict[str, Any]]:
             return []
         t_on = ev.start + onset * 0.7 * ev.duration
         k_start = _first_k(phys, row, t_on)
+        # ramp_start: the physiology starts to change here; with the samples' scatter the
+        # measured score can reach a band before the ramp's mean does (`start`)
         return [{"resident_id": rid, "kind": "news2", "start": _ts(phys, row, k_start),
-                 "end": _ts(phys, row, ke), "severity": worst, "primary": True, **extra}]
+                 "end": _ts(phys, row, ke), "severity": worst, "primary": True,
+                 "ramp_start": _ts(phys, row, kf), **extra}]
     out = [{"resident_id": rid, "kind": truth_kind, "start": _ts(phys, row, k_start),
             "end": _ts(phys, row, ke), "severity": ev.sev, "primary": True, **extra}]
     bands = BANDS.get((ev.kind, ev.sev, copd)) or BANDS.get((ev.kind, ev.sev, False))
