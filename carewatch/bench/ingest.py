@@ -302,33 +302,44 @@ def _rss_bytes() -> int:
 
 def bench_memory(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]:
     """State bytes per device-day (rings sized for 24 h at 10 s sampling), and the resident
-    set size of a whole pipeline (state, detectors, alert engine) at each size."""
-    import gc
+    set size of a whole pipeline (state, detectors, alert engine) at each size, each built
+    in a fresh process (in one that already ran other sections, freed pages are reused and
+    the growth of RSS says little)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
-    from carewatch.app import build_pipeline
-    from carewatch.clock import SimClock
-    from ingest.publish import ListPublisher
     from ingest.state import StateStore
 
     per_day = StateStore(1_000).bytes_per_device_day()
     out = {"bytes_per_device_day": per_day, "mib_per_1000_device_days": per_day * 1000 / 2**20}
     for n in sizes:
-        config = parse_config(demo_registry(n, seed=0))
-        config = config.model_copy(
-            update={"storage": config.storage.model_copy(update={"sink": "none"})}
-        )
-        gc.collect()
-        before = _rss_bytes()
-        with tempfile.TemporaryDirectory(prefix="carewatch-bench-mem-") as d:
-            pipeline, close = build_pipeline(
-                config, SimClock(1764316800.0), ListPublisher(), data_dir=Path(d), replay=True
-            )
-            pipeline.tick()
-            after = _rss_bytes()
-            close()
-        del pipeline
-        gc.collect()
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            grown = pool.submit(_pipeline_rss_growth, n).result()
         label = f"{n // 1000}k"
-        out[f"pipeline_rss_mib_{label}"] = (after - before) / 2**20
-        out[f"pipeline_bytes_per_device_{label}"] = (after - before) / n
+        out[f"pipeline_rss_mib_{label}"] = grown / 2**20
+        out[f"pipeline_bytes_per_device_{label}"] = grown / n
     return out
+
+
+def _pipeline_rss_growth(n: int) -> int:
+    """RSS growth from building an n-device pipeline and running one tick."""
+    import gc
+
+    from carewatch.app import build_pipeline
+    from carewatch.clock import SimClock
+    from ingest.publish import ListPublisher
+
+    config = parse_config(demo_registry(n, seed=0))
+    config = config.model_copy(
+        update={"storage": config.storage.model_copy(update={"sink": "none"})}
+    )
+    gc.collect()
+    before = _rss_bytes()
+    with tempfile.TemporaryDirectory(prefix="carewatch-bench-mem-") as d:
+        pipeline, close = build_pipeline(
+            config, SimClock(1764316800.0), ListPublisher(), data_dir=Path(d), replay=True
+        )
+        pipeline.tick()
+        after = _rss_bytes()
+        close()
+    return after - before
