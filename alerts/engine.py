@@ -34,6 +34,7 @@ from alerts.model import (
     json_scalar,
 )
 from alerts.noise import INHIBITED_BY, MERGED_INTO, inhibitor, silence_matches
+from alerts.pg_refresh import follower_for
 from alerts.routing import Router
 from alerts.store import AlertStore, SqliteAlertStore
 from alerts.store_pg_base import StaleAlertError
@@ -81,6 +82,7 @@ class AlertEngine(EngineApi):
         self._noted: set[tuple[str, str, str]] = set()  # (resident, kind, why) audited once
         self._counter = int(self.store.meta("counter", 0))
         self._silences = {s["silence_id"]: s for s in self.store.active_silences()}
+        self._follower = follower_for(self.store)  # shared store: before the load below
         for alert in self.store.open_alerts():
             self._index(alert)
         self._republish = True  # unpublished events of a crashed run go out at the first tick
@@ -304,6 +306,8 @@ class AlertEngine(EngineApi):
     def tick(self, now: float) -> None:
         """Escalations, tier-4 re-notifications, silence expiry and notices due by `now`."""
         with self._lock:
+            if self._follower is not None:  # other instances' acks, resolves, new alerts
+                self._follower.refresh(self)
             step = Step()
             if self._republish:
                 self._republish = False

@@ -12,6 +12,9 @@ transaction, committed before anything is published or sent. What sharing adds:
 - **One sender per notice.** `due_outbox` claims rows (`FOR UPDATE SKIP LOCKED`, a lease
   naming this instance); rows claimed by an instance that died are taken over when the
   lease runs out, so a notice is neither lost nor sent twice by live instances.
+- **Following the others.** Each alert row records the transaction that last wrote it
+  (`changed_xid`); `alert_changes` returns what was written since a cursor, which every
+  engine reads on each tick to refresh its open alerts (alerts/pg_refresh.py).
 - **Append-only audit.** Triggers refuse UPDATE, DELETE and TRUNCATE on `audit` and
   `deliveries`, and any change to `events` except marking them published.
 
@@ -76,7 +79,8 @@ class PgAlertStore(PgConnection):
                          _dumps(a.to_doc())))
                 else:
                     cur.execute(
-                        "UPDATE alerts SET state = %s, doc = %s::json, version = version + 1 "
+                        "UPDATE alerts SET state = %s, doc = %s::json, version = version + 1, "
+                        "changed_xid = pg_current_xact_id()::text::bigint "
                         "WHERE alert_id = %s AND version = %s",
                         (a.state, _dumps(a.to_doc()), a.alert_id, seen))
                 if cur.rowcount != 1:
@@ -250,6 +254,20 @@ class PgAlertStore(PgConnection):
         rows = self._q("SELECT doc::text, version FROM alerts WHERE state <> 'resolved' "
                        "ORDER BY opened_at, alert_id")
         return [self._alert(d, v) for d, v in rows]
+
+    def alert_changes(self, cursor: int | None) -> tuple[list[tuple[str, str, str, int]], int]:
+        """(alert_id, resident_id, state, version) of the alerts written since `cursor` (a
+        few earlier ones too; None: none, just start following), and the next cursor.
+
+        The cursor is the xmin of the read's own snapshot (the oldest transaction still
+        running): a write not visible to this read has an id at or above it, so the next
+        call (`changed_xid >= cursor`) sees it whatever order concurrent commits land in."""
+        rows = self._q("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+                       "a.alert_id, a.resident_id, a.state, a.version FROM (SELECT 1) one "
+                       "LEFT JOIN alerts a ON a.changed_xid >= %s",
+                       (cursor if cursor is not None else 2**63 - 1,))
+        return ([(str(a), str(r), str(s), int(v)) for _x, a, r, s, v in rows if a is not None],
+                int(rows[0][0]))
 
     def get_alert(self, alert_id: str) -> Alert | None:
         rows = self._q("SELECT doc::text, version FROM alerts WHERE alert_id = %s", (alert_id,))

@@ -4,7 +4,9 @@
 (another engine or console instance changed the alert first); the engine reloads the
 stored alert and retries, so the loser of two simultaneous acks gets the ordinary
 "alert is already acknowledged". `SCHEMA` is the PostgreSQL layout, the SQLite one plus a
-per-alert version (optimistic concurrency) and a claim on outbox rows (one sender each).
+per-alert version (optimistic concurrency), the id of the transaction that last wrote each
+alert (`changed_xid`: how engines follow each other, alerts/pg_refresh.py) and a claim on
+outbox rows (one sender each).
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
   alert_id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, kind TEXT NOT NULL,
   state TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, doc JSON NOT NULL,
-  version BIGINT NOT NULL DEFAULT 1);
+  version BIGINT NOT NULL DEFAULT 1,
+  changed_xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint));
+DO $$ BEGIN  -- a store created before changed_xid existed
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass
+                 AND attname = 'changed_xid' AND NOT attisdropped) THEN
+    ALTER TABLE alerts ADD COLUMN changed_xid BIGINT NOT NULL
+      DEFAULT (pg_current_xact_id()::text::bigint);
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS alerts_changed ON alerts(changed_xid);
 CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts(opened_at, alert_id) WHERE state <> 'resolved';
 CREATE TABLE IF NOT EXISTS events (
