@@ -21,7 +21,9 @@ class MetricsServer:
         port: int,
         registry: CollectorRegistry,
         ready: Callable[[], dict[str, object]],
+        routes: dict[str, Callable[[], tuple[int, bytes, str]]] | None = None,
     ) -> None:
+        """`routes`: more GET paths, each answering (status, body, content type)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +40,8 @@ class MetricsServer:
                         orjson.dumps({"ready": ok, **checks}),
                         "application/json",
                     )
+                elif self.path in outer.routes:
+                    self._send(*outer.routes[self.path]())
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
@@ -53,6 +57,7 @@ class MetricsServer:
 
         self.registry = registry
         self.ready = ready
+        self.routes = routes or {}
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http")

@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from carewatch.workers import partition_towns, probe_samples, probe_subscribed, worker_topics
@@ -83,6 +86,12 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             timeout_s=90,
             what="both workers connected and subscribed",
         )
+        # the supervisor's own address says where everything is
+        wait_for(lambda: _get(http, "/readyz")[0] == 200, what="supervisor ready")
+        listed = orjson.loads(_get(http, "/workers")[1])["workers"]
+        assert [(w["worker"], w["towns"], w["pid"], w["alive"]) for w in listed] == [
+            (k, parts[k], pids[k], True) for k in range(2)]
+        assert [w["http"] for w in listed] == [f"http://127.0.0.1:{p}/" for p in ports]
         owner = {t: k for k, p in enumerate(parts) for t in p}
         now = time.time()
         expected = [0, 0]
@@ -109,6 +118,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
         # kill worker 0 abruptly; what is published meanwhile arrives after its restart
         os.kill(pids[0], signal.SIGKILL)
         wait_for(lambda: probe_samples(ports[0]) < 0, what="worker 0 down")
+        wait_for(lambda: _get(http, "/readyz")[0] == 503, what="supervisor not ready")
         r0 = [r for r in config.residents if owner[r.town] == 0]
         for r in r0:
             pub.publish(
@@ -119,6 +129,10 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             timeout_s=120,
             what="restarted worker 0 processing the messages queued while it was down",
         )
+        wait_for(lambda: _get(http, "/readyz")[0] == 200, what="supervisor ready again")
+        metrics = _get(http, "/metrics")[1].decode()
+        assert 'carewatch_worker_restarts_total{worker="0"} 1.0' in metrics
+        assert 'carewatch_worker_restarts_total{worker="1"} 0.0' in metrics
     finally:
         pub.close()
         watcher.close()
@@ -132,3 +146,14 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             if proc.stdout:
                 proc.stdout.close()
     assert proc.returncode == 0
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    """Status and body of a GET on the supervisor (0 when nothing answers yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""

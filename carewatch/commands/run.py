@@ -114,6 +114,11 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     supervisor.start()
+    from carewatch.supervisor_http import supervisor_server
+
+    server = supervisor_server(supervisor, http[0], http[1], parts)
+    server.start()
+    print(f"carewatch: supervisor on http://{http[0]}:{http[1]}/workers", flush=True)
     for k, towns in enumerate(parts):
         print(
             f"carewatch: worker {k} owns {len(towns)} towns: {', '.join(towns)}; "
@@ -123,5 +128,6 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) 
     try:
         stop.wait()
     finally:
+        server.stop()
         supervisor.stop()
     return 0

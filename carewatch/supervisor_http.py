@@ -1,0 +1,53 @@
+"""What the supervisor of `run --workers N` serves on `--http` (the workers use the ports
+after it): `/healthz`, `/readyz` (every worker alive and subscribed), `/workers` (each
+worker's towns, pid, restarts and its own console/metrics address) and `/metrics` (worker
+up and restart counts), so one address tells an operator where everything is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from carewatch.http import MetricsServer
+from carewatch.workers import Supervisor, probe_subscribed
+
+
+class _WorkerCollector:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("carewatch_worker_up", "1 while the worker process runs",
+                               labels=["worker"])
+        restarts = CounterMetricFamily("carewatch_worker_restarts",
+                                       "times the supervisor restarted the worker",
+                                       labels=["worker"])
+        for child, alive in zip(self.supervisor.children, self.supervisor.alive(), strict=True):
+            up.add_metric([str(child.index)], 1.0 if alive else 0.0)
+            restarts.add_metric([str(child.index)], float(child.restarts))
+        yield up
+        yield restarts
+
+
+def supervisor_server(supervisor: Supervisor, host: str, port: int,
+                      towns: list[list[str]]) -> MetricsServer:
+    """The supervisor's HTTP server; worker k is on `port + 1 + k`."""
+    registry = CollectorRegistry()
+    registry.register(_WorkerCollector(supervisor))
+    ports = [port + 1 + k for k in range(len(towns))]
+
+    def ready() -> dict[str, object]:
+        return {"workers_alive": all(supervisor.alive()),
+                "workers_subscribed": all(probe_subscribed(p, host) for p in ports)}
+
+    def workers() -> tuple[int, bytes, str]:
+        doc = [{"worker": c.index, "towns": towns[c.index], "pid": pid, "alive": alive,
+                "restarts": c.restarts, "http": f"http://{host}:{ports[c.index]}/"}
+               for c, pid, alive in zip(supervisor.children, supervisor.pids(),
+                                        supervisor.alive(), strict=True)]
+        return 200, orjson.dumps({"workers": doc}), "application/json"
+
+    return MetricsServer(host, port, registry, ready, routes={"/workers": workers})
