@@ -34,7 +34,15 @@ import psycopg
 
 from alerts.model import Alert
 from alerts.store import AUDIT_GENESIS, AuditVerdict, OutboxRow, Txn, audit_entry_hash
-from alerts.store_pg_base import AUDIT_LOCK_KEY, SCHEMA, StaleAlertError, set_version, version_of
+from alerts.store_pg_base import (
+    AUDIT_LOCK_KEY,
+    CURRENT_XID,
+    SCHEMA,
+    SNAPSHOT_XMIN,
+    StaleAlertError,
+    set_version,
+    version_of,
+)
 from alerts.store_pg_conn import PgConnection, dsn_from_settings
 from config.models import PostgresSettings
 
@@ -80,7 +88,7 @@ class PgAlertStore(PgConnection):
                 else:
                     cur.execute(
                         "UPDATE alerts SET state = %s, doc = %s::json, version = version + 1, "
-                        "changed_xid = pg_current_xact_id()::text::bigint "
+                        f"changed_xid = {CURRENT_XID} "
                         "WHERE alert_id = %s AND version = %s",
                         (a.state, _dumps(a.to_doc()), a.alert_id, seen))
                 if cur.rowcount != 1:
@@ -262,7 +270,7 @@ class PgAlertStore(PgConnection):
         The cursor is the xmin of the read's own snapshot (the oldest transaction still
         running): a write not visible to this read has an id at or above it, so the next
         call (`changed_xid >= cursor`) sees it whatever order concurrent commits land in."""
-        rows = self._q("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+        rows = self._q(f"SELECT {SNAPSHOT_XMIN}, "
                        "a.alert_id, a.resident_id, a.state, a.version FROM (SELECT 1) one "
                        "LEFT JOIN alerts a ON a.changed_xid >= %s",
                        (cursor if cursor is not None else 2**63 - 1,))

@@ -54,20 +54,33 @@ BEGIN
 END $$;
 """
 
+# Change tracking shared by the alert and routine-task tables: each row records the id of the
+# transaction that last wrote it; a reader keeps the xmin of its last snapshot as a cursor.
+CURRENT_XID = "pg_current_xact_id()::text::bigint"
+SNAPSHOT_XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+
+def changed_xid_sql(table: str) -> str:
+    """The `changed_xid` column added to a `table` created before it existed, and its index
+    (the column itself is in the table's CREATE TABLE)."""
+    return f"""
+DO $$ BEGIN  -- a store created before changed_xid existed
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{table}'::regclass
+                 AND attname = 'changed_xid' AND NOT attisdropped) THEN
+    ALTER TABLE {table} ADD COLUMN changed_xid BIGINT NOT NULL DEFAULT ({CURRENT_XID});
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS {table}_changed ON {table}(changed_xid);
+"""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
   alert_id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, kind TEXT NOT NULL,
   state TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, doc JSON NOT NULL,
   version BIGINT NOT NULL DEFAULT 1,
   changed_xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint));
-DO $$ BEGIN  -- a store created before changed_xid existed
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass
-                 AND attname = 'changed_xid' AND NOT attisdropped) THEN
-    ALTER TABLE alerts ADD COLUMN changed_xid BIGINT NOT NULL
-      DEFAULT (pg_current_xact_id()::text::bigint);
-  END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS alerts_changed ON alerts(changed_xid);
+""" + changed_xid_sql("alerts") + """
 CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts(opened_at, alert_id) WHERE state <> 'resolved';
 CREATE TABLE IF NOT EXISTS events (

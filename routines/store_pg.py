@@ -36,7 +36,14 @@ from typing import Any
 
 import orjson
 
-from alerts.store_pg_base import APPEND_ONLY_FUNCTION, set_version, version_of
+from alerts.store_pg_base import (
+    APPEND_ONLY_FUNCTION,
+    CURRENT_XID,
+    SNAPSHOT_XMIN,
+    changed_xid_sql,
+    set_version,
+    version_of,
+)
 from alerts.store_pg_conn import PgConnection, dsn_from_settings
 from config.models import PostgresSettings
 from routines.model import FINAL_STATES, Task
@@ -48,14 +55,7 @@ CREATE TABLE IF NOT EXISTS routine_tasks (
   town_id TEXT NOT NULL, state TEXT NOT NULL, issued_at DOUBLE PRECISION NOT NULL,
   doc JSON NOT NULL, version BIGINT NOT NULL DEFAULT 1,
   changed_xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint));
-DO $$ BEGIN  -- a store created before changed_xid existed
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'routine_tasks'::regclass
-                 AND attname = 'changed_xid' AND NOT attisdropped) THEN
-    ALTER TABLE routine_tasks ADD COLUMN changed_xid BIGINT NOT NULL
-      DEFAULT (pg_current_xact_id()::text::bigint);
-  END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS routine_tasks_changed ON routine_tasks(changed_xid);
+""" + changed_xid_sql("routine_tasks") + """
 CREATE INDEX IF NOT EXISTS routine_tasks_issued ON routine_tasks(issued_at);
 CREATE INDEX IF NOT EXISTS routine_tasks_open ON routine_tasks(issued_at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS routine_tasks_resident ON routine_tasks(resident_id, issued_at);
@@ -139,8 +139,7 @@ class PgTaskStore(PgConnection):
                     cur.execute(_INSERT, _row(t))
                 else:
                     cur.execute("UPDATE routine_tasks SET state = %s, doc = %s::json, "
-                                "version = version + 1, changed_xid = "
-                                "pg_current_xact_id()::text::bigint "
+                                f"version = version + 1, changed_xid = {CURRENT_XID} "
                                 "WHERE task_id = %s AND version = %s",
                                 (t.state, _dumps(t.to_doc()), tid, seen))
                 if cur.rowcount != 1:
@@ -196,7 +195,7 @@ class PgTaskStore(PgConnection):
         return [_task(d, v) for d, v in rows]
 
     def cursor(self) -> int:
-        rows = self._q("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        rows = self._q(f"SELECT {SNAPSHOT_XMIN}")
         return int(rows[0][0])
 
     def changes_since(self, cursor: int, town_ids: Sequence[str]
