@@ -177,6 +177,14 @@ class Supervisor:
                 child.proc.wait(timeout=5)
 
 
+def supervisor_argv(config_path: Path, workers: int, broker_url: str, http_port: int,
+                    data_dir: Path) -> list[str]:
+    """`carewatch run --workers N` on loopback, quiet (benchmarks and tests start it so)."""
+    return [sys.executable, "-m", "carewatch.cli", "--log-level", "WARNING", "run",
+            "--config", str(config_path), "--workers", str(workers), "--broker", broker_url,
+            "--http", f"127.0.0.1:{http_port}", "--data-dir", str(data_dir)]
+
+
 def worker_argv(
     config_path: str,
     index: int,

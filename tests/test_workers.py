@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from carewatch.workers import partition_towns, probe_samples, probe_subscribed, worker_topics
+from carewatch.workers import (
+    partition_towns,
+    probe_samples,
+    probe_subscribed,
+    supervisor_argv,
+    worker_topics,
+)
 from config.generate import demo_registry, write_demo_registry
 from config.loader import load_config, parse_config
 from ingest.broker import MosquittoProcess, free_port
@@ -48,24 +53,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
     parts = partition_towns(config, 2)
     http = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carewatch.cli",
-            "--log-level",
-            "WARNING",
-            "run",
-            "--config",
-            str(reg),
-            "--workers",
-            "2",
-            "--broker",
-            mosquitto.url,
-            "--http",
-            f"127.0.0.1:{http}",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
+        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

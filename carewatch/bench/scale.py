@@ -23,7 +23,13 @@ import orjson
 import yaml
 
 from carewatch.bench.blast import write_packets
-from carewatch.workers import partition_towns, probe_metric, probe_samples, probe_subscribed
+from carewatch.workers import (
+    partition_towns,
+    probe_metric,
+    probe_samples,
+    probe_subscribed,
+    supervisor_argv,
+)
 from config.generate import demo_registry
 from config.loader import parse_config
 from ingest.broker import MosquittoProcess, free_port
@@ -41,24 +47,7 @@ def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
     with MosquittoProcess(persistence=False) as broker:
         http = free_port()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "carewatch.cli",
-                "--log-level",
-                "WARNING",
-                "run",
-                "--config",
-                str(reg),
-                "--workers",
-                str(workers),
-                "--broker",
-                broker.url,
-                "--http",
-                f"127.0.0.1:{http}",
-                "--data-dir",
-                str(tmp / f"data-{workers}"),
-            ],
+            supervisor_argv(reg, workers, broker.url, http, tmp / f"data-{workers}"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
