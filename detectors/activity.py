@@ -6,6 +6,7 @@ them breaks the run, so the earliest possible inactivity finding is 3 h after 07
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,7 +43,7 @@ class NotWornParams(AwakeParams):
     clear_s: float = Field(0.0, ge=0)
 
 
-class _AwakeRule:
+class _AwakeRule(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[AwakeParams]]
@@ -53,10 +54,10 @@ class _AwakeRule:
         self.params: ParamTable[Any] = ParamTable(self.Params, params, self.n)
         self._group = AwakeGroup([self])  # link_awake() may share a bigger one
 
+    @abstractmethod
     def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(included, qualifying, breaks, clear, value) for samples `sel` of rows `r`."""
-        raise NotImplementedError
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Freshness, the awake window and the episodes (`detectors.runs.Episodes`: runs with

@@ -6,6 +6,7 @@ pressure between them do not break the streak. A clear-side reading clears the c
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,7 +35,7 @@ class HypertensiveCrisisParams(BpParams):
     clear_margin: float = Field(10.0, ge=0)
 
 
-class _BloodPressure:
+class _BloodPressure(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[BpParams]]
@@ -49,9 +50,10 @@ class _BloodPressure:
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
 
+    @abstractmethod
     def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """(qualifying, clearing) for readings of rows `r`."""
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         new = state.new

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -89,7 +90,7 @@ class NullSink:
                 "retries": 0, "last_error": ""}
 
 
-class BackgroundSink:
+class BackgroundSink(ABC):
     """A bounded row queue in front of one worker thread.
 
     Subclasses implement `_process(batch)` (store a batch or keep it for retry) and may
@@ -279,8 +280,9 @@ class BackgroundSink:
         """False while the store is saturated: leave rows in the bounded queue."""
         return True
 
+    @abstractmethod
     def _process(self, batch: SampleColumns) -> None:
-        raise NotImplementedError
+        """Write one batch to the store (on the sink's thread)."""
 
     def _maintain(self) -> None:
         return None
