@@ -131,9 +131,9 @@ class Service:
             self.http.start()
         self.edge.start()
         self._thread.start()
-        if self.routines is not None:
-            assert self.task_publisher is not None
+        if self.task_publisher is not None:
             self.task_publisher.start()
+        if self.routines is not None:
             self.routines.start()
 
     def _loop(self) -> None:
