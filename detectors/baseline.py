@@ -24,7 +24,7 @@ from ingest.state import MinuteSeries
 
 BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
 MOTION_SENSITIVE = ("hr", "spo2")
-_SENSITIVE = np.array([[v in MOTION_SENSITIVE] for v in BASE_VITALS])
+_SENSITIVE_ROWS = [i for i, v in enumerate(BASE_VITALS) if v in MOTION_SENSITIVE]
 _NAMES = np.array(BASE_VITALS, dtype=object)
 
 
@@ -75,11 +75,12 @@ class BaselineDeviation:
         self.n = n
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.fresh = Fresh(n)
-        # (vital, row, local hour); `med` and `scale` are per-vital views
-        self.med_all = np.full((len(BASE_VITALS), n, 24), np.nan, np.float32)
-        self.scale_all = np.full((len(BASE_VITALS), n, 24), np.nan, np.float32)
-        self.med = {v: self.med_all[i] for i, v in enumerate(BASE_VITALS)}
-        self.scale = {v: self.scale_all[i] for i, v in enumerate(BASE_VITALS)}
+        # (vital, local hour, row): a tick's samples mostly share one hour, whose slots are
+        # then one contiguous row each; `med` and `scale` are per-vital (row, hour) views
+        self.med_all = np.full((len(BASE_VITALS), 24, n), np.nan, np.float32)
+        self.scale_all = np.full((len(BASE_VITALS), 24, n), np.nan, np.float32)
+        self.med = {v: self.med_all[i].T for i, v in enumerate(BASE_VITALS)}
+        self.scale = {v: self.scale_all[i].T for i, v in enumerate(BASE_VITALS)}
         self.fitted = False  # any slot fitted yet
         self.last_hour: int | None = None
         self.pending_hour: int | None = None
@@ -160,41 +161,62 @@ class BaselineDeviation:
         for idx in rank_groups(new.row):
             whole = len(idx) == m
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
-            ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
+            ok = self.fresh.step(r, t)
+            ok &= (new.worn if whole else new.worn[idx]) != 0
             if not self.fitted or not ok.any():
                 continue  # no baseline anywhere yet: nothing can deviate (freshness kept)
             # score every sample of the group (no gathers on dense ticks); the episode step
             # gets only fresh, worn samples of rows with something going on
             if vm is None:
                 vm = np.array([getattr(new, v) for v in BASE_VITALS], np.float64)
-            x = vm if whole else vm[:, idx]
-            rest = at_rest(new.activity[idx], p.at("rest_g", r))
-            x = np.where(_SENSITIVE & ~rest, np.nan, x)
-            h = (np.floor(np.mod(t + state.utc_offset_s, 86400.0) / 3600.0)).astype(np.int64)
-            slot = r * 24 + h  # (row, hour) in the flattened (vital, row x hour) arrays
-            med = self.med_all.reshape(len(BASE_VITALS), -1).take(slot, axis=1)
-            med = med.astype(np.float64)
+            x = vm if whole else vm[:, idx]  # vm is this tick's own: masked in place
+            moving = ~at_rest(new.activity if whole else new.activity[idx], p.at("rest_g", r))
+            if moving.any():
+                for i in _SENSITIVE_ROWS:
+                    np.putmask(x[i], moving, np.nan)
+            med, scale = self._slots(r, t, state.utc_offset_s)
             diff = np.abs(x - med)
-            z = diff / self.scale_all.reshape(len(BASE_VITALS), -1).take(slot, axis=1)
-            # the vital with the largest z (the first on ties); a missing z never wins
-            zz = np.where(z == z, z, -1.0)
-            best = zz.argmax(axis=0)
-            cols = np.arange(len(r))
-            zmax = zz[best, cols]
+            z = np.divide(diff, scale, out=np.empty_like(diff))
+            zmax = np.fmax.reduce(z, axis=0)  # NaN: no vital with a baseline was measured
             dev = ((z >= p.at("k", r)) & (diff >= self._min_abs(r))).any(axis=0)
             ep = self.episodes
-            start0, sev = ep.runs[0].start[r], ep.sev[r]
-            # zmax >= 0: some vital with a baseline was measured
+            whole_rows = len(r) == self.n
+            start0 = ep.runs[0].start if whole_rows else ep.runs[0].start[r]
+            sev = ep.sev if whole_rows else ep.sev[r]
             keep = np.flatnonzero(ok & (zmax >= 0) & (dev | (start0 == start0) | (sev > 0)))
             if len(keep) == 0:
                 continue
-            r, t, best, cols, zmax = r[keep], t[keep], best[keep], cols[keep], zmax[keep]
-            ev = {"vital": _NAMES[best], "value": x[best, cols], "baseline": med[best, cols],
+            # the vital with the largest z (the first on ties); a missing z never wins
+            zk = z[:, keep]
+            np.putmask(zk, zk != zk, -1.0)
+            best, cols = zk.argmax(axis=0), keep
+            r, t, zmax = r[keep], t[keep], zmax[keep]
+            ev = {"vital": _NAMES[best], "value": x[best, cols],
+                  "baseline": med[best, cols].astype(np.float64),
                   "z": zmax}
             ep.step(out, r, t, [dev[keep]], [p.at("duration_s", r)], zmax < p.at("clear_k", r),
                     p.at("clear_s", r), p.at("max_gap_s", r), value=zmax, ext_key="z_max",
                     evidence=ev)
         return out.build()
+
+    def _slots(self, r: np.ndarray, t: np.ndarray, utc_offset_s: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Median and scale, (vitals, len(r)), of each sample's (row, local hour) slot."""
+        loc = t + utc_offset_s
+        lo, hi = float(loc.min()), float(loc.max())
+        h_lo = int(np.floor(np.mod(lo, 86400.0) / 3600.0))
+        # the hour is monotonic in time within a day: equal at both ends and less than an
+        # hour apart, every sample shares it (one contiguous row per vital, no gather)
+        if hi - lo < 3600.0 and h_lo == int(np.floor(np.mod(hi, 86400.0) / 3600.0)):
+            med, scale = self.med_all[:, h_lo, :], self.scale_all[:, h_lo, :]
+            if len(r) == self.n:  # distinct sorted rows, all of them: no gather at all
+                return med, scale
+            return med.take(r, axis=1), scale.take(r, axis=1)
+        h = np.floor(np.mod(loc, 86400.0) / 3600.0).astype(np.intp)
+        slot = h * self.n + r  # (hour, row) in the flattened (vital, hour x row) arrays
+        v = len(BASE_VITALS)
+        return (self.med_all.reshape(v, -1).take(slot, axis=1),
+                self.scale_all.reshape(v, -1).take(slot, axis=1))
 
     def _min_abs(self, r: np.ndarray) -> np.ndarray:
         """Per-vital minimum absolute change, (vitals, 1) or (vitals, len(r))."""

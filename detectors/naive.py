@@ -52,7 +52,7 @@ _COLS = ("row", "ts", "hr", "spo2", "rr", "temp_c", "sbp", "dbp", "activity", "f
 class BaselineSource(Protocol):
     """What the loop reads of `detectors.baseline.BaselineDeviation`: its fitted table."""
 
-    med_all: Any  # (vital, row, hour) float32
+    med_all: Any  # (vital, hour, row) float32
     scale_all: Any
     fits: int
     fit_rows: Any
@@ -111,11 +111,11 @@ class NaiveLoop:
             return
         if src.fits == self._fits + 1 and self._fits >= 0:
             for r in src.fit_rows.tolist():
-                self.med[r] = src.med_all[:, r, :].ravel().tolist()
-                self.scale[r] = src.scale_all[:, r, :].ravel().tolist()
+                self.med[r] = src.med_all[:, :, r].ravel().tolist()
+                self.scale[r] = src.scale_all[:, :, r].ravel().tolist()
         else:  # row -> [vital * 24 + hour]
-            self.med = src.med_all.transpose(1, 0, 2).reshape(self.n, -1).tolist()
-            self.scale = src.scale_all.transpose(1, 0, 2).reshape(self.n, -1).tolist()
+            self.med = src.med_all.transpose(2, 0, 1).reshape(self.n, -1).tolist()
+            self.scale = src.scale_all.transpose(2, 0, 1).reshape(self.n, -1).tolist()
         self._fits = src.fits
 
     # ---------------------------------------------------------------- the tick

@@ -49,12 +49,17 @@ def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
 
 
 class Fresh:
-    """Drops late samples: anything not newer than the last one processed for its device."""
+    """Drops late samples: anything not newer than the last one processed for its device.
+    `step` takes distinct rows (one rank group's)."""
 
     def __init__(self, n: int) -> None:
         self.last_ts = np.full(n, -np.inf, np.float64)
 
     def step(self, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if len(r) == len(self.last_ts):  # distinct rows, all of them: in place, no gathers
+            ok = t > self.last_ts
+            np.copyto(self.last_ts, t, where=ok)
+            return ok
         ok = t > self.last_ts[r]
         self.last_ts[r[ok]] = t[ok]
         return ok
