@@ -20,6 +20,18 @@ from ingest.devices import DeviceTable
 
 def awake(ts: np.ndarray, utc_offset_s: float, start_h: Any, end_h: Any) -> np.ndarray:
     """True where local time of day lies in [start_h, end_h)."""
+    if len(ts) and not isinstance(start_h, np.ndarray) and not isinstance(end_h, np.ndarray):
+        # a tick's samples are seconds apart: when the earliest and the latest lie in one
+        # day and on the same side of both bounds, so does every sample (time of day only
+        # grows within a day), and the answer is one value
+        lo, hi = float(ts.min()) + utc_offset_s, float(ts.max()) + utc_offset_s
+        sod_lo, sod_hi = float(np.mod(lo, 86400.0)), float(np.mod(hi, 86400.0))
+        if hi - lo < 86400.0 and sod_lo <= sod_hi:
+            a, b = start_h * 3600.0, end_h * 3600.0
+            if a <= sod_lo and sod_hi < b:
+                return np.ones(len(ts), bool)
+            if sod_hi < a or sod_lo >= b:
+                return np.zeros(len(ts), bool)
     sod = np.mod(ts + utc_offset_s, 86400.0)
     return (sod >= start_h * 3600.0) & (sod < end_h * 3600.0)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from detectors_harness import Feeder, config, records, table
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.loader import ConfigError, parse_config
@@ -219,3 +219,52 @@ def test_registry_overrides_resolve_per_row_and_bad_ones_are_named() -> None:
     text = "\n".join(err.value.problems)
     assert "thresholds.hypoxemia.treshold" in text
     assert "residents[1].thresholds.fever.threshold" in text
+
+
+# ---------------------------------------------------------------- shortcuts = full formulas
+_DAY = 1_764_288_000.0  # a UTC midnight
+
+
+@given(st.floats(-2 * 86400.0, 2 * 86400.0), st.lists(st.floats(0.0, 7200.0), min_size=1,
+       max_size=20), st.sampled_from([0.0, 8 * 3600.0, -5 * 3600.0]),
+       st.floats(0.0, 24.0), st.floats(0.0, 24.0))
+def test_awake_window_shortcut_equals_the_formula(first: float, spans: list[float],
+                                                  offset: float, start_h: float,
+                                                  end_h: float) -> None:
+    """`awake` answers a tick with one value when it can; that value is the per-sample
+    formula's, at every boundary (local midnight, the window's ends)."""
+    from detectors.activity import awake
+
+    ts = _DAY + first + np.asarray(spans)
+    sod = np.mod(ts + offset, 86400.0)
+    expected = (sod >= start_h * 3600.0) & (sod < end_h * 3600.0)
+    assert (awake(ts, offset, start_h, end_h) == expected).all()
+    # samples exactly at the window's ends
+    edge = _DAY + np.array([start_h, end_h]) * 3600.0 - offset
+    sod = np.mod(edge + offset, 86400.0)
+    assert (awake(edge, offset, start_h, end_h)
+            == ((sod >= start_h * 3600.0) & (sod < end_h * 3600.0))).all()
+
+
+@given(st.floats(0.0, 86400.0), st.lists(st.floats(0.0, 90000.0), min_size=1, max_size=12),
+       st.sampled_from([0.0, 8 * 3600.0]))
+@example(23 * 3600.0 + 600.0, [0.0, 4800.0, 86100.0], 0.0)  # 23:10, 00:30, 23:05 next day
+def test_baseline_slot_lookup_equals_the_gather(first: float, spans: list[float],
+                                                offset: float) -> None:
+    """The one-hour shortcut of the baseline's slot lookup reads the slots a per-sample
+    (row, local hour) gather reads."""
+    from detectors.baseline import BASE_VITALS, BaselineDeviation
+
+    n = 16
+    det = BaselineDeviation(n)
+    det.med_all[:] = np.arange(det.med_all.size, dtype=np.float32).reshape(det.med_all.shape)
+    det.scale_all[:] = det.med_all + 0.5
+    t = _DAY + first + np.sort(np.asarray(spans))
+    rng = np.random.default_rng(len(spans))
+    for r in (np.sort(rng.choice(n, size=min(len(t), n), replace=False)), np.arange(n)):
+        tt = np.resize(t, len(r))
+        med, scale = det._slots(r, tt, offset)
+        h = np.floor(np.mod(tt + offset, 86400.0) / 3600.0).astype(np.intp)
+        for i, v in enumerate(BASE_VITALS):
+            assert (med[i] == det.med[v][r, h]).all()
+            assert (scale[i] == det.scale[v][r, h]).all()
