@@ -23,6 +23,7 @@ from ingest.decode import Rejection, VitalsDecoder, split_topic
 from ingest.devices import DeviceTable
 from ingest.metrics import IngestMetrics
 from ingest.publish import Publisher
+from ingest.samples import SampleColumns
 from ingest.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ class Pipeline:
             self.devices, p.max_message_bytes, p.max_batch_samples, p.future_tolerance_s
         )
         self.detectors = list(detectors)
+        # Urgent detectors (`urgent = True`: the fall rule) run first in a tick and, when a
+        # device reports a fall, at once on arrival (`fall_lane`); the others only on ticks.
+        self._urgent = [d for d in self.detectors if getattr(d, "urgent", False)]
+        self._order = self._urgent + [d for d in self.detectors if d not in self._urgent]
+        self._lane: list[SampleColumns] = []  # samples the urgent detectors have not seen
+        # called on the pipeline thread after each detector of a tick (after the urgent
+        # ones): the service lets a fall that arrives during a long tick skip the rest
+        self.between_detectors: Callable[[], None] | None = None
         self.alerts = alerts
         self.sink = sink
         self.commands = commands
@@ -122,6 +131,8 @@ class Pipeline:
                     self.metrics.count("duplicates", int(dup.sum()))
                     cols = cols.take(~dup)
                 self.store.append(cols, now)
+                if self._urgent:
+                    self._lane.append(cols)
                 self.urgent |= bool((cols.fall == 1).any())
                 self.metrics.count("samples", len(cols))
                 if self.sink is not None and len(cols):
@@ -141,24 +152,50 @@ class Pipeline:
         """Run every detector over all devices, then the alert stage's timers."""
         now = self.clock.now() if now is None else now
         self.urgent = False
-        state = TickState(
-            new=self.store.take_pending(),
-            store=self.store,
-            devices=self.devices,
-            started_at=self.started_at,
-            utc_offset_s=self.utc_offset_s(now),
-        )
+        self._lane.clear()  # every pending sample reaches this tick's urgent detectors
+        state = self._state(self.store.take_pending(), now)
         findings: list[Findings] = []
-        for detector in self.detectors:
+        delivered = 0
+        for i, detector in enumerate(self._order):
             findings.extend(f for f in detector.update(state, now) if len(f))
+            if i + 1 == len(self._urgent) and findings and self.alerts is not None:
+                # a fall's alert goes out before the other detectors run, and before any
+                # fall handled mid-tick (findings of one device stay in time order)
+                self.alerts.on_findings(findings, now)
+                delivered = len(findings)
+            if self.between_detectors is not None and i + 1 >= len(self._urgent):
+                self.between_detectors()
         self.ticks += 1
         if self.alerts is not None:
-            if findings:
-                self.alerts.on_findings(findings, now)
+            if len(findings) > delivered:
+                self.alerts.on_findings(findings[delivered:], now)
             self.alerts.tick(now)
         for listener in self.findings_listeners:
             listener(findings, now)
         return findings
+
+    def fall_lane(self, now: float | None = None) -> list[Findings]:
+        """A device reported a fall: run the urgent detectors at once over the samples they
+        have not seen, and hand their findings to the alert stage (no timers). The samples
+        stay pending for the next tick's other detectors; the urgent ones drop what they
+        have already seen (late-sample filter), so nothing is judged twice."""
+        now = self.clock.now() if now is None else now
+        self.urgent = False
+        if not self._lane:
+            return []
+        parts, self._lane = self._lane, []
+        new = parts[0] if len(parts) == 1 else SampleColumns.concat(parts).sorted_by_row_ts()
+        state = self._state(new, now)
+        findings = [f for d in self._urgent for f in d.update(state, now) if len(f)]
+        if findings and self.alerts is not None:
+            self.alerts.on_findings(findings, now)
+        for listener in self.findings_listeners:
+            listener(findings, now)
+        return findings
+
+    def _state(self, new: SampleColumns, now: float) -> TickState:
+        return TickState(new=new, store=self.store, devices=self.devices,
+                         started_at=self.started_at, utc_offset_s=self.utc_offset_s(now))
 
     # ------------------------------------------------------------------ views
     def device_row(self, device_id: str) -> int:

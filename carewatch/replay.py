@@ -148,12 +148,11 @@ def replay(
                 pending.append((line.topic, payload, t))
                 result.messages += 1
                 if b"fall" in payload:
-                    # as live: a device-reported fall is handled on arrival and ticks at once
+                    # as live: a device-reported fall is judged on arrival (the fall lane)
                     clock.set(t)
                     flush()
                     if pipeline.urgent:
-                        pipeline.tick(t)
-                        result.ticks += 1
+                        pipeline.fall_lane(t)
             elif line.ack is not msgspec.UNSET or line.resolve is not msgspec.UNSET:
                 clock.set(t)
                 flush()

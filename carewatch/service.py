@@ -55,6 +55,7 @@ class Service:
         self.pipeline, self._close_pipeline = build(
             config, self.clock, self.edge, data_dir=self.data_dir
         )
+        self.pipeline.between_detectors = self._fall_mid_tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipeline")
         # work other threads hand to the pipeline thread (the console's reads of state)
@@ -151,6 +152,7 @@ class Service:
                     self._stop.wait(min(linger_s, max(0.0, next_tick - clock.now())))
                 edge.wakeup.clear()
                 self._run_calls()
+                edge.fall_hint = False  # whatever it flagged is drained below
                 while edge.inbox:
                     pipeline.handle(edge.drain(batch_max))
                     if pipeline.urgent:  # a fall: acknowledged once its alert is stored
@@ -160,7 +162,7 @@ class Service:
                         break
                 now = clock.now()
                 if pipeline.urgent and now < next_tick:
-                    pipeline.tick(now)  # out of schedule; the regular tick keeps its time
+                    pipeline.fall_lane(now)  # at once; the regular tick keeps its time
                     edge.ack_drained()
                 if now >= next_tick:
                     pipeline.tick(now)
@@ -176,6 +178,21 @@ class Service:
             self.error = exc
             log.exception("pipeline thread failed")
             raise
+
+    def _fall_mid_tick(self) -> None:
+        """Between two detectors of a tick: a fall that arrived meanwhile is handled now
+        (its alert stored, published and its message acknowledged), not after the tick.
+        Everything queued with it is decoded too; its samples wait for the next tick."""
+        edge, pipeline = self.edge, self.pipeline
+        if not edge.fall_hint:
+            return
+        edge.fall_hint = False  # before draining: a fall queued after this is seen next call
+        batch_max = self.config.pipeline.batch_max
+        while edge.inbox and not pipeline.urgent:
+            pipeline.handle(edge.drain(batch_max))
+        if pipeline.urgent:
+            pipeline.fall_lane(self.clock.now())
+        edge.ack_drained()
 
     def stop(self) -> None:
         """Stop everything, in order; a second call does nothing."""

@@ -64,7 +64,13 @@ class Findings:
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a detector."""
+    """What the pipeline needs of a detector.
+
+    Optional: a class attribute `urgent = True` makes the pipeline also run the detector
+    between ticks, over just-arrived samples, when a device reports a fall; such a detector
+    must ignore samples it has already judged (as `detectors.runs.Fresh` does), since the
+    next tick hands them over again.
+    """
 
     kinds: ClassVar[tuple[str, ...]]
 

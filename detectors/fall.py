@@ -38,6 +38,9 @@ class Fall:
     name: ClassVar[str] = "fall"
     kinds: ClassVar[tuple[str, ...]] = ("fall",)
     Params: ClassVar[type[FallParams]] = FallParams
+    # runs at once when a device reports a fall (`Pipeline.fall_lane`), not only on ticks:
+    # `Fresh` drops samples it has already judged when the tick hands them over again
+    urgent: ClassVar[bool] = True
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)

@@ -126,6 +126,9 @@ class MqttEdge:
         self.clock = clock
         self.topics = topics if topics is not None else [VITALS_TOPIC, STATUS_TOPIC]
         self.inbox: deque[Message] = deque()
+        # set by paho's thread once a queued vitals message carries a true `fall` (after it
+        # is in the inbox); the pipeline thread clears it and may handle the fall mid-tick
+        self.fall_hint = False
         self.inbox_max = inbox_max
         self.inbox_wait_s = inbox_wait_s
         self.wakeup = threading.Event()
@@ -219,7 +222,10 @@ class MqttEdge:
                 self.counters.inbox_priority_kept += 1
         if self.manual_ack:
             self._mids.append(msg.mid if msg.qos else 0)  # before the inbox: drain pairs them
-        self.inbox.append((topic, bytes(msg.payload), self.clock.now()))
+        payload = bytes(msg.payload)
+        self.inbox.append((topic, payload, self.clock.now()))
+        if b'"fall"' in payload and _FALL_TRUE.search(payload) is not None:
+            self.fall_hint = True
         if not self.wakeup.is_set():
             self.wakeup.set()
 
@@ -254,6 +260,8 @@ class MqttEdge:
         if self.manual_ack:
             self._mids.extend(m for _, _, m in items)  # before the inbox: drain pairs them
         self.inbox.extend((t, p, now) for t, p, _ in items)
+        if any(b'"fall"' in p and _FALL_TRUE.search(p) is not None for _, p, _ in items):
+            self.fall_hint = True
         if not self.wakeup.is_set():
             self.wakeup.set()
 
