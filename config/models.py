@@ -215,6 +215,14 @@ class PipelineSettings(Strict):
         description="after the first message arrives, wait this long for more so that "
         "decoding runs on batches (per-call NumPy overhead dominates tiny batches)",
     )
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="how long a Python thread may hold the interpreter while another waits "
+        "(sys.setswitchinterval; CPython's default is 5 ms): shorter lets the MQTT thread "
+        "take a fall off the socket while a tick runs, for the same throughput",
+    )
     future_tolerance_s: float = Field(300.0, ge=0)
     max_message_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_samples: int = Field(600, ge=1)

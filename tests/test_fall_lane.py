@@ -3,6 +3,8 @@ live, in the middle of a tick already running, without judging any sample twice.
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 import detectors.registry as registry
 from carewatch.app import build_pipeline
 from carewatch.clock import SimClock, WallClock
-from carewatch.service import Service
+from carewatch.service import FULL_COLLECTION_EVERY, Service
 from config.models import BrokerSettings, Config
 from detectors.base import Findings, TickState
 from ingest.broker import MosquittoProcess
@@ -138,7 +140,7 @@ def test_a_fall_arriving_during_a_tick_is_alerted_before_the_tick_ends(
         assert service.edge.wait_connected(10)
         wait_for(lambda: service.edge.counters.subscribed, what="the subscriptions")
         probe.engine, probe.resident = service.pipeline.alerts, r.id
-        gate.queued = lambda: service.edge.fall_hint
+        gate.queued = service.edge.fall_hint.is_set
         gate.publish = lambda: dev.publish(
             f"carewatch/v1/{r.town}/{r.device}/vitals",
             {"ts": WallClock().now(), "fall": True, "worn": True}).wait_for_publish(5)
@@ -152,3 +154,36 @@ def test_a_fall_arriving_during_a_tick_is_alerted_before_the_tick_ends(
         dev.close()
         service.stop()
         watch.close()
+
+
+def test_services_tune_the_interpreter_while_any_runs(mosquitto: MosquittoProcess,
+                                                      tmp_path: Path) -> None:
+    """While a service runs: the configured switch interval (the edge's thread takes a fall
+    off the socket sooner), start-up objects frozen out of the cyclic collector and rare
+    full collections (no 100-400 ms pauses); CPython's settings again after the last
+    service stops."""
+    before = sys.getswitchinterval()
+    thresholds = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    services = [Service(service_config(tmp_path / k),
+                        broker=BrokerSettings(url=mosquitto.url, client_id=f"cw-{k}"),
+                        data_dir=tmp_path / k) for k in ("a", "b")]
+    a, b = services
+    wanted = a.config.pipeline.gil_switch_interval_ms / 1000.0
+    assert wanted != before
+    try:
+        a.start()
+        assert sys.getswitchinterval() == pytest.approx(wanted)
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY != thresholds[2]
+        b.start()
+        a.stop()
+        assert sys.getswitchinterval() == pytest.approx(wanted)  # b still runs
+        assert gc.get_freeze_count() > 0
+        b.stop()
+        assert sys.getswitchinterval() == pytest.approx(before)
+        assert gc.get_threshold() == thresholds
+        assert gc.get_freeze_count() == 0
+    finally:
+        for s in services:
+            s.stop()
