@@ -127,8 +127,9 @@ class MqttEdge:
         self.topics = topics if topics is not None else [VITALS_TOPIC, STATUS_TOPIC]
         self.inbox: deque[Message] = deque()
         # set by paho's thread once a queued vitals message carries a true `fall` (after it
-        # is in the inbox); the pipeline thread clears it and may handle the fall mid-tick
-        self.fall_hint = False
+        # is in the inbox); the pipeline thread clears it, cuts its linger short and may
+        # handle the fall mid-tick
+        self.fall_hint = threading.Event()
         self.inbox_max = inbox_max
         self.inbox_wait_s = inbox_wait_s
         self.wakeup = threading.Event()
@@ -225,7 +226,7 @@ class MqttEdge:
         payload = bytes(msg.payload)
         self.inbox.append((topic, payload, self.clock.now()))
         if b'"fall"' in payload and _FALL_TRUE.search(payload) is not None:
-            self.fall_hint = True
+            self.fall_hint.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
 
@@ -261,7 +262,7 @@ class MqttEdge:
             self._mids.extend(m for _, _, m in items)  # before the inbox: drain pairs them
         self.inbox.extend((t, p, now) for t, p, _ in items)
         if any(b'"fall"' in p and _FALL_TRUE.search(p) is not None for _, p, _ in items):
-            self.fall_hint = True
+            self.fall_hint.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
 
