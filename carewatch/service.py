@@ -133,7 +133,7 @@ class Service:
             )
         self.error: BaseException | None = None
         self._stopped = False
-        self._holds_switch = False
+        self._holds_interpreter = False
         from carewatch.health import Health
 
         self.health = Health(self)
@@ -180,7 +180,7 @@ class Service:
     def start(self) -> None:
         # process-wide switch interval and start-up objects frozen (see _Interpreter)
         _INTERPRETER.hold(self.config.pipeline.gil_switch_interval_ms / 1000.0)
-        self._holds_switch = True
+        self._holds_interpreter = True
         if self.http is not None:
             self.http.start()
         self.edge.start()
@@ -275,6 +275,6 @@ class Service:
         self._close_pipeline()
         if self.http is not None:
             self.http.stop()
-        if self._holds_switch:
-            self._holds_switch = False
+        if self._holds_interpreter:
+            self._holds_interpreter = False
             _INTERPRETER.release()

@@ -84,11 +84,16 @@ def read_secret(path: str | None) -> str | None:
 _FALL_TRUE = re.compile(rb'"fall"\s*:\s*true')
 
 
+def carries_fall(payload: bytes | bytearray) -> bool:
+    """A true `fall` in the raw payload (a cheap substring test first)."""
+    return b'"fall"' in payload and _FALL_TRUE.search(payload) is not None
+
+
 def must_keep(topic: str, payload: bytes | bytearray) -> bool:
     """The shedding policy: only vitals without a true `fall` may be dropped when full."""
     if not topic.endswith("/vitals"):
         return True  # status (offline alerts), alert commands: rare and never shed
-    return b'"fall"' in payload and _FALL_TRUE.search(payload) is not None
+    return carries_fall(payload)
 
 
 def configure_client(client: mqtt.Client, settings: BrokerSettings, tls: bool) -> None:
@@ -225,7 +230,7 @@ class MqttEdge:
             self._mids.append(msg.mid if msg.qos else 0)  # before the inbox: drain pairs them
         payload = bytes(msg.payload)
         self.inbox.append((topic, payload, self.clock.now()))
-        if b'"fall"' in payload and _FALL_TRUE.search(payload) is not None:
+        if carries_fall(payload):
             self.fall_hint.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
@@ -261,7 +266,7 @@ class MqttEdge:
         if self.manual_ack:
             self._mids.extend(m for _, _, m in items)  # before the inbox: drain pairs them
         self.inbox.extend((t, p, now) for t, p, _ in items)
-        if any(b'"fall"' in p and _FALL_TRUE.search(p) is not None for _, p, _ in items):
+        if any(carries_fall(p) for _, p, _ in items):
             self.fall_hint.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
