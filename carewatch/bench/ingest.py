@@ -125,7 +125,7 @@ def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qo
             "-t",
             "carewatch/v1/+/+/vitals",
             "-C",
-            str(n + 1),
+            str(n + 2),  # the probe, the empty message that clears it, then the traffic
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

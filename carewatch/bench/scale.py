@@ -5,6 +5,10 @@ per worker's towns, send 10-sample messages round-robin over every device of the
 throughput is the samples stored by all workers (read from their /metrics) divided by the
 time from the first publish to the last sample stored. A worker that sheds messages (inbox
 full) fails the run instead of leaving it waiting for samples that will never come.
+
+The same senders also feed Mosquitto's own C subscriber (`mosquitto_sub`), first one for every
+town, then one per worker's towns: what the broker moves on these shared cores with consumers
+that cost next to nothing, i.e. the most one or two workers could reach here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +46,48 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process and all its live descendants (the supervisor and its
+    workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += _cpu_s(p)
+        except OSError:
+            continue
+        todo.extend(children.get(p, []))
+    return total
+
+
+def _reap_cpu_s(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> float:
+    """Wait for `procs` to exit; the CPU seconds they used (their own rusage)."""
+    total = 0.0
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                total += usage.ru_utime + usage.ru_stime
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("a sender did not finish")
+            time.sleep(0.05)
+    return total
+
+
 def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
-         tmp: Path) -> tuple[float, float]:
-    """Samples/s, and the broker's CPU use over the run in cores."""
+         tmp: Path) -> dict[str, float]:
+    """Samples/s, and the cores the broker, the senders and the workers used over the run."""
     with MosquittoProcess(persistence=False) as broker:
         http = free_port()
         proc = subprocess.Popen(
@@ -60,12 +104,9 @@ def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
                     raise RuntimeError("workers did not come up")
                 time.sleep(0.2)
             assert broker.proc is not None
-            t0, broker_cpu0 = time.perf_counter(), _cpu_s(broker.proc.pid)
-            senders = [
-                subprocess.Popen([sys.executable, "-m", "carewatch.bench.blast",
-                                  str(broker.port), str(path), f"bench-blast-{k}", str(n)])
-                for k, (path, n) in enumerate(blasts)
-            ]
+            broker_cpu0, workers_cpu0 = _cpu_s(broker.proc.pid), _tree_cpu_s(proc.pid)
+            t0 = time.perf_counter()
+            senders = _senders(broker.port, blasts)
             while sum(max(0.0, probe_samples(p)) for p in ports) < total:
                 if any(probe_metric(p, "carewatch_inbox_shed_total") > 0 for p in ports):
                     raise RuntimeError("a worker shed messages (its inbox was full)")
@@ -73,12 +114,12 @@ def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
                     raise RuntimeError("timed out")
                 time.sleep(0.05)
             seconds = time.perf_counter() - t0
-            broker_cores = (_cpu_s(broker.proc.pid) - broker_cpu0) / seconds
+            broker_cpu = _cpu_s(broker.proc.pid) - broker_cpu0
+            workers_cpu = _tree_cpu_s(proc.pid) - workers_cpu0
+            senders_cpu = _reap_cpu_s(senders)
         finally:
             for s in senders:
-                try:
-                    s.wait(timeout=30)
-                except subprocess.TimeoutExpired:
+                if s.returncode is None:
                     s.kill()
                     s.wait()
             proc.send_signal(signal.SIGTERM)
@@ -87,7 +128,61 @@ def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return total / seconds, broker_cores
+    return {"samples_per_s": total / seconds, "broker_cores": broker_cpu / seconds,
+            "senders_cores": senders_cpu / seconds, "workers_cores": workers_cpu / seconds,
+            "worker_cpu_us_per_sample": workers_cpu / total * 1e6}
+
+
+def _senders(port: int, blasts: list[tuple[Path, int]]) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-m", "carewatch.bench.blast", str(port),
+                              str(path), f"bench-blast-{k}", str(n)])
+            for k, (path, n) in enumerate(blasts)]
+
+
+def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tuple[Path, int]],
+               total: int, timeout_s: float = 600) -> float:
+    """Samples/s with `mosquitto_sub` processes (subscriber k: towns `subscribers[k]`,
+    expecting `counts[k]` messages) as the consumers of the same senders' traffic."""
+    with MosquittoProcess(persistence=False) as broker:
+        subs: list[subprocess.Popen[bytes]] = []
+        senders: list[subprocess.Popen[bytes]] = []
+        try:
+            for k, towns in enumerate(subscribers):
+                # a retained probe reaches the subscriber the moment its subscription is live
+                probe = f"carewatch/v1/bench-probe-{k}/probe/vitals"
+                subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r",
+                                "-t", probe, "-m", "probe"], check=True, timeout=10)
+                filters = [a for t in towns for a in ("-t", f"carewatch/v1/{t}/+/vitals")]
+                # -C: the probe, the empty message that clears it, then the traffic
+                sub = subprocess.Popen(
+                    ["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-t", probe,
+                     *filters, "-C", str(counts[k] + 2)],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                subs.append(sub)
+                assert sub.stdout is not None
+                sub.stdout.readline()  # the probe: subscribed
+                subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r",
+                                "-t", probe, "-n"], check=True, timeout=10)
+            # drained in large reads, so a subscriber never blocks on its pipe
+            drains = [threading.Thread(target=s.stdout.read, name=f"bench-drain-{k}")  # type: ignore[union-attr]
+                      for k, s in enumerate(subs)]
+            for d in drains:
+                d.start()
+            t0 = time.perf_counter()
+            senders = _senders(broker.port, blasts)
+            for s in subs:
+                s.wait(timeout=timeout_s)
+            seconds = time.perf_counter() - t0
+            for d in drains:
+                d.join()
+            for p in senders:
+                p.wait(timeout=30)
+        finally:
+            for p in subs + senders:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    return total / seconds
 
 
 def bench_scale(samples_per_device: int = 4_000, batch: int = 10, residents: int = 200
@@ -113,13 +208,29 @@ def bench_scale(samples_per_device: int = 4_000, batch: int = 10, residents: int
             blasts.append((path, write_packets(path, _messages(devices, samples_per_device,
                                                                batch, t0))))
         total = sum(n for _p, n in blasts) * batch
-        # the broker shares the two cores: its CPU use says what is left for the workers
-        out["one_worker_samples_per_s"], out["broker_cores_one"] = _run(1, reg, blasts,
-                                                                        total, tmp)
-        out["two_workers_samples_per_s"], out["broker_cores_two"] = _run(2, reg, blasts,
-                                                                         total, tmp)
+        # broker and senders share the two cores: their CPU use says what is left for workers
+        for workers, name in ((1, "one"), (2, "two")):
+            run = _run(workers, reg, blasts, total, tmp)
+            out[f"{name}_worker{'s' if workers > 1 else ''}_samples_per_s"] = run.pop(
+                "samples_per_s")
+            out.update({f"{k}_{name}": v for k, v in run.items()})
+        # the broker's own ceiling on this traffic, with one and with two C subscribers
+        counts = [n for _p, n in blasts]
+        out["broker_ceiling_one_samples_per_s"] = _c_ceiling([sorted(t for p in parts for t in p)],
+                                                             [sum(counts)], blasts, total)
+        out["broker_ceiling_two_samples_per_s"] = _c_ceiling(parts, counts, blasts, total)
         out["devices"] = float(len(config.residents))
-    out["two_over_one"] = out["two_workers_samples_per_s"] / out["one_worker_samples_per_s"]
+    one, two = out["one_worker_samples_per_s"], out["two_workers_samples_per_s"]
+    out["two_over_one"] = two / one
+    out["one_worker_vs_ceiling"] = one / out["broker_ceiling_one_samples_per_s"]
+    out["two_workers_vs_ceiling"] = two / out["broker_ceiling_two_samples_per_s"]
+    # no pair of workers moves more than the broker does with free consumers
+    out["two_over_one_bound_broker"] = out["broker_ceiling_two_samples_per_s"] / one
+    # nor can they use more CPU than the broker and senders leave them: at one worker's cost
+    # per sample, what the cores left over in the two-worker run allow
+    cores = float(os.cpu_count() or 1)
+    left = cores - out["broker_cores_two"] - out["senders_cores_two"]
+    out["two_over_one_bound_cpu"] = (left / out["worker_cpu_us_per_sample_one"] * 1e6) / one
     return out
 
 

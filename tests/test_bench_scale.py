@@ -1,0 +1,68 @@
+"""The scale benchmark's measuring parts: Mosquitto's C subscribers split by town see the
+whole traffic once, and CPU is counted over a process tree and over reaped senders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from carewatch.bench.blast import write_packets
+from carewatch.bench.scale import _c_ceiling, _reap_cpu_s, _tree_cpu_s
+from tests.ingest_harness import wait_for
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def _blast(path: Path, town: str, n: int) -> tuple[Path, int]:
+    msgs = [(f"carewatch/v1/{town}/dev-{i % 7}/vitals", orjson.dumps({"i": i}))
+            for i in range(n)]
+    return path, write_packets(path, msgs)
+
+
+def test_c_ceiling_counts_every_message_once_across_town_subscribers(tmp_path: Path) -> None:
+    blasts = [_blast(tmp_path / "a.bin", "town-a", 3_000), _blast(tmp_path / "b.bin", "town-b",
+                                                                  2_000)]
+    # each subscriber exits after exactly its count: a town's messages reaching the wrong
+    # subscriber (or none) leaves one waiting, and the call fails on its timeout
+    rate = _c_ceiling([["town-a"], ["town-b"]], [3_000, 2_000], blasts, 50_000, timeout_s=60)
+    assert rate > 0
+    rate_one = _c_ceiling([["town-a", "town-b"]], [5_000], blasts, 50_000, timeout_s=60)
+    assert rate_one > 0
+
+
+def test_c_ceiling_fails_when_a_subscriber_waits_for_more(tmp_path: Path) -> None:
+    blasts = [_blast(tmp_path / "a.bin", "town-a", 500)]
+    try:
+        _c_ceiling([["town-a"]], [501], blasts, 500, timeout_s=3)
+    except subprocess.TimeoutExpired:
+        return
+    raise AssertionError("a subscriber short of its count must not pass")
+
+
+def test_cpu_is_counted_over_the_tree_and_over_reaped_senders() -> None:
+    # a child that starts a busy grandchild, then burns CPU itself until told to stop
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys\n"
+         f"g = subprocess.Popen([sys.executable, '-c', {BURN.format(s=0.4)!r} + 'input()'],"
+         " stdin=subprocess.PIPE)\n"
+         + BURN.format(s=0.3)
+         + "print('burnt', flush=True)\ninput()\ng.communicate(b'\\n')\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline() == b"burnt\n"
+        # the grandchild's burn may still be running: wait for the tree to reach both
+        # 0.3 s of the child's + 0.4 s of the grandchild's, less a clock tick or two
+        wait_for(lambda: _tree_cpu_s(parent.pid) >= 0.65, 30.0, "the tree's CPU seconds")
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.write(b"\n")
+        parent.stdin.close()
+        parent.wait(timeout=30)
+    sender = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.3)])
+    assert _reap_cpu_s([sender]) >= 0.28
+    assert sender.returncode == 0
