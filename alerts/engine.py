@@ -12,6 +12,7 @@ pipeline already ticks every `pipeline.tick_s` (1 s), and deadlines are data che
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import uuid
@@ -23,6 +24,7 @@ import numpy as np
 import orjson
 
 from alerts.commands import Command, CommandError, parse_command, result_topic
+from alerts.deadlines import Deadlines
 from alerts.delivery import Dispatcher, group_rows, load_secret
 from alerts.engine_api import EngineApi
 from alerts.lifecycle import Lifecycle, Step
@@ -74,8 +76,10 @@ class AlertEngine(EngineApi):
         self._listeners: list[Listener] = []
         self._open: dict[tuple[str, str], Alert] = {}
         self._by_id: dict[str, Alert] = {}
-        # no escalation deadline before this instant (-inf: unknown, scan on the next tick)
-        self._deadline_floor = -np.inf
+        self._deadlines = Deadlines()
+        # order of first indexing: due alerts are handled in it, as a scan of _by_id would
+        self._rank: dict[str, int] = {}
+        self._ranks = itertools.count()
         self._sev: dict[str, np.ndarray] = {}  # kind -> per-row open severity (0: none)
         self._cond: dict[str, np.ndarray] = {}  # kind -> per-row condition_active
         self._evidence: dict[str, dict[str, np.ndarray]] = {}  # kind -> key -> per-row latest
@@ -108,9 +112,11 @@ class AlertEngine(EngineApi):
         return self._sev[kind], self._cond[kind]
 
     def _index(self, alert: Alert) -> None:
-        self._deadline_floor = -np.inf
         self._open[(alert.resident_id, alert.kind)] = alert
+        if alert.alert_id not in self._by_id:
+            self._rank[alert.alert_id] = next(self._ranks)
         self._by_id[alert.alert_id] = alert
+        self._deadlines.watch(alert)
         row = self.devices.row_of_resident.get(alert.resident_id)
         if row is not None:
             sev, cond = self._arrays(alert.kind)
@@ -119,6 +125,7 @@ class AlertEngine(EngineApi):
     def _unindex(self, alert: Alert) -> None:
         self._open.pop((alert.resident_id, alert.kind), None)
         self._by_id.pop(alert.alert_id, None)
+        self._rank.pop(alert.alert_id, None)
         row = self.devices.row_of_resident.get(alert.resident_id)
         if row is not None and alert.kind in self._sev:
             self._sev[alert.kind][row], self._cond[alert.kind][row] = 0, False
@@ -159,7 +166,8 @@ class AlertEngine(EngineApi):
     def _finish(self, step: Step) -> None:
         if not step.txn:
             return
-        self._deadline_floor = -np.inf  # a deadline may have moved earlier: scan next tick
+        for alert in step.txn.alerts:  # a deadline may have moved (queued even if this fails)
+            self._deadlines.watch(alert)
         step.txn.meta["counter"] = self._counter
         try:
             seqs = self.store.commit(step.txn)
@@ -324,24 +332,29 @@ class AlertEngine(EngineApi):
                                            "silence_expired", {"silence_id": sid}))
             self._finish(step)
             for attempt in range(3):
-                if now < self._deadline_floor:
-                    break  # no deadline due: most ticks (the scan is O(open alerts))
+                due = self._deadlines.pop_due(now, self._by_id)
+                if not due:
+                    break  # most ticks
+                due.sort(key=lambda a: self._rank[a.alert_id])
                 step = Step()
-                for alert in list(self._by_id.values()):
-                    if (alert.deadline is not None and alert.deadline <= now
-                            and alert.state in ("open", "escalated")
-                            and self._silenced(alert.resident_id, alert.device_id, alert.kind,
-                                               now) is None):
-                        self._refresh_evidence(alert)
-                        self.life.due(step, alert, now)
                 try:
+                    for alert in due:
+                        if self._silenced(alert.resident_id, alert.device_id, alert.kind,
+                                          now) is None:
+                            self._refresh_evidence(alert)
+                            self.life.due(step, alert, now)
                     self._finish(step)
                     break
                 except StaleAlertError:  # reloaded (acked elsewhere?): decide again
                     if attempt == 2:
                         raise
-            if now >= self._deadline_floor:
-                self._deadline_floor = self._earliest_deadline()
+                finally:
+                    # back on the queue as now held: moved on, or still due (silenced, or
+                    # its step failed)
+                    for alert in due:
+                        held = self._by_id.get(alert.alert_id)
+                        if held is not None:
+                            self._deadlines.watch(held)
         self._send_due(now)
 
     def _send_due(self, now: float) -> None:
@@ -359,9 +372,7 @@ class AlertEngine(EngineApi):
             return at if np.isfinite(at) else None
 
     def _earliest_deadline(self) -> float:
-        return min((a.deadline for a in self._by_id.values()
-                    if a.deadline is not None and a.state in ("open", "escalated")),
-                   default=np.inf)
+        return self._deadlines.earliest(self._by_id)
 
     # ---- commands ----------------------------------------------------------------------
     def apply_command(self, cmd: Command, now: float) -> Alert:

@@ -55,7 +55,7 @@ class AlertFollower:
             (closed if state == "resolved" else changed).append(alert_id)
         # Drops first: a (resident, kind) resolved elsewhere and opened again must end up
         # holding the new alert, not lose it to the old one's unindexing.
-        engine._reload(closed + changed)  # _index resets the engine's deadline floor
+        engine._reload(closed + changed)  # _index queues their deadlines afresh
         return len(closed) + len(changed)
 
 
