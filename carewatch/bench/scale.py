@@ -148,6 +148,7 @@ def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tup
     with MosquittoProcess(persistence=False) as broker:
         subs: list[subprocess.Popen[bytes]] = []
         senders: list[subprocess.Popen[bytes]] = []
+        drains: list[threading.Thread] = []
         try:
             for k, towns in enumerate(subscribers):
                 # a retained probe reaches the subscriber the moment its subscription is live
@@ -166,8 +167,8 @@ def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tup
                 subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r",
                                 "-t", probe, "-n"], check=True, timeout=10)
             # drained in large reads, so a subscriber never blocks on its pipe
-            drains = [threading.Thread(target=s.stdout.read, name=f"bench-drain-{k}")  # type: ignore[union-attr]
-                      for k, s in enumerate(subs)]
+            drains = [threading.Thread(target=s.stdout.read,  # type: ignore[union-attr]
+                                       name=f"bench-drain-{k}") for k, s in enumerate(subs)]
             for d in drains:
                 d.start()
             t0 = time.perf_counter()
@@ -175,8 +176,6 @@ def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tup
             for s in subs:
                 s.wait(timeout=timeout_s)
             seconds = time.perf_counter() - t0
-            for d in drains:
-                d.join()
             for p in senders:
                 p.wait(timeout=30)
         finally:
@@ -184,6 +183,8 @@ def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tup
                 if p.poll() is None:
                     p.kill()
                     p.wait()
+            for d in drains:  # a killed subscriber's pipe ends, and so does its drain
+                d.join()
     return total / seconds
 
 
