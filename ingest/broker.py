@@ -13,8 +13,10 @@ are not about security use it (docs/security.md). `tls` turns the listener into 
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -123,6 +125,12 @@ def broker_config(
     )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent's starting thread ends (Linux
+    PR_SET_PDEATHSIG), so a broker in its own process group never outlives its owner."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class MosquittoProcess:
     """A Mosquitto broker on a free loopback port; restartable on the same port."""
 
@@ -134,9 +142,15 @@ class MosquittoProcess:
         auth: BrokerAuth | None = None,
         tls: BrokerTls | None = None,
         persistence: bool = True,
+        own_process_group: bool = False,
     ) -> None:
         """`persistence=False` only for benchmarks: saving a queue of a million messages
-        every second would measure the disk, not the pipeline."""
+        every second would measure the disk, not the pipeline.
+
+        `own_process_group=True` (the demo) keeps a terminal's Ctrl-C, sent to the whole
+        foreground process group, from stopping the broker before its clients: a broker
+        shutting down publishes the Last Will of every client still connected. The owner
+        stops it last; it also gets SIGTERM if the thread that started it dies."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._own_dir = workdir is None
@@ -150,6 +164,7 @@ class MosquittoProcess:
             )
         )
         self.log_path = self.workdir / "mosquitto.log"
+        self.own_process_group = own_process_group
         self.proc: subprocess.Popen[bytes] | None = None
         self.binary = find_mosquitto()
 
@@ -161,8 +176,10 @@ class MosquittoProcess:
         if self.proc is not None and self.proc.poll() is None:
             return
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        own = self.own_process_group
         self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT
+            [self.binary, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT,
+            process_group=0 if own else None, preexec_fn=_die_with_parent if own else None,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

@@ -36,7 +36,7 @@ class Collector:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -98,3 +98,34 @@ def test_fleet_arrives_complete_with_last_will(mosquitto: Any) -> None:
     during = [p for t, p in vitals if "/dev-0003/" in t
               for s in p["samples"] if off.start + 5 < s["ts"] < off.end - 5]
     assert not during
+
+
+def test_stopping_the_fleet_disconnects_cleanly_so_no_last_will_fires(mosquitto: Any) -> None:
+    """A stopped simulator is not a fleet of dead devices: its own-connection devices say
+    DISCONNECT, so the broker publishes none of their wills (a will is for vanishing)."""
+    config = parse_config(demo_registry(12, seed=3))
+    sub = Collector(mosquitto.host, mosquitto.port)
+    fleet = LiveFleet(config, BrokerSettings(url=mosquitto.url), speed=1.0, interval_s=5.0,
+                      seed=3, connections=1, lwt_devices=8)
+    try:
+        fleet.start()
+        assert sub.wait_for(lambda m: sum(t.endswith("/status") for t, _p, _r in m) >= 12)
+    finally:
+        fleet.stop()
+    # a marker published after the stop: once it arrives, any will the stop caused (the
+    # broker handles a socket's end before a later connection's publish) has arrived too
+    marker = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-test-marker",
+                         protocol=mqtt.MQTTv311)
+    marker.connect(mosquitto.host, mosquitto.port)
+    marker.loop_start()
+    try:
+        marker.publish("carewatch/v1/test/marker/vitals", b"{}", qos=1).wait_for_publish(10)
+        assert sub.wait_for(lambda m: any(t.endswith("/marker/vitals") for t, _p, _r in m))
+    finally:
+        marker.disconnect()
+        marker.loop_stop()
+        sub.close()
+    wills = [t for t, p, _r in sub.messages if t.endswith("/status")
+             and orjson.loads(p).get("online") is False]
+    assert wills == []
+

@@ -90,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
         from carewatch.security.provision import GatewaySpec, provision
 
         creds = provision(config, data_dir / "credentials", gateways=[GatewaySpec("fleet")])
-        broker = MosquittoProcess(workdir=data_dir / "mosquitto", auth=creds.auth)
+        broker = MosquittoProcess(workdir=data_dir / "mosquitto", auth=creds.auth,
+                                  own_process_group=True)
         broker.start()
         broker_url = broker.url
         pipeline_auth = (PIPELINE_USER, str(creds.secret_path(PIPELINE_USER)))
@@ -167,7 +168,10 @@ Press Ctrl-C to stop.
                 return 1
     finally:
         if fleet is not None and fleet.poll() is None:
-            fleet.send_signal(signal.SIGINT)
+            # SIGTERM, not SIGINT: a shell ignores SIGINT in its background jobs, and a fleet
+            # killed after the wait below vanishes at once, so the broker would publish its
+            # devices' Last Wills and the pipeline open an offline alert for each
+            fleet.send_signal(signal.SIGTERM)
             try:
                 fleet.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -127,7 +127,13 @@ def _live(args: argparse.Namespace, config: Config, scen: Scenario | None, seed:
         write_truth(args.truth, fleet.truth())
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
+        # SIGTERM and Ctrl-C only ask to stop, however often they come: a KeyboardInterrupt
+        # raised inside fleet.stop() would cut the clean disconnects short, and the broker
+        # would publish every own-connection device's Last Will. An ignored SIGINT (a
+        # background job of a script) stays ignored.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
     fleet.start()
     print(f"simulating {len(config.residents)} devices on {broker.url} "
           f"(speed {args.speed:g}, batch {batch}, QoS {args.qos}); Ctrl-C stops", flush=True)
@@ -135,8 +141,6 @@ def _live(args: argparse.Namespace, config: Config, scen: Scenario | None, seed:
     try:
         while not stop.is_set() and not fleet.wait(1.0):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         fleet.stop()
     took = time.monotonic() - started
