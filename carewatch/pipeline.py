@@ -93,6 +93,8 @@ class Pipeline:
         self.ticks = 0
         # a device-reported fall waits for no tick: the driver ticks at once when set
         self.urgent = False
+        # (lost at, back at) of the broker link, set by the live driver (replay: never lost)
+        self.link: tuple[float, float] = (float("nan"), float("nan"))
 
     # ------------------------------------------------------------------ messages
     def handle(self, messages: list[Message]) -> None:
@@ -195,7 +197,8 @@ class Pipeline:
 
     def _state(self, new: SampleColumns, now: float) -> TickState:
         return TickState(new=new, store=self.store, devices=self.devices,
-                         started_at=self.started_at, utc_offset_s=self.utc_offset_s(now))
+                         started_at=self.started_at, utc_offset_s=self.utc_offset_s(now),
+                         link_lost_at=self.link[0], link_back_at=self.link[1])
 
     # ------------------------------------------------------------------ views
     def device_row(self, device_id: str) -> int:

@@ -219,6 +219,7 @@ class Service:
                     pipeline.fall_lane(now)  # at once; the regular tick keeps its time
                     edge.ack_drained()
                 if now >= next_tick:
+                    pipeline.link = (edge.counters.link_lost_at, edge.counters.link_back_at)
                     pipeline.tick(now)
                     edge.ack_drained()
                     m = pipeline.metrics

@@ -36,6 +36,10 @@ class TickState:
     devices: DeviceTable
     started_at: float  # pipeline start, for "never heard from" devices
     utc_offset_s: float = 8 * 3600.0
+    # the pipeline's own broker link: when it was last lost, and last (re)gained (NaN:
+    # never lost / never regained). While it is down the pipeline hears no device.
+    link_lost_at: float = float("nan")
+    link_back_at: float = float("nan")
 
 
 @dataclass

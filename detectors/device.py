@@ -16,11 +16,24 @@ from ingest.devices import DeviceTable
 class DeviceOfflineParams(DetectorParams):
     offline_s: float = Field(600.0, gt=0, description="no accepted vitals message this long")
     use_last_will: bool = True
+    outage_grace_s: float = Field(
+        120.0, ge=0, description="after the pipeline's own broker link comes back, a Last "
+        "Will published around the outage waits this long for its device to return")
+
+
+# A broker going down publishes the will of every device connected to it, a moment before
+# the pipeline's own connection drops: wills this close before the drop belong to it.
+OUTAGE_WILL_WINDOW_S = 10.0
 
 
 class DeviceOffline:
     """No accepted vitals for 10 min (never-heard devices count from pipeline start), or the
-    Last Will says offline and no data came after it. Clears when data flows again."""
+    Last Will says offline and no data came after it. Clears when data flows again.
+
+    The pipeline's own broker outages are not the devices': time it could not hear anyone
+    is not counted as a device's silence, and a will published around an outage (a broker
+    restart publishes every connected device's will, and our session replays them) waits
+    `outage_grace_s` after the link is back for the device to return before it counts."""
 
     name: ClassVar[str] = "device_offline"
     kinds: ClassVar[tuple[str, ...]] = ("device_offline",)
@@ -42,6 +55,7 @@ class DeviceOffline:
             return False
         store = state.store
         return (seen[0] is store and seen[1] == state.started_at
+                and seen[5] == (state.link_lost_at, state.link_back_at)
                 and np.array_equal(seen[2], store.last_received.view(np.int64))
                 and np.array_equal(seen[3], store.status_ts.view(np.int64))
                 and np.array_equal(seen[4], store.online))
@@ -51,22 +65,36 @@ class DeviceOffline:
             return []
         store = state.store
         last = store.last_received
-        ref = np.where(np.isnan(last), state.started_at, last)
+        ref = heard = np.where(np.isnan(last), state.started_at, last)
+        lost = state.link_lost_at
+        if lost == lost:  # the link was lost at least once
+            back = state.link_back_at
+            end = back if back >= lost else now  # still down: the outage lasts until now
+            ref = np.where(heard < lost, heard + (end - lost), heard)
+            hold_until = end + self.params["outage_grace_s"]
         silent_s = now - ref
         off_s = self.params["offline_s"]
         cond = silent_s >= off_s
         will = np.zeros(len(last), bool)
+        held = will
         use_will = self.params["use_last_will"]  # one flag, or one per row
         if isinstance(use_will, np.ndarray) or use_will:
             will = (store.online == 0) & ~(last > store.status_ts)
             if isinstance(use_will, np.ndarray):
                 will &= use_will
+            if lost == lost:
+                held = will & (store.status_ts >= lost - OUTAGE_WILL_WINDOW_S) & (
+                    now < hold_until)
+                will &= ~held
             cond = cond | will
         self._seen = None
         if len(state.new) == 0:
             self._seen = (store, state.started_at, last.view(np.int64).copy(),
-                          store.status_ts.view(np.int64).copy(), store.online.copy())
+                          store.status_ts.view(np.int64).copy(), store.online.copy(),
+                          (lost, state.link_back_at))
             waiting = (ref + off_s)[~cond]
+            if held.any():  # a held will counts once the grace is over
+                waiting = np.concatenate([waiting, np.broadcast_to(hold_until, held.shape)[held]])
             # a millisecond early: float rounding of now - ref never skips the crossing tick
             self._due = float(waiting.min()) - 1e-3 if len(waiting) else np.inf
         change = cond != self.active
@@ -75,7 +103,7 @@ class DeviceOffline:
         rows = np.flatnonzero(change).astype(np.int32)
         rising = cond[rows]
         onset = np.where(will[rows] & ~(silent_s[rows] >= self.params.at("offline_s", rows)),
-                         store.status_ts[rows], ref[rows])
+                         store.status_ts[rows], heard[rows])
         onset = np.where(rising, onset, self.onset[rows])
         self.onset[rows] = np.where(rising, onset, np.nan)
         self.active[rows] = rising

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import ssl
 import threading
@@ -58,6 +59,8 @@ class EdgeCounters:
     connected: bool = False
     subscribed: bool = False  # the broker acknowledged our subscriptions on this connection
     last_disconnect_reason: str = ""
+    link_lost_at: float = math.nan  # clock time of the last lost connection (NaN: never)
+    link_back_at: float = math.nan  # clock time of the last connection made
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -181,6 +184,7 @@ class MqttEdge:
             return
         self.counters.connects += 1
         self.counters.connected = True
+        self.counters.link_back_at = self.clock.now()
         subs = [(t, 1) for t in self.topics] + [(SYS_DROPPED_TOPIC, 0)]
         client.subscribe(subs)  # SUBACK (on_subscribe) marks the edge subscribed
         client.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
@@ -196,6 +200,7 @@ class MqttEdge:
         reason: mqtt.ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self.counters.link_lost_at = self.clock.now()
         self.counters.connected = False
         self.counters.subscribed = False
         self.counters.disconnects += 1

@@ -77,12 +77,14 @@ class Feeder:
         self.store = StateStore(n)
         self.devices = devices or table(n)
         self.started_at = started_at
+        self.link = (float("nan"), float("nan"))  # the pipeline's broker link (lost, back)
 
     def tick(self, batch: SampleColumns | None, now: float) -> list[dict[str, Any]]:
         if batch is not None and len(batch):
             self.store.append(batch.sorted_by_row_ts(), now)
         state = TickState(new=self.store.take_pending(), store=self.store, devices=self.devices,
-                          started_at=self.started_at, utc_offset_s=OFFSET)
+                          started_at=self.started_at, utc_offset_s=OFFSET,
+                          link_lost_at=self.link[0], link_back_at=self.link[1])
         found: list[Findings] = []
         for d in self.detectors:
             found += d.update(state, now)

@@ -182,6 +182,40 @@ def test_device_offline_never_heard_data_and_last_will() -> None:
     assert [(r["row"], r["active"]) for r in got] == [(0, False)]
 
 
+def test_device_offline_broker_restart_wills_wait_for_their_devices() -> None:
+    """A broker restart publishes every connected device's will just before the pipeline's
+    own link drops, and replays it after: such wills wait outage_grace_s (120 s) after the
+    link is back. A device that returns in time raises nothing; one that doesn't is offline
+    from its will."""
+    feeder = Feeder([DeviceOffline(3)], 3, started_at=T0)
+    feeder.tick(cols([0, 1, 2], [T0 + 10] * 3, hr=70, worn=1), T0 + 10)
+    feeder.store.set_status(2, False, None, T0 + 30)  # a device that died on its own
+    assert [(r["row"], r["active"]) for r in feeder.tick(None, T0 + 31)] == [(2, True)]
+    for row in (0, 1):
+        feeder.store.set_status(row, False, None, T0 + 100.0)  # the broker going down
+    feeder.link = (T0 + 100.5, float("nan"))  # ... and our connection with it
+    assert feeder.tick(None, T0 + 101) == []
+    assert feeder.tick(None, T0 + 400) == []  # down 5 min: nobody is heard, nobody judged
+    feeder.link = (T0 + 100.5, T0 + 410.0)
+    feeder.store.set_status(0, True, None, T0 + 415)  # device 0 reconnects in time
+    feeder.tick(cols(0, T0 + 416, hr=70, worn=1), T0 + 416)
+    assert feeder.tick(None, T0 + 529) == []  # within the grace
+    got = feeder.tick(None, T0 + 530)  # back + 120 s: device 1 never returned
+    assert [(r["row"], r["active"], r["onset"], r["evidence"]["last_will"]) for r in got] == [
+        (1, True, T0 + 100.0, True)]
+
+
+def test_device_offline_silence_excludes_the_pipelines_own_outage() -> None:
+    feeder = Feeder([DeviceOffline(2)], 2, started_at=T0)
+    feeder.tick(cols([0, 1], [T0] * 2, hr=70, worn=1), T0)
+    feeder.link = (T0 + 100.0, T0 + 700.0)  # 10 min without a broker
+    feeder.tick(cols(1, T0 + 701, hr=70, worn=1), T0 + 701)
+    assert feeder.tick(None, T0 + 1199) == []  # heard for 100 + 499 s of the 1,199
+    got = feeder.tick(None, T0 + 1200)
+    assert [(r["row"], r["active"], r["onset"], r["evidence"]["silent_s"]) for r in got] == [
+        (0, True, T0, 600.0)]  # onset: when it was last heard
+
+
 def test_low_battery_with_hysteresis() -> None:
     feeder = Feeder([LowBattery(1)], 1)
     assert feeder.tick(cols(0, T0, battery=16), T0) == []
