@@ -95,6 +95,7 @@ class Pipeline:
         self.urgent = False
         # (lost at, back at) of the broker link, set by the live driver (replay: never lost)
         self.link: tuple[float, float] = (float("nan"), float("nan"))
+        self.offline_status_at = -np.inf  # clock time of the last status saying offline
 
     # ------------------------------------------------------------------ messages
     def handle(self, messages: list[Message]) -> None:
@@ -113,6 +114,8 @@ class Pipeline:
                 update = self.decoder.decode_status(msg[0], msg[1], msg[2], rejections)
                 if update is not None:
                     self.metrics.count("status")
+                    if not update.online:
+                        self.offline_status_at = now
                     self.store.set_status(
                         update.row, update.online, update.battery, update.received_at
                     )

@@ -32,6 +32,23 @@ PipelineFactory = Callable[..., tuple[Pipeline, Callable[[], None]]]
 FULL_COLLECTION_EVERY = 1_000  # young-generation collections between full ones (CPython: 10)
 
 
+# A broker shutting down sends every connected device's Last Will for a while before our
+# own connection drops. A tick that judged the first of them before the drop was known
+# would count them as devices going offline (DeviceOffline holds wills sent around an
+# outage): after an offline status, the next tick waits this long for more, or the drop.
+WILL_SETTLE_S = 0.25
+MAX_TICK_DELAY_S = 1.0
+
+
+def tick_delay(now: float, due: float, offline_status_at: float) -> float:
+    """Seconds to hold a tick due at `due`: until WILL_SETTLE_S after the last offline
+    status, and never past `due + MAX_TICK_DELAY_S`."""
+    wait = offline_status_at + WILL_SETTLE_S - now
+    if wait <= 0:
+        return 0.0
+    return max(0.0, min(wait, due + MAX_TICK_DELAY_S - now))
+
+
 class _Interpreter:
     """Process-wide settings for a latency-bound service, shared by the services of a
     process (tests start several): the first to start saves the interpreter's values, the
@@ -218,6 +235,10 @@ class Service:
                 if pipeline.urgent and now < next_tick:
                     pipeline.fall_lane(now)  # at once; the regular tick keeps its time
                     edge.ack_drained()
+                if now >= next_tick and not pipeline.urgent and (
+                        hold := tick_delay(now, next_tick, pipeline.offline_status_at)):
+                    edge.wakeup.wait(hold)  # a burst of wills may be a broker going down
+                    continue  # (never a fall: that tick runs now)
                 if now >= next_tick:
                     pipeline.link = (edge.counters.link_lost_at, edge.counters.link_back_at)
                     pipeline.tick(now)

@@ -12,10 +12,11 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carewatch.clock import WallClock
-from carewatch.service import Service
+from carewatch.service import MAX_TICK_DELAY_S, WILL_SETTLE_S, Service, tick_delay
 from config.models import BrokerSettings
 from ingest.broker import MosquittoProcess
 from tests.ingest_harness import small_config, wait_for
@@ -90,3 +91,17 @@ def test_broker_restart_opens_no_offline_alert_for_devices_that_return(
             if sock is not None:
                 sock.close()
         service.stop()
+
+
+def test_a_due_tick_waits_briefly_after_offline_statuses() -> None:
+    """The live driver holds a due tick until WILL_SETTLE_S after the last offline status (a
+    broker going down sends wills for a while before our own link drops), never more than
+    MAX_TICK_DELAY_S past its time."""
+    due = 100.0
+    assert tick_delay(100.0, due, -float("inf")) == 0.0  # no offline status: on time
+    assert tick_delay(100.0, due, 99.0) == 0.0  # an old one
+    assert tick_delay(100.0, due, 99.9) == pytest.approx(WILL_SETTLE_S - 0.1)
+    # a steady stream of offline statuses cannot hold it past the cap
+    assert tick_delay(100.0 + MAX_TICK_DELAY_S - 0.1, due, 100.0 + MAX_TICK_DELAY_S - 0.1) \
+        == pytest.approx(0.1)
+    assert tick_delay(100.0 + MAX_TICK_DELAY_S, due, 100.0 + MAX_TICK_DELAY_S) == 0.0
