@@ -106,37 +106,39 @@ def _publish(broker: MosquittoProcess, files: list[tuple[str, Path]], qos: int) 
     return LinePublishers(broker.port, files, qos)
 
 
-def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
-    """Mosquitto's C clients end to end: `mosquitto_pub -l` processes → `mosquitto_sub`."""
-    probe = "carewatch/v1/bench/probe/vitals"
-    # a retained probe reaches mosquitto_sub the moment its subscription is active
-    subprocess.run(
-        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r", "-t", probe, "-m", "probe"],
-        check=True,
-        timeout=10,
-    )
+def c_subscriber(port: int, filters: list[str], count: int, probe: str,
+                 qos: int = 1) -> subprocess.Popen[bytes]:
+    """A `mosquitto_sub` on `filters` (one of which must match `probe`) that exits after
+    `count` messages of traffic, returned once its subscription is live: a retained probe
+    reaches it the moment it is, and is cleared before returning."""
+    def retain(*body: str) -> None:
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-r", "-t", probe, *body],
+                       check=True, timeout=10)
+
+    retain("-m", "probe")
     sub = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(broker.port),
-            "-q",
-            str(qos),
-            "-t",
-            "carewatch/v1/+/+/vitals",
-            "-C",
-            str(n + 2),  # the probe, the empty message that clears it, then the traffic
-        ],
+        ["mosquitto_sub", "-p", str(port), "-q", str(qos),
+         *(a for f in filters for a in ("-t", f)),
+         "-C", str(count + 2)],  # the probe, the empty message that clears it, the traffic
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        assert sub.stdout is not None
+        sub.stdout.readline()  # the retained probe: subscribed
+        retain("-n")  # clear it
+    except BaseException:
+        sub.kill()
+        sub.wait()
+        raise
+    return sub
+
+
+def _ceiling(broker: MosquittoProcess, files: list[tuple[str, Path]], n: int, qos: int) -> float:
+    """Mosquitto's C clients end to end: `mosquitto_pub -l` processes → `mosquitto_sub`."""
+    sub = c_subscriber(broker.port, ["carewatch/v1/+/+/vitals"], n,
+                       "carewatch/v1/bench/probe/vitals", qos)
     assert sub.stdout is not None
-    sub.stdout.readline()  # the retained probe: subscribed
-    subprocess.run(
-        ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r", "-t", probe, "-n"],
-        check=True,
-        timeout=10,
-    )  # clear it
     t0 = time.perf_counter()
     pubs = _publish(broker, files, qos)
     sub.stdout.read()  # drain in large reads until it exits, so it never blocks on the pipe

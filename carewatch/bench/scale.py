@@ -30,6 +30,7 @@ import orjson
 import yaml
 
 from carewatch.bench.blast import write_packets
+from carewatch.bench.ingest import c_subscriber
 from carewatch.workers import (
     partition_towns,
     probe_metric,
@@ -151,21 +152,9 @@ def _c_ceiling(subscribers: list[list[str]], counts: list[int], blasts: list[tup
         drains: list[threading.Thread] = []
         try:
             for k, towns in enumerate(subscribers):
-                # a retained probe reaches the subscriber the moment its subscription is live
                 probe = f"carewatch/v1/bench-probe-{k}/probe/vitals"
-                subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r",
-                                "-t", probe, "-m", "probe"], check=True, timeout=10)
-                filters = [a for t in towns for a in ("-t", f"carewatch/v1/{t}/+/vitals")]
-                # -C: the probe, the empty message that clears it, then the traffic
-                sub = subprocess.Popen(
-                    ["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-t", probe,
-                     *filters, "-C", str(counts[k] + 2)],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-                subs.append(sub)
-                assert sub.stdout is not None
-                sub.stdout.readline()  # the probe: subscribed
-                subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-r",
-                                "-t", probe, "-n"], check=True, timeout=10)
+                filters = [probe, *(f"carewatch/v1/{t}/+/vitals" for t in towns)]
+                subs.append(c_subscriber(broker.port, filters, counts[k], probe))
             # drained in large reads, so a subscriber never blocks on its pipe
             drains = [threading.Thread(target=s.stdout.read,  # type: ignore[union-attr]
                                        name=f"bench-drain-{k}") for k, s in enumerate(subs)]
