@@ -7,6 +7,12 @@ SQLite file, and free disk space), ingest lag under a threshold, and `status` â€
 losing samples, broker dropping messages, notifications failing). Degraded is still
 ready: the pipeline keeps detecting and alerting; the status tells operators what it costs.
 
+`Health(service).monitoring()` is the same seen from the monitoring centre: is anyone's
+data reaching the detectors? `down` (the broker link is lost, nothing subscribed, no data at
+all for `no_data_s`, the pipeline stopped, alerts cannot be stored) means residents are not
+being monitored, and the console shows it on every page; `degraded` means monitoring goes
+on at a cost (the `status` reasons above, or a lagging inbox).
+
 `Health.register(registry)` adds a collector evaluated at scrape time: open alerts by
 state, tier and severity, notification outcomes, history-sink losses, edge shedding,
 received messages (throughput = rate of the counter) and reconnects.
@@ -27,6 +33,15 @@ from prometheus_client.registry import Collector
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
 DEGRADED_WINDOW_S = 60.0
+NO_DATA_S = 300.0  # a district's fleet is never this quiet; a broken feed is
+# the monitoring code of each `degraded()` reason
+REASON_CODES = {
+    "inbox shedding vitals": "inbox_shedding",
+    "history sink losing samples": "history_losing",
+    "broker dropping messages": "broker_dropping",
+    "notifications failing": "notifications_failing",
+    "inbox over 80% full": "inbox_filling",
+}
 SEVERITY_NAMES: dict[object, str] = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
@@ -65,10 +80,15 @@ class Health:
     """Readiness and scrape-time metrics of one `Service` (edge, pipeline, sink, store)."""
 
     def __init__(self, service: Any, lag_threshold_s: float = 30.0,
-                 clock: Any = None) -> None:
+                 clock: Any = None, no_data_s: float = NO_DATA_S) -> None:
         self.service = service
         self.lag_threshold_s = lag_threshold_s
+        self.no_data_s = no_data_s
         self.clock = clock or service.clock
+        self.started_at = float(self.clock.now())
+        # when the received counter last moved (sampled at each look: a quiet feed is
+        # judged from the last look that saw it move)
+        self._received = (-1, self.started_at)
         # edge and sink counters start at 0 with the process; stored failures may predate it
         self._last: dict[str, float] = {"notifications failing": self.losses()[
             "notifications failing"]}
@@ -127,6 +147,44 @@ class Health:
             "lag_below_threshold": self.lag_s() <= self.lag_threshold_s,
             "status": "degraded: " + ", ".join(reasons) if reasons else "ok",
         }
+
+    def monitoring(self) -> dict[str, Any]:
+        """Whether residents are being monitored right now: `state` "ok", "degraded" or
+        "down", and `problems`, each {code, level, since (clock time or None), detail}."""
+        svc = self.service
+        c = svc.edge.counters
+        now = float(self.clock.now())
+        checks = svc.ready()
+        problems: list[dict[str, Any]] = []
+
+        def add(code: str, level: str, since: float | None = None, detail: str = "") -> None:
+            problems.append({"code": code, "level": level, "since": since, "detail": detail})
+
+        if not checks.get("pipeline_running", True):
+            add("pipeline_stopped", "down", detail=str(getattr(svc, "error", None) or ""))
+        received, moved_at = self._received
+        if c.received != received:  # (0 only before the first message: quiet since start)
+            moved_at = now if c.received else self.started_at
+            self._received = (c.received, moved_at)
+        if not c.connected:
+            lost = c.link_lost_at
+            add("broker_link_down", "down", lost if lost == lost else self.started_at,
+                c.last_disconnect_reason)
+        elif not c.subscribed:
+            add("not_subscribed", "down", c.link_back_at)
+        elif now - moved_at >= self.no_data_s:
+            add("no_data", "down", moved_at)
+        if not checks.get("store_writable", True):
+            add("store_unwritable", "down")
+        if not checks.get("lag_below_threshold", True):
+            add("ingest_lagging", "degraded", detail=f"{self.lag_s():.0f} s")
+        status = str(checks.get("status", "ok"))
+        if status.startswith("degraded: "):
+            for reason in status[len("degraded: "):].split(", "):
+                add(REASON_CODES.get(reason, "degraded"), "degraded", detail=reason)
+        levels = {p["level"] for p in problems}
+        state = "down" if "down" in levels else "degraded" if levels else "ok"
+        return {"state": state, "now": now, "problems": problems}
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(_Collector(self))

@@ -161,6 +161,11 @@ class Service:
         under its threshold; `status` says "ok" or why the service is degraded."""
         return {**self.health.ready(), "subscribed": self.edge.counters.subscribed}
 
+    def monitoring(self) -> dict[str, Any]:
+        """Whether residents are being monitored now (the console's banner): see
+        `carewatch.health.Health.monitoring`."""
+        return self.health.monitoring()
+
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the pipeline thread (between batches); its result comes as a Future.
         Called from the pipeline thread itself, `fn` runs at once (waiting would deadlock)."""

@@ -124,6 +124,11 @@ def build_router(ctx: Ctx) -> APIRouter:
                 "residents_in_scope": int(scopes.mask(p).sum()),
                 "towns": [{"id": t, "name": names.towns.get(t, t)} for t in towns]}
 
+    @api.get("/health", summary="whether residents are being monitored right now: state ok, "
+             "degraded or down, and the problems (every page shows them in a banner)")
+    def health(p: Reader) -> dict[str, Any]:
+        return backend.monitoring()
+
     # ---- alerts -------------------------------------------------------------------------
     @api.get("/alerts", summary="open alerts in scope, most urgent first")
     def alerts(p: Reader, include_acknowledged: bool = True) -> dict[str, Any]:

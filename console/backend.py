@@ -59,10 +59,14 @@ class ConsoleBackend:
                  devices: DeviceTable, data_dir: Path, registry: CollectorRegistry,
                  ready: Callable[[], dict[str, object]], started_at: float,
                  submit: Submit | None = None, history_db: Path | None = None,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0,
+                 monitoring: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config, self.clock, self.alerts, self.state = config, clock, alerts, state
         self.devices, self.data_dir, self.registry = devices, Path(data_dir), registry
         self.ready, self.started_at = ready, started_at
+        # is anyone's data reaching the detectors (carewatch.health.Health.monitoring)
+        self.monitoring = monitoring or (lambda: {"state": "ok", "now": self.clock.now(),
+                                                  "problems": []})
         self._submit = submit
         self._inline = threading.Lock()
         self.timeout_s = timeout_s
@@ -70,7 +74,9 @@ class ConsoleBackend:
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline, data_dir: Path, *, submit: Submit | None = None,
-                      ready: Callable[[], dict[str, object]] | None = None) -> ConsoleBackend:
+                      ready: Callable[[], dict[str, object]] | None = None,
+                      monitoring: Callable[[], dict[str, Any]] | None = None
+                      ) -> ConsoleBackend:
         """A backend over a built pipeline (its `alerts` must be an AlertEngine)."""
         config = pipeline.config
         if not isinstance(pipeline.alerts, AlertEngine):
@@ -81,7 +87,7 @@ class ConsoleBackend:
         return cls(config, pipeline.clock, pipeline.alerts, pipeline.store, pipeline.devices,
                    data_dir, pipeline.metrics.registry,
                    ready or (lambda: {"pipeline_running": True}), pipeline.started_at,
-                   submit=submit, history_db=history)
+                   submit=submit, history_db=history, monitoring=monitoring)
 
     # ---- pipeline-thread hand-off -------------------------------------------------------
     def call(self, fn: Callable[[], T]) -> T:

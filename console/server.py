@@ -70,7 +70,8 @@ def for_service(service: Any, http: tuple[str, int],
         return None
     try:
         backend = ConsoleBackend.from_pipeline(service.pipeline, service.data_dir,
-                                               submit=service.submit, ready=service.ready)
+                                               submit=service.submit, ready=service.ready,
+                                               monitoring=service.monitoring)
         app = create_app(backend, settings, routines=getattr(service, "routines", None))
         return ConsoleServer(app, http[0], http[1])
     except BaseException:

@@ -50,6 +50,15 @@ const CW = (() => {
       reports_title: "监管报告", report_day: "日报", report_month: "月度监管报告",
       district: "全区", show: "显示", download_html: "下载 HTML", download_json: "下载 JSON",
       loading: "加载中…", routines_off: "未启用四个一任务",
+      mon_down: "监测中断：居民数据当前未被监测", mon_degraded: "监测降级",
+      mon_unreachable: "与监护平台服务器的连接已中断，本页内容可能已过时",
+      p_pipeline_stopped: "监测处理已停止",
+      p_broker_link_down: "与设备消息代理的连接已断开", p_not_subscribed: "未订阅设备数据",
+      p_no_data: "未收到任何设备数据", p_store_unwritable: "告警无法写入存储",
+      p_ingest_lagging: "数据处理积压", p_inbox_shedding: "正在舍弃部分体征数据",
+      p_history_losing: "历史数据存储正在丢失样本", p_broker_dropping: "消息代理正在丢弃消息",
+      p_notifications_failing: "告警通知发送失败", p_inbox_filling: "接收队列即将满",
+      p_degraded: "运行降级",
     },
     en: {
       brand: "CareWatch monitoring centre", nav_board: "Alerts", nav_residents: "Residents",
@@ -105,6 +114,18 @@ const CW = (() => {
       report_month: "Monthly supervision report", district: "District", show: "Show",
       download_html: "Download HTML", download_json: "Download JSON", loading: "Loading…",
       routines_off: "Routines are not enabled",
+      mon_down: "Monitoring down: residents are not being monitored",
+      mon_degraded: "Monitoring degraded",
+      mon_unreachable: "Connection to the CareWatch server lost: this page may be out of date",
+      p_pipeline_stopped: "the monitoring pipeline stopped",
+      p_broker_link_down: "the link to the device broker is down",
+      p_not_subscribed: "not subscribed to device data", p_no_data: "no device data at all",
+      p_store_unwritable: "alerts cannot be stored", p_ingest_lagging: "processing is behind",
+      p_inbox_shedding: "some vital signs are being shed",
+      p_history_losing: "the history store is losing samples",
+      p_broker_dropping: "the broker is dropping messages",
+      p_notifications_failing: "alert notifications are failing",
+      p_inbox_filling: "the inbox is nearly full", p_degraded: "degraded",
     },
   };
   let lang = localStorage.getItem("cw.lang") || "zh";
@@ -189,8 +210,48 @@ const CW = (() => {
     });
   }
 
+  // Every page says whether residents are being monitored at all: a console that looks
+  // calm while the broker link is down (or while this server is unreachable) is the worst
+  // failure an on-call room can have. GET /api/health every HEALTH_MS; body[data-monitoring]
+  // is ok | degraded | down | unreachable.
+  const HEALTH_MS = 5000;
+  let health = null; // the last answer, or "unreachable"
+  function paintHealth() {
+    const el = document.getElementById("cw-health");
+    const state = health === "unreachable" ? "unreachable" : health ? health.state : "ok";
+    document.body.dataset.monitoring = state;
+    el.hidden = state === "ok";
+    el.className = `health ${state}`;
+    if (state === "ok") { el.textContent = ""; return; }
+    const parts = state === "unreachable" ? [] : health.problems.map((p) => {
+      const label = t("p_" + p.code);
+      if (p.since === null || p.since === undefined) return esc(label);
+      const dur = fmtDur((health.now || now()) - p.since);
+      const at = esc(fmtTime(p.since));
+      return lang === "zh" ? `${esc(label)}（自 ${at} 起，已持续 ${esc(dur)}）`
+        : `${esc(label)} (since ${at}, for ${esc(dur)})`;
+    });
+    el.innerHTML = `<strong>${esc(t("mon_" + state))}</strong>` +
+      (parts.length ? ` <span>${parts.join("; ")}</span>` : "");
+  }
+  async function checkHealth() {
+    try { health = await api("/api/health"); } catch (e) { if (e.status !== 401) health = "unreachable"; }
+    paintHealth();
+  }
+  function watchHealth(header) {
+    const el = document.createElement("div");
+    el.id = "cw-health";
+    el.setAttribute("role", "alert");
+    el.hidden = true;
+    header.append(el);
+    window.addEventListener("cw-lang", paintHealth);
+    checkHealth();
+    setInterval(checkHealth, HEALTH_MS);
+  }
+
   async function init(active) {
     header(active);
+    watchHealth(document.querySelector("header.top"));
     applyI18n();
     me = await api("/api/me");
     syncClock(me.now);

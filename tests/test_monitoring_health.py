@@ -1,0 +1,143 @@
+"""Whether residents are being monitored at all (`Health.monitoring`, GET /api/health, and
+the banner on every console page). Since a broker restart no longer opens a
+"device offline" alert for each device, a broker that stays down would leave the board
+calm while no one's data arrives; the monitoring state is what tells the on-call room."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from carewatch.clock import WallClock
+from carewatch.service import Service
+from config.models import BrokerSettings
+from console.testing import set_passwords, staff_of_each_tier
+from ingest.broker import MosquittoProcess
+from tests.browser_harness import ARTIFACTS, needs_chromium
+from tests.ingest_harness import Client, small_config, wait_for
+from tests.test_console_server import service_config, signed_in, start_service, vitals_topic
+
+
+def _codes(m: dict[str, Any]) -> list[str]:
+    return [p["code"] for p in m["problems"]]
+
+
+def test_monitoring_follows_the_broker_link_and_the_feed(mosquitto: MosquittoProcess,
+                                                         tmp_path: Path) -> None:
+    config = small_config(residents=2)
+    service = Service(config, broker=BrokerSettings(url=mosquitto.url, client_id="cw-mon"),
+                      data_dir=tmp_path)
+    before = service.monitoring()
+    assert before["state"] == "down" and "pipeline_stopped" in _codes(before)
+    service.start()
+    dev = Client(mosquitto.port, "dev-mon")
+    try:
+        wait_for(lambda: service.edge.counters.subscribed, 10, "subscribed")
+        up = service.monitoring()
+        assert (up["state"], up["problems"]) == ("ok", [])
+
+        mosquitto.stop()
+        wait_for(lambda: service.monitoring()["state"] == "down", 15, "monitoring down")
+        m = service.monitoring()
+        assert _codes(m) == ["broker_link_down"], m
+        lost = service.edge.counters.link_lost_at
+        assert m["problems"][0]["since"] == lost and lost <= m["now"]
+
+        mosquitto.start()
+        wait_for(lambda: service.monitoring()["state"] == "ok", 30, "monitoring back")
+
+        # a feed that goes quiet: nothing received for no_data_s is "no data", since the
+        # last look that saw the received counter move
+        service.health.no_data_s = 0.3
+        r = config.residents[0]
+        dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                    {"ts": WallClock().now(), "hr": 70, "worn": True}).wait_for_publish(5)
+        wait_for(lambda: service.edge.counters.received >= 1, 10, "the sample received")
+        seen = service.monitoring()
+        assert "no_data" not in _codes(seen)
+        wait_for(lambda: "no_data" in _codes(service.monitoring()), 10, "no data")
+        quiet = service.monitoring()
+        assert quiet["state"] == "down"
+        assert quiet["problems"][0]["since"] == seen["now"]  # the look that saw it move
+        dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                    {"ts": WallClock().now(), "hr": 71, "worn": True}).wait_for_publish(5)
+        wait_for(lambda: service.monitoring()["state"] == "ok", 10, "data again")
+    finally:
+        dev.close()
+        service.stop()
+
+
+def test_api_health_needs_a_session_and_reports_degradation(mosquitto: MosquittoProcess,
+                                                             tmp_path: Path) -> None:
+    config = service_config(tmp_path, residents=6, towns=2)
+    carer = staff_of_each_tier(config)[1]
+    set_passwords(tmp_path / "users.json", config, [carer])
+    service = start_service(config, mosquitto.url, tmp_path)
+    host, port = service.http.address
+    base = f"http://{host}:{port}"
+    client, _ = signed_in(base, carer)
+    try:
+        assert httpx.get(base + "/api/health").status_code == 401
+        wait_for(lambda: client.get("/api/health").json()["state"] == "ok", 10, "ok")
+        service.edge.counters.inbox_dropped += 5  # the edge shed vitals (as under overload)
+        body = client.get("/api/health").json()
+        assert body["state"] == "degraded"
+        assert body["problems"] == [{"code": "inbox_shedding", "level": "degraded",
+                                     "since": None, "detail": "inbox shedding vitals"}]
+    finally:
+        client.close()
+        service.stop()
+
+
+@needs_chromium
+def test_every_page_shows_when_monitoring_is_down(browser: Any, mosquitto: MosquittoProcess,
+                                                  tmp_path: Path) -> None:
+    from tests.test_console_browser import new_page, sign_in
+
+    config = service_config(tmp_path, residents=6, towns=2)
+    carer = staff_of_each_tier(config)[1]
+    set_passwords(tmp_path / "users.json", config, [carer])
+    service = start_service(config, mosquitto.url, tmp_path)
+    host, port = service.http.address
+    base = f"http://{host}:{port}"
+    dev = Client(mosquitto.port, "dev-banner")
+    page, errors = new_page(browser)
+    stopped = False
+    try:
+        dev.publish(vitals_topic(config, 0),
+                    {"ts": WallClock().now(), "hr": 70, "worn": True}).wait_for_publish(5)
+        sign_in(page, base, carer)
+        page.wait_for_selector("body[data-monitoring='ok']")
+        banner = page.locator("#cw-health")
+        assert banner.is_hidden()
+
+        mosquitto.stop()
+        page.wait_for_selector("body[data-monitoring='down']", timeout=15000)
+        assert banner.is_visible()
+        text = banner.inner_text()
+        assert "监测中断" in text and "与设备消息代理的连接已断开" in text, text
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "console-monitoring-down.png"))
+        page.click("header nav a[href='/residents']")  # every page, not just the board
+        page.wait_for_selector("body.page-residents[data-monitoring='down']", timeout=15000)
+        page.click("#cw-lang")
+        assert "link to the device broker is down" in banner.inner_text()
+        page.click("#cw-lang")
+
+        mosquitto.start()
+        page.wait_for_selector("body[data-monitoring='ok']", timeout=30000)
+        assert banner.is_hidden()
+
+        service.stop()  # the console's own server gone: the page must not look current
+        stopped = True
+        page.wait_for_selector("body[data-monitoring='unreachable']", timeout=15000)
+        assert "与监护平台服务器的连接已中断" in banner.inner_text()
+        assert not [e for e in errors if "Failed to load resource" not in e
+                    and "ERR_CONNECTION_REFUSED" not in e], errors
+    finally:
+        page.close()
+        dev.close()
+        if not stopped:
+            service.stop()
