@@ -155,6 +155,9 @@ class Service:
 
         self.health = Health(self)
         self.health.register(self.pipeline.metrics.registry)
+        from carewatch.watchdog import for_service as watchdog_for
+
+        self.watchdog = watchdog_for(self)  # pages when the monitoring itself is down
 
     def ready(self) -> dict[str, object]:
         """/readyz: broker connected and subscribed, pipeline running, store writable, lag
@@ -211,6 +214,8 @@ class Service:
             self.task_publisher.start()
         if self.routines is not None:
             self.routines.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
 
     def _loop(self) -> None:
         tick_s = self.config.pipeline.tick_s
@@ -280,6 +285,8 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
+        if self.watchdog is not None:  # an orderly stop is not an outage to page about
+            self.watchdog.stop()
         if self.routines is not None:
             # first: a running tick may be waiting for a check on the pipeline thread
             self.routines.stop()

@@ -105,6 +105,11 @@ class AlertSettings(Strict):
     retry_max_attempts: int = Field(10, ge=1)
     workers: int = Field(2, ge=1, le=32)
     queue_max: int = Field(1000, ge=10)
+    monitoring_notify_after_s: float = Field(
+        60.0, ge=0, description="monitoring down this long pages the webhooks and tier-4 staff")
+    monitoring_repeat_s: float = Field(900.0, gt=0, description="and again this often")
+    heartbeat_s: float = Field(
+        300.0, ge=0, description="a heartbeat to the integration webhooks this often (0: none)")
     command_secret_file: str | None = None
     command_secret_env: str = "CAREWATCH_COMMAND_SECRET"
     command_max_skew_s: float = Field(300.0, gt=0)
