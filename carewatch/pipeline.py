@@ -170,6 +170,21 @@ class Pipeline:
                 delivered = len(findings)
             if self.between_detectors is not None and i + 1 >= len(self._urgent):
                 self.between_detectors()
+        return self._close_tick(findings, delivered, now)
+
+    def deliver(self, urgent: list[Findings], others: list[Findings], now: float
+                ) -> list[Findings]:
+        """A tick's findings reach the alert stage as `tick` hands them (the urgent
+        detectors' first), then its timers and the listeners run (replay spans,
+        `carewatch.span`, judge the findings of several ticks at once)."""
+        self.urgent = False
+        self._lane.clear()
+        if urgent and self.alerts is not None:
+            self.alerts.on_findings(urgent, now)
+        return self._close_tick(urgent + others, len(urgent), now)
+
+    def _close_tick(self, findings: list[Findings], delivered: int, now: float
+                    ) -> list[Findings]:
         self.ticks += 1
         if self.alerts is not None:
             if len(findings) > delivered:

@@ -60,6 +60,7 @@ class _AwakeRule(ABC):
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[AwakeParams]]
     severity: ClassVar[int]
+    sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         self.n = n_rows(devices)

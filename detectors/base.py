@@ -74,6 +74,19 @@ class Detector(Protocol):
     between ticks, over just-arrived samples, when a device reports a fall; such a detector
     must ignore samples it has already judged (as `detectors.runs.Fresh` does), since the
     next tick hands them over again.
+
+    Optional, for replay's spans (`carewatch.span`: several ticks judged in one call when
+    that provably finds what ticking one at a time finds); a detector with neither keeps
+    replay ticking one tick at a time:
+    - `sample_driven = True`: findings depend only on the samples in `new` (their values and
+      `ts`) and `utc_offset_s`, never on `now`, the store or the link, and every finding is
+      about a row with a sample in `new`;
+    - `quiet_until(state, new) -> float`: for work done against the clock: given the state
+      after the last tick and samples `new` (one device each, not yet stored, no status
+      messages) arriving over the next ticks, the time before which that work does nothing
+      (-inf: it might now). Without `sample_driven` that means finding nothing at all. A
+      detector may have both (baseline deviation: sample-driven scores, an hourly refit).
+      Called before the span; `update` then runs once, at the span's last tick.
     """
 
     kinds: ClassVar[tuple[str, ...]]
@@ -94,6 +107,16 @@ def evidence_at(findings: Findings, i: int) -> dict[str, Any]:
             value = None if value != value else round(value, 2)
         out[key] = value
     return out
+
+
+def take_findings(findings: Findings, idx: np.ndarray) -> Findings:
+    """The findings at positions `idx`, in that order (evidence lists included)."""
+    evidence: dict[str, Any] = {}
+    for key, values in findings.evidence.items():
+        evidence[key] = (values[idx] if isinstance(values, np.ndarray)
+                         else [values[i] for i in idx.tolist()])
+    return Findings(findings.kind, findings.row[idx], findings.severity[idx],
+                    findings.active[idx], findings.onset_ts[idx], evidence)
 
 
 def concat_findings(kind: str, parts: list[Findings]) -> Findings:

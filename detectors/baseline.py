@@ -20,6 +20,7 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
+from ingest.samples import SampleColumns
 from ingest.state import MinuteSeries
 
 BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
@@ -69,6 +70,9 @@ class BaselineDeviation:
     name: ClassVar[str] = "baseline_deviation"
     kinds: ClassVar[tuple[str, ...]] = ("baseline_deviation",)
     Params: ClassVar[type[BaselineParams]] = BaselineParams
+    # replay spans (detectors.base.Detector): scores are sample-driven, the refit is gated
+    # by quiet_until
+    sample_driven: ClassVar[bool] = True
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)
@@ -121,6 +125,13 @@ class BaselineDeviation:
             series = state.store.minute_series(rows, now)
             hours = np.floor(np.mod(series.minute_start + state.utc_offset_s, 86400.0) / 3600.0)
             self._fit(rows, series, hours.astype(np.int64))
+
+    def quiet_until(self, state: TickState, new: SampleColumns) -> float:
+        """Scoring is sample-driven; the refit is not: spans end before the next local hour
+        (when the last one's slots are refit) and never hold a refit or bootstrap tick."""
+        if self.last_hour is None or self.pending_hour is not None or len(self.boot):
+            return -np.inf
+        return (self.last_hour + 1) * 3600.0 - state.utc_offset_s - 1e-3
 
     def _fit(self, rows: np.ndarray, series: MinuteSeries, hours: np.ndarray) -> None:
         """Median and scaled MAD per (row, hour slot) for the hours present in `series`."""

@@ -39,6 +39,7 @@ class _BloodPressure(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[BpParams]]
+    sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)

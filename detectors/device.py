@@ -11,6 +11,7 @@ from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import f32_threshold
 from ingest.devices import DeviceTable
+from ingest.samples import SampleColumns
 
 
 class DeviceOfflineParams(DetectorParams):
@@ -59,6 +60,23 @@ class DeviceOffline:
                 and np.array_equal(seen[2], store.last_received.view(np.int64))
                 and np.array_equal(seen[3], store.status_ts.view(np.int64))
                 and np.array_equal(seen[4], store.online))
+
+    def quiet_until(self, state: TickState, new: SampleColumns) -> float:
+        """Replay spans: nothing changes before the first quiet device reaches offline_s,
+        unless an offline device sends data (its alert clears) or a will is pending."""
+        if state.link_lost_at == state.link_lost_at or self.active[new.row].any():
+            return -np.inf
+        store = state.store
+        use_will = self.params["use_last_will"]
+        if (isinstance(use_will, np.ndarray) or use_will) and (
+                (store.online == 0) & ~(store.last_received > store.status_ts)
+                & ~self.active).any():
+            return -np.inf
+        last = store.last_received
+        due = (np.where(np.isnan(last), state.started_at, last)
+               + self.params["offline_s"])[~self.active]
+        # a millisecond early, as `_due`: float rounding never moves a crossing into a span
+        return float(due.min()) - 1e-3 if len(due) else np.inf
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         if self._unchanged(state, now):
@@ -133,6 +151,17 @@ class LowBattery:
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self._seen: np.ndarray | None = None
+
+    def quiet_until(self, state: TickState, new: SampleColumns) -> float:
+        """Replay spans: the span's battery readings (one device each) must change no
+        device's low-battery state, or the span would move the onset (it is the tick)."""
+        b = state.store.battery.copy()
+        has = new.battery == new.battery
+        b[new.row[has]] = new.battery[has]  # sorted by (row, ts): the last one wins
+        if (~self.active & (b <= self.threshold)).any() or \
+                (self.active & (b > self.clear_above)).any():
+            return -np.inf
+        return np.inf
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         b = state.store.battery

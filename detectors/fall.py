@@ -41,6 +41,7 @@ class Fall:
     # runs at once when a device reports a fall (`Pipeline.fall_lane`), not only on ticks:
     # `Fresh` drops samples it has already judged when the tick hands them over again
     urgent: ClassVar[bool] = True
+    sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)

@@ -98,6 +98,7 @@ class News2:
     name: ClassVar[str] = "news2"
     kinds: ClassVar[tuple[str, ...]] = ("news2",)
     Params: ClassVar[type[News2Params]] = News2Params
+    sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)

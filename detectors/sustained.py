@@ -40,6 +40,7 @@ class SustainedThreshold:
     low: ClassVar[bool]  # True: value <= threshold qualifies
     severity: ClassVar[int]
     Params: ClassVar[type[SustainedParams]]
+    sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int,
                  params: SustainedParams | list[Any] | None = None) -> None:

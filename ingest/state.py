@@ -113,8 +113,9 @@ class StateStore:
             dup[idx] |= hit.any(axis=1)
         return dup
 
-    def append(self, cols: SampleColumns, received_at: float) -> None:
-        """Add accepted, de-duplicated samples sorted by (row, ts)."""
+    def append(self, cols: SampleColumns, received_at: float | np.ndarray) -> None:
+        """Add accepted, de-duplicated samples sorted by (row, ts); `received_at` is when
+        they were handled: one time, or one per sample (replay spans)."""
         n = len(cols)
         if n == 0:
             return
@@ -129,7 +130,8 @@ class StateStore:
             ends[-1] = n - 1
             counts = ends - starts + 1
         urows = rows[starts]
-        self.last_received[urows] = received_at
+        self.last_received[urows] = (
+            received_at[ends] if isinstance(received_at, np.ndarray) else received_at)
         self.last_ts[urows] = np.fmax(self.last_ts[urows], ts[ends])
         # vitals as rows of one matrix, with `worn` as one more row (-1 -> NaN)
         worn = cols.worn
@@ -147,6 +149,11 @@ class StateStore:
         self._pending.append(cols)
         # counted last: a reader on another thread that sees the count sees the values
         self.samples_total[urows] += counts
+
+    @property
+    def pending(self) -> bool:
+        """Samples appended that no tick has taken yet."""
+        return bool(self._pending)
 
     def take_pending(self) -> SampleColumns:
         """Samples appended since the last call, sorted by (row, ts), for the detectors."""

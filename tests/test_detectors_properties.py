@@ -105,6 +105,17 @@ def test_splitting_a_batch_never_changes_findings(stream: SampleColumns, cuts: l
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.floats(1.0, 1e6))
+def test_sample_driven_findings_never_depend_on_the_clock(stream: SampleColumns,
+                                                         later: float) -> None:
+    """What replay's spans rely on (`sample_driven`): judging at another time, or the same
+    samples over fewer ticks, finds the same (every finding on a row with a sample)."""
+    at = run(fresh_detectors(SAMPLE_DRIVEN), [stream], T0 + 10_000)
+    assert key(run(fresh_detectors(SAMPLE_DRIVEN), [stream], T0 + 10_000 + later)) == key(at)
+    assert {r["row"] for r in at} <= set(stream.row.tolist())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.permutations(list(range(N))))
 def test_shuffling_device_rows_never_changes_findings(stream: SampleColumns,
                                                       perm: list[int]) -> None:
@@ -193,6 +204,10 @@ def test_conformance(name: str) -> None:
             text = message(f.kind, SEVERITY_NAMES[int(f.severity[i])], ev)
             assert isinstance(text, str) and text
     assert records(found) is not None
+    # replay spans (carewatch.span): sample-driven, or clock-driven and able to say how long
+    # it stays quiet; the clock-driven ones are the rules the batch-split property skips
+    assert getattr(cls, "sample_driven", False) is (name not in CLOCKED - {"baseline_deviation"})
+    assert hasattr(cls, "quiet_until") is (name in CLOCKED)
 
 
 def test_registry_overrides_resolve_per_row_and_bad_ones_are_named() -> None:

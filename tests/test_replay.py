@@ -66,7 +66,8 @@ def recording(resident: dict, hypoxemic_from: int = 6) -> list[bytes]:  # type: 
     return lines
 
 
-def run_replay(tmp_path: Path, name: str) -> tuple[list[dict], list[dict], str]:  # type: ignore[type-arg]
+def run_replay(tmp_path: Path, name: str, *extra: str  # type: ignore[type-arg]
+               ) -> tuple[list[dict], list[dict], str]:
     reg = demo_registry(3, seed=2, towns=2)
     (tmp_path / "reg.yaml").write_text(yaml.safe_dump(reg, allow_unicode=True), encoding="utf-8")
     inp = tmp_path / "in.jsonl"
@@ -87,6 +88,7 @@ def run_replay(tmp_path: Path, name: str) -> tuple[list[dict], list[dict], str]:
             str(out),
             "--rejected",
             str(rej),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -122,3 +124,7 @@ def test_replay_escalates_acks_resolves_and_is_deterministic(tmp_path: Path) -> 
     again, _, _ = run_replay(tmp_path, "b")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert again == events
+    assert '"spanned_ticks":0' not in stderr  # ticks were judged in spans...
+    _, _, ticked = run_replay(tmp_path, "c", "--tick-by-tick")  # ...and one at a time: the same
+    assert '"spanned_ticks":0' in ticked
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
