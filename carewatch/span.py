@@ -38,11 +38,13 @@ def spannable(pipeline: Pipeline) -> bool:
         for d in pipeline.detectors)
 
 
-def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch]) -> bool:
+def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch],
+              topic_rows: dict[str, int] | None = None) -> bool:
     """Handle and tick `batches` (consecutive ticks: vitals messages only, one topic at most
     once) in one pass, setting the pipeline's `clock` to each tick as it delivers; False,
-    with nothing done, where that might differ from ticking."""
-    rows = _rows(pipeline, batches)
+    with nothing done, where that might differ from ticking. `topic_rows` caches the device
+    row of each registered device's vitals topic across calls."""
+    rows = _rows(pipeline, batches, {} if topic_rows is None else topic_rows)
     if rows is None or pipeline.store.pending:
         return False
     times = np.array([t for t, _ in batches])
@@ -94,23 +96,33 @@ def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch]) -> bool
     return True
 
 
-def _rows(pipeline: Pipeline, batches: list[Batch]) -> list[tuple[int, int]] | None:
-    """(tick index, device row) of every message; None unless each is a known device's
+def _rows(pipeline: Pipeline, batches: list[Batch], topic_rows: dict[str, int]
+          ) -> list[tuple[int, int]] | None:
+    """(tick index, device row) of every message; None unless each is a registered device's
     vitals and no device has two messages in the span."""
-    out: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    row_of = pipeline.devices.row_of_device
-    for k, (_, batch) in enumerate(batches):
-        for topic, _, _ in batch:
-            parsed = split_topic(topic)
-            if parsed is None or parsed[2] != "vitals":
-                return None
-            row = row_of.get(parsed[1])
-            if row is None or row in seen:
-                return None
-            seen.add(row)
-            out.append((k, row))
+    flat = [(k, m[0]) for k, (_, batch) in enumerate(batches) for m in batch]
+    out = [(k, topic_rows.get(topic, -1)) for k, topic in flat]
+    if any(row < 0 for _, row in out):  # a topic not seen yet (or not a device's vitals)
+        for i, (k, topic) in enumerate(flat):
+            if out[i][1] < 0:
+                found = _vitals_row(pipeline, topic)
+                if found is None:
+                    return None
+                topic_rows[topic] = found  # registered devices' topics only: bounded
+                out[i] = (k, found)
+    if len({row for _, row in out}) < len(out):
+        return None
     return out
+
+
+def _vitals_row(pipeline: Pipeline, topic: str) -> int | None:
+    parsed = split_topic(topic)
+    if parsed is None or parsed[2] != "vitals":
+        return None
+    row = pipeline.devices.row_of_device.get(parsed[1])
+    if row is None or pipeline.devices.town_ids[row] != parsed[0]:
+        return None
+    return row
 
 
 def _split(f: Findings, tick_of_row: np.ndarray, per_tick: list[list[list[Findings]]],
