@@ -20,8 +20,10 @@ received messages (throughput = rate of the counter) and reconnects.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,9 @@ from prometheus_client.registry import Collector
 MIN_FREE_BYTES = 64 * 1024 * 1024
 DEGRADED_WINDOW_S = 60.0
 NO_DATA_S = 300.0  # a district's fleet is never this quiet; a broken feed is
+# every console page asks every 5 s: one answer serves them all for this long (the checks
+# take a write lock on the alert store and count failed deliveries)
+MONITORING_CACHE_S = 2.0
 # the monitoring code of each `degraded()` reason
 REASON_CODES = {
     "inbox shedding vitals": "inbox_shedding",
@@ -80,10 +85,14 @@ class Health:
     """Readiness and scrape-time metrics of one `Service` (edge, pipeline, sink, store)."""
 
     def __init__(self, service: Any, lag_threshold_s: float = 30.0,
-                 clock: Any = None, no_data_s: float = NO_DATA_S) -> None:
+                 clock: Any = None, no_data_s: float = NO_DATA_S,
+                 cache_s: float = MONITORING_CACHE_S) -> None:
         self.service = service
         self.lag_threshold_s = lag_threshold_s
         self.no_data_s = no_data_s
+        self.cache_s = cache_s
+        self._cached: tuple[float, dict[str, Any]] = (-math.inf, {})
+        self._cache_lock = threading.Lock()
         self.clock = clock or service.clock
         self.started_at = float(self.clock.now())
         # when the received counter last moved (sampled at each look: a quiet feed is
@@ -150,7 +159,16 @@ class Health:
 
     def monitoring(self) -> dict[str, Any]:
         """Whether residents are being monitored right now: `state` "ok", "degraded" or
-        "down", and `problems`, each {code, level, since (clock time or None), detail}."""
+        "down", and `problems`, each {code, level, since (clock time or None), detail}.
+        One look serves every caller for `cache_s`."""
+        with self._cache_lock:
+            at, answer = self._cached
+            if time.monotonic() - at >= self.cache_s:
+                answer = self._look()
+                self._cached = (time.monotonic(), answer)
+            return answer
+
+    def _look(self) -> dict[str, Any]:
         svc = self.service
         c = svc.edge.counters
         now = float(self.clock.now())
@@ -172,7 +190,7 @@ class Health:
                 c.last_disconnect_reason)
         elif not c.subscribed:
             add("not_subscribed", "down", c.link_back_at)
-        elif now - moved_at >= self.no_data_s:
+        elif now - moved_at >= self.no_data_s and len(svc.pipeline.devices):
             add("no_data", "down", moved_at)
         if not checks.get("store_writable", True):
             add("store_unwritable", "down")
