@@ -158,7 +158,7 @@ class Pipeline:
         now = self.clock.now() if now is None else now
         self.urgent = False
         self._lane.clear()  # every pending sample reaches this tick's urgent detectors
-        state = self._state(self.store.take_pending(), now)
+        state = self.tick_state(self.store.take_pending(), now)
         findings: list[Findings] = []
         delivered = 0
         for i, detector in enumerate(self._order):
@@ -205,7 +205,7 @@ class Pipeline:
             return []
         parts, self._lane = self._lane, []
         new = parts[0] if len(parts) == 1 else SampleColumns.concat(parts).sorted_by_row_ts()
-        state = self._state(new, now)
+        state = self.tick_state(new, now)
         findings = [f for d in self._urgent for f in d.update(state, now) if len(f)]
         if findings and self.alerts is not None:
             self.alerts.on_findings(findings, now)
@@ -213,7 +213,13 @@ class Pipeline:
             listener(findings, now)
         return findings
 
-    def _state(self, new: SampleColumns, now: float) -> TickState:
+    @property
+    def ordered_detectors(self) -> list[tuple[Detector, bool]]:
+        """The detectors in the order a tick runs them, each with whether it is urgent."""
+        return [(d, d in self._urgent) for d in self._order]
+
+    def tick_state(self, new: SampleColumns, now: float) -> TickState:
+        """What a tick at `now` hands the detectors, with `new` samples."""
         return TickState(new=new, store=self.store, devices=self.devices,
                          started_at=self.started_at, utc_offset_s=self.utc_offset_s(now),
                          link_lost_at=self.link[0], link_back_at=self.link[1])

@@ -57,7 +57,7 @@ def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch],
     if decoded.rejections or (len(cols) and (
             (cols.fall == 1).any() or pipeline.store.duplicate_mask(cols).any())):
         return False
-    before = pipeline._state(cols, last)
+    before = pipeline.tick_state(cols, last)
     for d in pipeline.detectors:
         quiet_until = getattr(d, "quiet_until", None)
         if quiet_until is not None and not last < quiet_until(before, cols):
@@ -79,10 +79,9 @@ def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch],
         m.count("samples", len(cols))
         if pipeline.sink is not None:
             pipeline.sink.write(cols)
-    state = pipeline._state(pipeline.store.take_pending(), last)
+    state = pipeline.tick_state(pipeline.store.take_pending(), last)
     per_tick: list[list[list[Findings]]] = [[[], []] for _ in batches]  # [urgent, others]
-    for d in pipeline._order:
-        urgent = d in pipeline._urgent
+    for d, urgent in pipeline.ordered_detectors:
         for f in d.update(state, last):
             if not len(f):
                 continue
