@@ -139,7 +139,7 @@ def test_generated_streams_are_the_same_spanned(tmp_path_factory: pytest.TempPat
 
 
 # ---------------------------------------------------------------- the promises
-def state_of(pipeline: Pipeline, new: SampleColumns, now: float) -> TickState:
+def state_of(pipeline: Pipeline, new: SampleColumns) -> TickState:
     return TickState(new=new, store=pipeline.store, devices=pipeline.devices,
                      started_at=pipeline.started_at)
 
@@ -161,15 +161,15 @@ def test_device_offline_is_quiet_until_the_first_device_could_fall_silent() -> N
     p.store.append(samples([0, 1, 2, 3], T0), T0)
     p.store.append(samples([2], T0 + 100), T0 + 100)
     offline_s = 600.0
-    assert det.quiet_until(state_of(p, samples([1], T0 + 5), T0 + 5), samples([1], T0 + 5)) \
+    assert det.quiet_until(state_of(p, samples([1], T0 + 5)), samples([1], T0 + 5)) \
         == pytest.approx(T0 + offline_s - 1e-3)
     det.active[3] = True  # device 3 is offline: its data would clear it inside the span
-    assert det.quiet_until(state_of(p, samples([3], T0 + 5), T0 + 5),
+    assert det.quiet_until(state_of(p, samples([3], T0 + 5)),
                            samples([3], T0 + 5)) == -np.inf
-    assert det.quiet_until(state_of(p, samples([1], T0 + 5), T0 + 5), samples([1], T0 + 5)) \
+    assert det.quiet_until(state_of(p, samples([1], T0 + 5)), samples([1], T0 + 5)) \
         == pytest.approx(T0 + offline_s - 1e-3)
     p.store.set_status(1, False, None, T0 + 101)  # a will not yet judged
-    assert det.quiet_until(state_of(p, samples([0], T0 + 5), T0 + 5),
+    assert det.quiet_until(state_of(p, samples([0], T0 + 5)),
                            samples([0], T0 + 5)) == -np.inf
 
 
@@ -177,7 +177,7 @@ def test_low_battery_is_quiet_only_if_no_reading_crosses() -> None:
     p = Pipeline(CONFIG, SimClock(T0), ListPublisher())
     det = LowBattery(p.devices)
     p.store.append(samples([0, 1, 2, 3], T0, battery=60), T0)
-    st_ = state_of(p, samples([], T0), T0)
+    st_ = state_of(p, samples([], T0))
     assert det.quiet_until(st_, samples([1], T0 + 1, battery=50)) == np.inf
     assert det.quiet_until(st_, samples([1], T0 + 1, battery=15)) == -np.inf
     det.active[2] = True
