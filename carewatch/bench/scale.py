@@ -203,8 +203,8 @@ def parallel_cpu_ratio(n: int = 15_000_000, rounds: int = 3) -> float:
     return float(sorted(ratios)[len(ratios) // 2])
 
 
-def bench_scale(samples_per_device: int = 4_000, batch: int = 10, residents: int = 200
-                ) -> dict[str, float]:
+def bench_scale(samples_per_device: int = 4_000, batch: int = 10, residents: int = 200,
+                cpu_rounds: int = 9) -> dict[str, float]:
     """Samples/s with 1 and 2 workers on the same traffic, and their ratio (target ≥ 1.7).
 
     Every resident's device sends `samples_per_device` samples (1 s apart, in `batch`-sample
@@ -239,7 +239,7 @@ def bench_scale(samples_per_device: int = 4_000, batch: int = 10, residents: int
         out["broker_ceiling_two_samples_per_s"] = _c_ceiling(parts, counts, blasts, total)
         out["devices"] = float(len(config.residents))
     # two workers can gain no more than two plain CPU-bound processes do here
-    out["two_processes_cpu_ratio"] = parallel_cpu_ratio(n=5_000_000, rounds=9)
+    out["two_processes_cpu_ratio"] = parallel_cpu_ratio(n=5_000_000, rounds=cpu_rounds)
     one, two = out["one_worker_samples_per_s"], out["two_workers_samples_per_s"]
     out["two_over_one"] = two / one
     out["one_worker_vs_ceiling"] = one / out["broker_ceiling_one_samples_per_s"]
