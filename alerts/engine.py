@@ -35,7 +35,7 @@ from alerts.model import (
     default_message,
     json_scalar,
 )
-from alerts.noise import INHIBITED_BY, MERGED_INTO, inhibitor, silence_matches
+from alerts.noise import INHIBITED_BY, MERGED_INTO, inhibitor, merges, silence_matches
 from alerts.pg_refresh import follower_for
 from alerts.routing import Router
 from alerts.store import AlertStore, SqliteAlertStore
@@ -133,6 +133,11 @@ class AlertEngine(EngineApi):
                 col[row] = None
         for key in [k for k in self._noted if k[0] == alert.resident_id]:
             self._noted.discard(key)
+
+    def _onset(self, kind: str, row: int) -> Any:
+        """The latest finding of `kind` on `row`: when its condition began (None: unknown)."""
+        col = self._evidence.get(kind, {}).get("onset_ts")
+        return None if col is None else json_scalar(col[row])
 
     def _refresh_evidence(self, alert: Alert) -> None:
         """Fold the latest repeat-finding evidence (kept as columns) into the alert."""
@@ -289,14 +294,17 @@ class AlertEngine(EngineApi):
                        self._open[(resident_id, blocker)].alert_id)
             return
         host = self._open.get((resident_id, MERGED_INTO.get(kind, "")))
+        onset = self._onset(kind, row)
+        if host is not None and not merges(kind, onset, self._onset(host.kind, row)
+                                           or host.evidence.get("onset_ts")):
+            host = None  # long after the host's onset: a concern of its own
         if host is not None:
             if (resident_id, kind, "merged") not in self._noted:
                 self._note(step, resident_id, kind, "merged", now, {"into": host.alert_id},
                            host.alert_id)
                 self._refresh_evidence(host)
                 host.evidence[f"{kind}_after"] = True
-                host.evidence[f"{kind}_onset_ts"] = json_scalar(
-                    self._evidence[kind]["onset_ts"][row])
+                host.evidence[f"{kind}_onset_ts"] = onset
                 host.updated_at = now
                 self.life.record(step, host, "updated", "system", {"merged": kind})
             return

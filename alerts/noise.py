@@ -14,6 +14,10 @@ INHIBITED_BY: dict[str, tuple[str, ...]] = {k: ("device_offline",) for k in PHYS
 # kind -> kind of an open alert it is merged into instead of opening its own (raising the
 # open alert's urgency rather than adding a second alert): stillness after a fall.
 MERGED_INTO: dict[str, str] = {"inactivity": "fall"}
+# ...but only when it begins this soon after the host's onset: stillness from the fall on is
+# the fall's "long lie"; stillness that starts days later (a fall alert nobody resolved yet)
+# is a concern of its own and opens its own alert
+MERGE_WITHIN_S: dict[str, float] = {"inactivity": 3600.0}
 
 
 def silence_matches(silence: dict[str, Any], resident_id: str, device_id: str, kind: str,
@@ -28,6 +32,14 @@ def silence_matches(silence: dict[str, Any], resident_id: str, device_id: str, k
     if silence.get("device_id") not in (None, device_id):
         return False
     return silence.get("kind") in (None, kind)
+
+
+def merges(kind: str, onset_ts: Any, host_onset_ts: Any) -> bool:
+    """Is a `kind` condition that began at `onset_ts` part of the open alert it would merge
+    into (MERGED_INTO), whose condition began at `host_onset_ts`? (Unknown onsets: yes.)"""
+    if not isinstance(onset_ts, float | int) or not isinstance(host_onset_ts, float | int):
+        return True
+    return onset_ts - host_onset_ts <= MERGE_WITHIN_S.get(kind, float("inf"))
 
 
 def inhibitor(kind: str, active_kinds: set[str]) -> str | None:

@@ -57,3 +57,18 @@ def test_merged_inactivity_does_not_escalate_separately(h: Harness) -> None:
     h.findings(finding("inactivity", [0], 3))
     h.run_until(T0 + 2000, step=20)
     assert h.kinds_of("escalated") == []
+
+
+def test_stillness_long_after_an_unresolved_fall_is_its_own_alert(h: Harness) -> None:
+    """Merged only when the stillness begins within MERGE_WITHIN_S of the fall: a fall
+    alert left unresolved for days must not swallow a new inactivity."""
+    from alerts.noise import MERGE_WITHIN_S
+
+    h.findings(finding("fall", [0, 1], 4, onset=T0))
+    h.clock.advance(3 * 3600)
+    late = T0 + MERGE_WITHIN_S["inactivity"] + 1
+    h.findings(finding("inactivity", [0], 3, onset=T0 + MERGE_WITHIN_S["inactivity"]),
+               finding("inactivity", [1], 3, onset=late))
+    opened = [(e["resident_id"], e["kind"]) for e in h.kinds_of("opened")]
+    assert opened == [("r-0001", "fall"), ("r-0002", "fall"), ("r-0002", "inactivity")]
+    assert [e["resident_id"] for e in h.kinds_of("updated")] == ["r-0001"]  # merged
