@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from carewatch.clock import WallClock
-from console.testing import Harness, console_config, password_of, set_passwords, staff_of_each_tier
+from console.testing import Harness, console_config, password_of, set_passwords
 from ingest.broker import MosquittoProcess
 from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import Client, wait_for
-from tests.test_console_server import service_config, start_service, vitals_topic
+from tests.test_console_server import carer_console, vitals_topic
 
 pytestmark = needs_chromium
 
@@ -43,12 +43,7 @@ def sign_in(page: Any, base: str, staff_id: str) -> None:
 def test_live_alert_ack_resolve_and_charts(browser: Any, mosquitto: MosquittoProcess,
                                            tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    config = service_config(tmp_path, residents=24, towns=3)
-    carer = staff_of_each_tier(config)[1]
-    set_passwords(tmp_path / "users.json", config, [carer])
-    service = start_service(config, mosquitto.url, tmp_path)
-    host, port = service.http.address
-    base = f"http://{host}:{port}"
+    config, carer, service, base = carer_console(tmp_path, mosquitto.url)
     rid = config.residents[0].id
     dev = Client(mosquitto.port, "dev-browser")
     page, errors = new_page(browser)

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from console.testing import set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
 from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import wait_for
 from tests.test_console_browser import new_page, sign_in
-from tests.test_console_server import service_config, start_service
+from tests.test_console_server import carer_console
 
 pytestmark = needs_chromium
 
@@ -24,17 +23,12 @@ pytestmark = needs_chromium
 def test_tasks_complete_with_hazard_and_monthly_report(
         browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    config = service_config(tmp_path, residents=24, towns=3)
-    carer = staff_of_each_tier(config)[1]
-    set_passwords(tmp_path / "users.json", config, [carer])
-    service = start_service(config, mosquitto.url, tmp_path)
+    config, carer, service, base = carer_console(tmp_path, mosquitto.url)
     routines = service.routines
     assert routines is not None
     # first start issues the running week's and month's tasks (APScheduler's first wake)
     wait_for(lambda: len(routines.my_tasks(carer, routines.clock.now())) > 0,
              what="the carer's routine tasks")
-    host, port = service.http.address
-    base = f"http://{host}:{port}"
     page, errors = new_page(browser)
     try:
         sign_in(page, base, carer)

@@ -36,6 +36,18 @@ def start_service(config: Config, broker_url: str, tmp: Path) -> Service:
     return service
 
 
+def carer_console(tmp: Path, broker_url: str, residents: int = 24, towns: int = 3
+                  ) -> tuple[Config, str, Service, str]:
+    """A started Service with its console, where the first tier-1 carer can sign in:
+    (config, carer id, service, base URL)."""
+    config = service_config(tmp, residents=residents, towns=towns)
+    carer = staff_of_each_tier(config)[1]
+    set_passwords(tmp / "users.json", config, [carer])
+    service = start_service(config, broker_url, tmp)
+    host, port = service.http.address
+    return config, carer, service, f"http://{host}:{port}"
+
+
 def signed_in(base: str, staff_id: str) -> tuple[httpx.Client, str]:
     c = httpx.Client(base_url=base, timeout=10)
     r = c.post("/api/login", json={"staff_id": staff_id, "password": password_of(staff_id)})

@@ -13,11 +13,10 @@ import httpx
 from carewatch.clock import WallClock
 from carewatch.service import Service
 from config.models import BrokerSettings
-from console.testing import set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
 from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import Client, small_config, wait_for
-from tests.test_console_server import service_config, signed_in, start_service, vitals_topic
+from tests.test_console_server import carer_console, signed_in, vitals_topic
 
 
 def _codes(m: dict[str, Any]) -> list[str]:
@@ -72,12 +71,7 @@ def test_monitoring_follows_the_broker_link_and_the_feed(mosquitto: MosquittoPro
 
 def test_api_health_needs_a_session_and_reports_degradation(mosquitto: MosquittoProcess,
                                                              tmp_path: Path) -> None:
-    config = service_config(tmp_path, residents=6, towns=2)
-    carer = staff_of_each_tier(config)[1]
-    set_passwords(tmp_path / "users.json", config, [carer])
-    service = start_service(config, mosquitto.url, tmp_path)
-    host, port = service.http.address
-    base = f"http://{host}:{port}"
+    _, carer, service, base = carer_console(tmp_path, mosquitto.url, residents=6, towns=2)
     client, _ = signed_in(base, carer)
     try:
         assert httpx.get(base + "/api/health").status_code == 401
@@ -100,12 +94,7 @@ def test_every_page_shows_when_monitoring_is_down(browser: Any, mosquitto: Mosqu
                                                   tmp_path: Path) -> None:
     from tests.test_console_browser import new_page, sign_in
 
-    config = service_config(tmp_path, residents=6, towns=2)
-    carer = staff_of_each_tier(config)[1]
-    set_passwords(tmp_path / "users.json", config, [carer])
-    service = start_service(config, mosquitto.url, tmp_path)
-    host, port = service.http.address
-    base = f"http://{host}:{port}"
+    config, carer, service, base = carer_console(tmp_path, mosquitto.url, residents=6, towns=2)
     dev = Client(mosquitto.port, "dev-banner")
     page, errors = new_page(browser)
     stopped = False
