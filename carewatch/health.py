@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
 DEGRADED_WINDOW_S = 60.0
-NO_DATA_S = 300.0  # a district's fleet is never this quiet; a broken feed is
+NO_DATA_S = 300.0  # a district's fleet is never this quiet: silence this long is a broken feed
 # every console page asks every 5 s: one answer serves them all for this long (the checks
 # take a write lock on the alert store and count failed deliveries)
 MONITORING_CACHE_S = 2.0
@@ -147,8 +147,10 @@ class Health:
 
     # -- outputs ----------------------------------------------------------------------
     def ready(self) -> dict[str, object]:
+        return self._ready(self.degraded())
+
+    def _ready(self, reasons: list[str]) -> dict[str, object]:
         svc = self.service
-        reasons = self.degraded()
         return {
             "broker_connected": bool(svc.edge.counters.connected),
             "pipeline_running": svc.error is None and svc._thread.is_alive(),
@@ -172,13 +174,14 @@ class Health:
         svc = self.service
         c = svc.edge.counters
         now = float(self.clock.now())
-        checks = svc.ready()
+        reasons = self.degraded()
+        checks = self._ready(reasons)
         problems: list[dict[str, Any]] = []
 
         def add(code: str, level: str, since: float | None = None, detail: str = "") -> None:
             problems.append({"code": code, "level": level, "since": since, "detail": detail})
 
-        if not checks.get("pipeline_running", True):
+        if not checks["pipeline_running"]:
             add("pipeline_stopped", "down", detail=str(getattr(svc, "error", None) or ""))
         received, moved_at = self._received
         if c.received != received:  # (0 only before the first message: quiet since start)
@@ -192,14 +195,12 @@ class Health:
             add("not_subscribed", "down", c.link_back_at)
         elif now - moved_at >= self.no_data_s and len(svc.pipeline.devices):
             add("no_data", "down", moved_at)
-        if not checks.get("store_writable", True):
+        if not checks["store_writable"]:
             add("store_unwritable", "down")
-        if not checks.get("lag_below_threshold", True):
+        if not checks["lag_below_threshold"]:
             add("ingest_lagging", "degraded", detail=f"{self.lag_s():.0f} s")
-        status = str(checks.get("status", "ok"))
-        if status.startswith("degraded: "):
-            for reason in status[len("degraded: "):].split(", "):
-                add(REASON_CODES.get(reason, "degraded"), "degraded", detail=reason)
+        for reason in reasons:
+            add(REASON_CODES.get(reason, "degraded"), "degraded", detail=reason)
         levels = {p["level"] for p in problems}
         state = "down" if "down" in levels else "degraded" if levels else "ok"
         return {"state": state, "now": now, "problems": problems}
