@@ -220,6 +220,7 @@ class Service:
     def _loop(self) -> None:
         tick_s = self.config.pipeline.tick_s
         batch_max = self.config.pipeline.batch_max
+        batch_bytes = self.config.pipeline.batch_max_bytes
         linger_s = self.config.pipeline.linger_ms / 1000.0
         edge, pipeline, clock = self.edge, self.pipeline, self.clock
         next_tick = clock.now() + tick_s
@@ -235,7 +236,7 @@ class Service:
                 self._run_calls()
                 edge.fall_hint.clear()  # whatever it flagged is drained below
                 while edge.inbox:
-                    pipeline.handle(edge.drain(batch_max))
+                    pipeline.handle(edge.drain(batch_max, batch_bytes))
                     if pipeline.urgent:  # a fall: acknowledged once its alert is stored
                         break
                     edge.ack_drained()
@@ -274,8 +275,9 @@ class Service:
             return
         edge.fall_hint.clear()  # before draining: a fall queued after this is seen next call
         batch_max = self.config.pipeline.batch_max
+        batch_bytes = self.config.pipeline.batch_max_bytes
         while edge.inbox and not pipeline.urgent:
-            pipeline.handle(edge.drain(batch_max))
+            pipeline.handle(edge.drain(batch_max, batch_bytes))
         if pipeline.urgent:
             pipeline.fall_lane(self.clock.now())
         edge.ack_drained()
@@ -297,7 +299,8 @@ class Service:
         self._run_calls(fail=True)
         # drain what already arrived so an orderly stop loses nothing it had acknowledged
         while self.edge.inbox and self.error is None:
-            self.pipeline.handle(self.edge.drain(self.config.pipeline.batch_max))
+            settings = self.config.pipeline
+            self.pipeline.handle(self.edge.drain(settings.batch_max, settings.batch_max_bytes))
         if self.error is None:
             self.pipeline.tick()  # findings of the drained samples reach the alert store
             self.edge.ack_drained()

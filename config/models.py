@@ -208,6 +208,12 @@ class PipelineSettings(Strict):
     tick_s: float = Field(1.0, gt=0, le=60)
     queue_max: int = Field(100_000, ge=100, description="bounded hand-off from the MQTT thread")
     batch_max: int = Field(20_000, ge=1, description="messages decoded per pipeline step")
+    batch_max_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        description="payload bytes decoded per pipeline step (at least one message): a "
+        "backlog of minute batches decodes in cache-sized steps, not million-sample tables",
+    )
     ack_after_handling: bool = Field(
         True,
         description="PUBACK a QoS 1 message only once the pipeline has handled it (and, for a "

@@ -199,3 +199,51 @@ def test_mqtt_311_selectable(mosquitto: MosquittoProcess, tmp_path: Path) -> Non
     finally:
         pub.close()
         service.stop()
+
+
+def test_backlog_drains_in_byte_capped_steps_and_every_message_is_acknowledged(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    # 1 KiB steps: each ~0.9 KiB batch message is a step of its own, so the acknowledgements
+    # of many partial drains must line up with the messages they handled
+    config = small_config(pipeline={"batch_max_bytes": 1024})
+    first = ingest_service(config, mosquitto.url, client_id="cw-steps", tmp=tmp_path)
+    first.start()
+    assert first.edge.wait_connected(10)
+    first.stop()
+    pub = Client(mosquitto.port, "dev-steps")
+    topic = vitals_topic(config, 1)
+    try:
+        now = WallClock().now()
+        infos = [pub.publish(topic, {"samples": [{"ts": now - 900 + 10 * i + k, "seq": 10 * i + k,
+                                                   "hr": 70, "spo2": 97} for k in range(10)]})
+                 for i in range(40)]
+        for info in infos:
+            info.wait_for_publish(10)
+        second = ingest_service(config, mosquitto.url, client_id="cw-steps", tmp=tmp_path)
+        steps: list[int] = []
+        drain = second.edge.drain
+
+        def counted(limit: int, max_bytes: int | None = None) -> list[tuple[str, bytes, float]]:
+            out = drain(limit, max_bytes)
+            steps.append(len(out))
+            return out
+
+        second.edge.drain = counted  # type: ignore[method-assign]
+        second.start()
+        try:
+            wait_for(lambda: second.pipeline.store.samples_total[1] == 400, what="the backlog")
+        finally:
+            second.stop()
+        assert max(steps) == 1 and sum(steps) >= 40
+        # a new session of the same client: anything left unacknowledged comes again
+        third = ingest_service(config, mosquitto.url, client_id="cw-steps", tmp=tmp_path)
+        third.start()
+        try:
+            pub.publish(vitals_topic(config, 2), {"ts": WallClock().now(), "hr": 60})
+            wait_for(lambda: third.pipeline.store.samples_total[2] == 1, what="the probe")
+            assert third.pipeline.store.samples_total[1] == 0
+        finally:
+            third.stop()
+    finally:
+        pub.close()
