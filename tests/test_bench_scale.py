@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 
 from carewatch.bench.blast import write_packets
-from carewatch.bench.scale import _c_ceiling, _reap_cpu_s, _tree_cpu_s
+from carewatch.bench.scale import (
+    _c_ceiling,
+    _reap_cpu_s,
+    _tree_cpu_s,
+    _wait_idle,
+    summarise_rounds,
+)
 from tests.ingest_harness import wait_for
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
@@ -66,3 +72,34 @@ def test_cpu_is_counted_over_the_tree_and_over_reaped_senders() -> None:
     sender = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.3)])
     assert _reap_cpu_s([sender]) >= 0.28
     assert sender.returncode == 0
+
+
+def _round(rate: float, cores: float) -> dict[str, float]:
+    return {"samples_per_s": rate, "broker_cores": 0.1, "senders_cores": 0.05,
+            "workers_cores": cores, "worker_cpu_us_per_sample": cores / rate * 1e6}
+
+
+def test_rounds_give_the_median_of_each_rounds_own_ratio() -> None:
+    # the host slows down in round 2: each round's pair shares its speed, so the ratio of
+    # the medians (300 / 150 = 2.0) would overstate what any one round showed
+    runs = {1: [_round(100.0, 1.0), _round(150.0, 1.0), _round(200.0, 1.0)],
+            2: [_round(180.0, 1.6), _round(300.0, 1.7), _round(300.0, 1.8)]}
+    out = summarise_rounds(runs)
+    assert out["two_over_one"] == 1.8  # ratios 1.8, 2.0, 1.5
+    assert (out["two_over_one_min"], out["two_over_one_max"]) == (1.5, 2.0)
+    assert out["one_worker_samples_per_s"] == 150.0
+    assert out["two_workers_samples_per_s"] == 300.0
+    assert out["workers_cores_two"] == 1.7
+
+
+def test_wait_idle_returns_once_the_start_up_work_is_done() -> None:
+    # a process that works for 0.6 CPU-s, then waits: timing must not start during the work
+    child = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.6) + "input()"],
+                             stdin=subprocess.PIPE)
+    try:
+        _wait_idle(child.pid, timeout_s=30, window_s=0.2)
+        assert _tree_cpu_s(child.pid) >= 0.55
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)

@@ -49,7 +49,7 @@ def _replay(quick: bool) -> dict[str, float]:
 def _scale(quick: bool) -> dict[str, float]:
     from carewatch.bench.scale import bench_scale
 
-    return bench_scale(samples_per_device=300 if quick else 6_000, cpu_rounds=2 if quick else 9)
+    return bench_scale(quick=quick, cpu_rounds=2 if quick else 9)
 
 
 def _latency(quick: bool) -> dict[str, float]:
