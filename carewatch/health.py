@@ -1,8 +1,9 @@
 """Readiness and operational metrics: what `/readyz` and `/metrics` report beyond ingest.
 
 `Health(service).ready()` returns the readiness checks (every value truthy = ready):
-broker connected, pipeline thread running, alert store writable (a real write lock on the
-SQLite file, and free disk space), ingest lag under a threshold, and `status` — "ok", or
+broker connected, pipeline thread running, alert store writable (`carewatch.store_probe`:
+a real write lock on the SQLite file and free disk space, or a PostgreSQL server that takes
+writes), ingest lag under a threshold, and `status` — "ok", or
 "degraded: ..." naming what is being lost or shed right now (inbox shedding, history sink
 losing samples, broker dropping messages, notifications failing). Degraded is still
 ready: the pipeline keeps detecting and alerting; the status tells operators what it costs.
@@ -21,19 +22,17 @@ received messages (throughput = rate of the counter) and reconnects.
 from __future__ import annotations
 
 import math
-import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-MIN_FREE_BYTES = 64 * 1024 * 1024
+from carewatch.store_probe import failed_deliveries, probe_for
+
 DEGRADED_WINDOW_S = 60.0
 NO_DATA_S = 300.0  # a district's fleet is never this quiet: silence this long is a broken feed
 # every console page asks every 5 s: one answer serves them all for this long (the checks
@@ -50,37 +49,6 @@ REASON_CODES = {
 SEVERITY_NAMES: dict[object, str] = {1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
-def _alerts_db(service: Any) -> Path:
-    return Path(service.data_dir) / service.config.alerts.db_file
-
-
-def store_writable(db: Path, min_free: int = MIN_FREE_BYTES) -> bool:
-    """True if the alert store can take a write lock now and its disk has room."""
-    try:
-        if shutil.disk_usage(db.parent).free < min_free:
-            return False
-        con = sqlite3.connect(str(db), timeout=0.5, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        finally:
-            con.close()
-        return True
-    except (OSError, sqlite3.Error):
-        return False
-
-
-def _read_only(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return []
-
-
 class Health:
     """Readiness and scrape-time metrics of one `Service` (edge, pipeline, sink, store)."""
 
@@ -91,6 +59,7 @@ class Health:
         self.lag_threshold_s = lag_threshold_s
         self.no_data_s = no_data_s
         self.cache_s = cache_s
+        self.store = probe_for(service.config, service.data_dir)
         self._cached: tuple[float, dict[str, Any]] = (-math.inf, {})
         self._cache_lock = threading.Lock()
         self.clock = clock or service.clock
@@ -121,14 +90,12 @@ class Health:
         """Monotonic loss counters; an increase within the window means degraded."""
         c = self.service.edge.counters
         sink = self.sink_stats()
-        failed = _read_only(_alerts_db(self.service),
-                            "SELECT count(*) FROM deliveries WHERE outcome IN ('retry', 'failed')")
         return {
             "inbox shedding vitals": float(c.inbox_dropped),
             "history sink losing samples": float(sink.get("dropped_overflow", 0) or 0)
             + float(sink.get("dropped_failed", 0) or 0),
             "broker dropping messages": float(c.broker_dropped),
-            "notifications failing": float(failed[0][0]) if failed else 0.0,
+            "notifications failing": failed_deliveries(self.store),
         }
 
     def degraded(self) -> list[str]:
@@ -154,7 +121,7 @@ class Health:
         return {
             "broker_connected": bool(svc.edge.counters.connected),
             "pipeline_running": svc.error is None and svc._thread.is_alive(),
-            "store_writable": store_writable(_alerts_db(svc)),
+            "store_writable": self.store.writable(),
             "lag_below_threshold": self.lag_s() <= self.lag_threshold_s,
             "status": "degraded: " + ", ".join(reasons) if reasons else "ok",
         }
@@ -215,22 +182,20 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         h = self.health
-        db = _alerts_db(h.service)
+        store = h.store
         alerts = GaugeMetricFamily("carewatch_alerts_open", "Open alerts",
                                    labels=["state", "tier", "severity"])
-        for state, tier, sev, n in _read_only(
-                db, "SELECT state, json_extract(doc, '$.tier'), json_extract(doc, '$.severity'), "
-                    "count(*) FROM alerts WHERE state != 'resolved' GROUP BY 1, 2, 3"):
+        for state, tier, sev, n in store.rows("open_alerts"):
             alerts.add_metric([str(state), str(tier), SEVERITY_NAMES.get(sev, str(sev))], float(n))
         yield alerts
         outbox = GaugeMetricFamily("carewatch_notifications", "Notifications by status",
                                    labels=["status"])
-        for status, n in _read_only(db, "SELECT status, count(*) FROM outbox GROUP BY 1"):
+        for status, n in store.rows("outbox_by_status"):
             outbox.add_metric([str(status)], float(n))
         yield outbox
         attempts = CounterMetricFamily("carewatch_notification_attempts",
                                        "Delivery attempts by outcome", labels=["outcome"])
-        for outcome, n in _read_only(db, "SELECT outcome, count(*) FROM deliveries GROUP BY 1"):
+        for outcome, n in store.rows("attempts_by_outcome"):
             attempts.add_metric([str(outcome)], float(n))
         yield attempts
         c = h.service.edge.counters
