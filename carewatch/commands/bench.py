@@ -17,6 +17,7 @@ from typing import Any
 
 SECTIONS = (
     "ingest",
+    "decode",
     "detect",
     "replay",
     "latency",
@@ -32,6 +33,12 @@ def _ingest(quick: bool) -> dict[str, float]:
     from carewatch.bench.ingest import bench_ingest
 
     return bench_ingest(quick=quick)
+
+
+def _decode(quick: bool) -> dict[str, float]:
+    from carewatch.bench.decode import bench_decode
+
+    return bench_decode(samples=120_000 if quick else 600_000, reps=1 if quick else 2)
 
 
 def _detect(quick: bool) -> dict[str, float]:
@@ -86,6 +93,7 @@ def _memory(quick: bool) -> dict[str, float]:
 
 RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
     "ingest": _ingest,
+    "decode": _decode,
     "detect": _detect,
     "replay": _replay,
     "latency": _latency,
