@@ -211,8 +211,9 @@ class PipelineSettings(Strict):
     batch_max_bytes: int = Field(
         512 * 1024,
         ge=1024,
-        description="payload bytes decoded per pipeline step (at least one message): a "
-        "backlog of minute batches decodes in cache-sized steps, not million-sample tables",
+        description="payload bytes decoded per pipeline step (at least one message): while a "
+        "backlog of large batches drains, a step stays short and small and ticks run on time "
+        "(20,000 minute batches are 1.2 M samples, seconds and ~150 MB in one step)",
     )
     ack_after_handling: bool = Field(
         True,
