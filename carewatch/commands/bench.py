@@ -38,7 +38,7 @@ def _ingest(quick: bool) -> dict[str, float]:
 def _decode(quick: bool) -> dict[str, float]:
     from carewatch.bench.decode import bench_decode
 
-    return bench_decode(samples=120_000 if quick else 600_000, reps=1 if quick else 2)
+    return bench_decode(samples=120_000 if quick else 600_000, reps=2 if quick else 4)
 
 
 def _detect(quick: bool) -> dict[str, float]:
