@@ -234,7 +234,7 @@ def bench_scale(quick: bool = False, cpu_rounds: int = 9) -> dict[str, float]:
     cores run out first."""
     out: dict[str, float] = {}
     if quick:  # one small round of the first shape: does it run, roughly how fast
-        out.update(scale_shape(residents=200, samples_per_device=600, batch=60, rounds=1))
+        out.update(scale_shape(residents=200, samples_per_device=300, batch=60, rounds=1))
     else:
         out.update(scale_shape(residents=1_000, samples_per_device=3_000, batch=60, rounds=5))
         ten = scale_shape(residents=200, samples_per_device=6_000, batch=10, rounds=1)

@@ -38,7 +38,7 @@ def _ingest(quick: bool) -> dict[str, float]:
 def _decode(quick: bool) -> dict[str, float]:
     from carewatch.bench.decode import bench_decode
 
-    return bench_decode(samples=120_000 if quick else 600_000, reps=2 if quick else 4)
+    return bench_decode(samples=60_000 if quick else 600_000, reps=2 if quick else 4)
 
 
 def _detect(quick: bool) -> dict[str, float]:
@@ -56,7 +56,7 @@ def _replay(quick: bool) -> dict[str, float]:
 def _scale(quick: bool) -> dict[str, float]:
     from carewatch.bench.scale import bench_scale
 
-    return bench_scale(quick=quick, cpu_rounds=2 if quick else 9)
+    return bench_scale(quick=quick, cpu_rounds=1 if quick else 9)
 
 
 def _latency(quick: bool) -> dict[str, float]:
