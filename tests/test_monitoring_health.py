@@ -134,3 +134,42 @@ def test_every_page_shows_when_monitoring_is_down(browser: Any, mosquitto: Mosqu
         dev.close()
         if not stopped:
             service.stop()
+
+
+def test_a_broker_queue_limit_dropping_our_session_shows_as_degraded(tmp_path: Path) -> None:
+    # Mosquitto's stock `max_queued_messages` is 1,000 (100 here, to keep it small): a
+    # pipeline away for longer than that loses the rest at the broker. It cannot get them
+    # back; it can say so, from the broker's own dropped-messages counter.
+    broker = MosquittoProcess(workdir=tmp_path / "mosq", extra_conf="max_queued_messages 100")
+    broker.start()
+    config = small_config(residents=2)
+    settings = BrokerSettings(url=broker.url, client_id="cw-limit")
+    try:
+        first = Service(config, broker=settings, data_dir=tmp_path / "data")
+        first.start()
+        assert first.edge.wait_connected(10)
+        first.stop()
+        dev = Client(broker.port, "dev-limit")
+        r = config.residents[0]
+        now = WallClock().now()
+        try:
+            infos = [dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                                 {"ts": now - 300 + i, "seq": i, "hr": 70, "worn": True})
+                     for i in range(250)]
+            for info in infos:
+                info.wait_for_publish(10)
+        finally:
+            dev.close()
+        second = Service(config, broker=settings, data_dir=tmp_path / "data")
+        second.health.cache_s = 0.0
+        second.start()
+        try:
+            wait_for(lambda: second.pipeline.store.samples_total[0] == 100, 15, "the queue")
+            wait_for(lambda: "broker_dropping" in _codes(second.monitoring()), 15,
+                     "the broker's dropped counter")
+            assert second.monitoring()["state"] == "degraded"
+            assert second.edge.counters.broker_dropped >= 150
+        finally:
+            second.stop()
+    finally:
+        broker.close()
