@@ -1,6 +1,7 @@
-"""Is the alert store writable, and how many notification attempts failed? Asked by the
-health checks from HTTP threads, so each probe uses its own short connection, never the
-pipeline's.
+"""Is the alert store writable, and what do its alert and notification tables say? Asked by
+the health checks and /metrics from HTTP threads, so each probe uses its own short
+connection, never the pipeline's (on PostgreSQL: a connection per question, a few a second
+at most with consoles open and Prometheus scraping).
 
 The SQLite probe takes a real write lock on the file and checks the disk's free space. The
 PostgreSQL probe connects and asks whether the server takes writes (not a hot standby, not
