@@ -19,7 +19,7 @@ import orjson
 from carewatch.clock import Clock
 from config.models import Config
 from detectors.base import Detector, Findings, TickState
-from ingest.decode import Rejection, VitalsDecoder, split_topic
+from ingest.decode import DecodedVitals, Rejection, VitalsDecoder, split_topic
 from ingest.devices import DeviceTable
 from ingest.metrics import IngestMetrics
 from ingest.publish import Publisher
@@ -126,27 +126,38 @@ class Pipeline:
         if vitals:
             decoded = self.decoder.decode_vitals(vitals, now)
             rejections.extend(decoded.rejections)
-            self.metrics.count_faults(decoded.faults)
-            self.metrics.count("future", decoded.future_dropped)
-            self.metrics.count("accepted", decoded.messages_accepted)
-            cols = decoded.samples
-            if len(cols):
-                dup = self.store.duplicate_mask(cols)
-                if dup.any():
-                    self.metrics.count("duplicates", int(dup.sum()))
-                    cols = cols.take(~dup)
-                self.store.append(cols, now)
-                if self._urgent:
-                    self._lane.append(cols)
-                self.urgent |= bool((cols.fall == 1).any())
-                self.metrics.count("samples", len(cols))
-                if self.sink is not None and len(cols):
-                    self.sink.write(cols)
+            self.store_vitals(decoded, now)
         for rej in rejections:
             self.metrics.count_rejected(rej.reason)
             self.publisher.publish(rej.reply_topic, orjson.dumps(rej.payload()), qos=1)
             for listener in self.rejection_listeners:
                 listener(rej)
+
+    def store_vitals(self, decoded: DecodedVitals, received_at: float | np.ndarray) -> None:
+        """Count what the decoder kept of some vitals messages, store its samples (less
+        duplicates) as handled at `received_at` (one time, or one per sample of
+        `decoded.samples`: replay spans), and pass them to the urgent lane and the sink.
+        Rejections are the caller's."""
+        m = self.metrics
+        m.count_faults(decoded.faults)
+        m.count("future", decoded.future_dropped)
+        m.count("accepted", decoded.messages_accepted)
+        cols = decoded.samples
+        if not len(cols):
+            return
+        dup = self.store.duplicate_mask(cols)
+        if dup.any():
+            m.count("duplicates", int(dup.sum()))
+            cols = cols.take(~dup)
+            if isinstance(received_at, np.ndarray):
+                received_at = received_at[~dup]
+        self.store.append(cols, received_at)
+        if self._urgent:
+            self._lane.append(cols)
+        self.urgent |= bool((cols.fall == 1).any())
+        m.count("samples", len(cols))
+        if self.sink is not None and len(cols):
+            self.sink.write(cols)
 
     # ------------------------------------------------------------------ ticks
     def utc_offset_s(self, now: float) -> float:

@@ -68,17 +68,11 @@ def tick_span(pipeline: Pipeline, clock: SimClock, batches: list[Batch],
         tick_of_row[r] = k
     m = pipeline.metrics
     m.count("received", len(messages))
-    m.count_faults(decoded.faults)
-    m.count("future", decoded.future_dropped)
-    m.count("accepted", decoded.messages_accepted)
     k_last = max(k for k, _ in rows) if rows else None
     if k_last is not None:
         m.lag_seconds.set(max(0.0, float(times[k_last]) - batches[k_last][1][0][2]))
-    if len(cols):
-        pipeline.store.append(cols, times[tick_of_row[cols.row]])
-        m.count("samples", len(cols))
-        if pipeline.sink is not None:
-            pipeline.sink.write(cols)
+    # as `Pipeline.handle` stores them (no duplicates or falls: checked above)
+    pipeline.store_vitals(decoded, times[tick_of_row[cols.row]])
     state = pipeline.tick_state(pipeline.store.take_pending(), last)
     per_tick: list[list[list[Findings]]] = [[[], []] for _ in batches]  # [urgent, others]
     for d, urgent in pipeline.ordered_detectors:
