@@ -19,7 +19,7 @@ from typing import Any
 from carewatch.app import build_pipeline
 from carewatch.clock import Clock, WallClock
 from carewatch.http import MetricsServer
-from carewatch.pipeline import Pipeline
+from carewatch.pipeline import Message, Pipeline
 from config.models import BrokerSettings, Config
 from ingest.mqtt import MqttEdge
 from ingest.side import SidePublisher
@@ -220,7 +220,6 @@ class Service:
     def _loop(self) -> None:
         tick_s = self.config.pipeline.tick_s
         batch_max = self.config.pipeline.batch_max
-        batch_bytes = self.config.pipeline.batch_max_bytes
         linger_s = self.config.pipeline.linger_ms / 1000.0
         edge, pipeline, clock = self.edge, self.pipeline, self.clock
         next_tick = clock.now() + tick_s
@@ -236,7 +235,7 @@ class Service:
                 self._run_calls()
                 edge.fall_hint.clear()  # whatever it flagged is drained below
                 while edge.inbox:
-                    pipeline.handle(edge.drain(batch_max, batch_bytes))
+                    pipeline.handle(self._drain())
                     if pipeline.urgent:  # a fall: acknowledged once its alert is stored
                         break
                     edge.ack_drained()
@@ -266,6 +265,12 @@ class Service:
             log.exception("pipeline thread failed")
             raise
 
+    def _drain(self) -> list[Message]:
+        """One pipeline step of the inbox (`pipeline.batch_max` messages and
+        `batch_max_bytes` of payload at most)."""
+        settings = self.config.pipeline
+        return self.edge.drain(settings.batch_max, settings.batch_max_bytes)
+
     def _fall_mid_tick(self) -> None:
         """Between two detectors of a tick: a fall that arrived meanwhile is handled now
         (its alert stored, published and its message acknowledged), not after the tick.
@@ -274,10 +279,8 @@ class Service:
         if not edge.fall_hint.is_set():
             return
         edge.fall_hint.clear()  # before draining: a fall queued after this is seen next call
-        batch_max = self.config.pipeline.batch_max
-        batch_bytes = self.config.pipeline.batch_max_bytes
         while edge.inbox and not pipeline.urgent:
-            pipeline.handle(edge.drain(batch_max, batch_bytes))
+            pipeline.handle(self._drain())
         if pipeline.urgent:
             pipeline.fall_lane(self.clock.now())
         edge.ack_drained()
@@ -299,8 +302,7 @@ class Service:
         self._run_calls(fail=True)
         # drain what already arrived so an orderly stop loses nothing it had acknowledged
         while self.edge.inbox and self.error is None:
-            settings = self.config.pipeline
-            self.pipeline.handle(self.edge.drain(settings.batch_max, settings.batch_max_bytes))
+            self.pipeline.handle(self._drain())
         if self.error is None:
             self.pipeline.tick()  # findings of the drained samples reach the alert store
             self.edge.ack_drained()

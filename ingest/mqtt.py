@@ -277,23 +277,18 @@ class MqttEdge:
             self.wakeup.set()
 
     # -- pipeline thread -----------------------------------------------------------
-    def drain(self, limit: int, max_bytes: int | None = None) -> list[Message]:
-        """Up to `limit` queued messages, oldest first; with `max_bytes`, also no more than
-        that many payload bytes (but always one message)."""
+    def drain(self, limit: int, max_bytes: int) -> list[Message]:
+        """Up to `limit` queued messages and `max_bytes` of payload, oldest first (always
+        one message, however large)."""
         inbox = self.inbox
-        n = min(limit, len(inbox))
-        if max_bytes is None:
-            out = [inbox.popleft() for _ in range(n)]
-        else:
-            out = []
-            size = 0
-            while n:
-                size += len(inbox[0][1])
-                if out and size > max_bytes:
-                    break
-                out.append(inbox.popleft())
-                n -= 1
-            n = len(out)
+        out: list[Message] = []
+        size = 0
+        for _ in range(min(limit, len(inbox))):
+            size += len(inbox[0][1])
+            if out and size > max_bytes:
+                break
+            out.append(inbox.popleft())
+        n = len(out)
         if self.manual_ack:
             mids = self._mids
             self._to_ack.extend(m for m in (mids.popleft() for _ in range(n)) if m)

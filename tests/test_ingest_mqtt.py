@@ -224,7 +224,7 @@ def test_backlog_drains_in_byte_capped_steps_and_every_message_is_acknowledged(
         steps: list[int] = []
         drain = second.edge.drain
 
-        def counted(limit: int, max_bytes: int | None = None) -> list[tuple[str, bytes, float]]:
+        def counted(limit: int, max_bytes: int) -> list[tuple[str, bytes, float]]:
             out = drain(limit, max_bytes)
             steps.append(len(out))
             return out
