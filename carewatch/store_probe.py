@@ -49,28 +49,25 @@ def failed_deliveries(probe: StoreProbe) -> float:
     return float(found[0][0]) if found else 0.0
 
 
-def store_writable(db: Path, min_free: int = MIN_FREE_BYTES) -> bool:
-    """True if the SQLite alert store can take a write lock now and its disk has room."""
-    try:
-        if shutil.disk_usage(db.parent).free < min_free:
-            return False
-        con = sqlite3.connect(str(db), timeout=0.5, isolation_level=None)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute("ROLLBACK")
-        finally:
-            con.close()
-        return True
-    except (OSError, sqlite3.Error):
-        return False
-
-
 class SqliteProbe:
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, min_free: int = MIN_FREE_BYTES) -> None:
         self.db = db
+        self.min_free = min_free
 
     def writable(self) -> bool:
-        return store_writable(self.db)
+        """The file takes a write lock now, and its disk has room."""
+        try:
+            if shutil.disk_usage(self.db.parent).free < self.min_free:
+                return False
+            con = sqlite3.connect(str(self.db), timeout=0.5, isolation_level=None)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("ROLLBACK")
+            finally:
+                con.close()
+            return True
+        except (OSError, sqlite3.Error):
+            return False
 
     def rows(self, query: str) -> list[tuple[Any, ...]]:
         try:
