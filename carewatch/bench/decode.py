@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from carewatch.bench.scale import _messages
+from carewatch.bench.scale import fleet_messages
 from config.generate import demo_registry
 from config.loader import parse_config
 from config.models import PipelineSettings
@@ -54,7 +54,7 @@ def bench_decode(samples: int = 600_000, reps: int = 4) -> dict[str, float]:
     out: dict[str, float] = {}
     for batch, name in ((1, "single"), (10, "batch10"), (60, "minute")):
         per_device = max(batch, samples // len(config.residents) // batch * batch)
-        msgs = [(t, p, now) for t, p in _messages(config.residents, per_device, batch,
+        msgs = [(t, p, now) for t, p in fleet_messages(config.residents, per_device, batch,
                                                   now - 86_400)]
         capped = max(1, settings.batch_max_bytes // len(msgs[0][1]))
         uncapped, out[f"{name}_us_per_sample_capped"] = _compare(

@@ -265,7 +265,7 @@ def scale_shape(residents: int, samples_per_device: int, batch: int, rounds: int
         for k, part in enumerate(parts):
             devices = [r for r in config.residents if r.town in set(part)]
             path = tmp / f"blast-{k}.bin"
-            blasts.append((path, write_packets(path, _messages(devices, samples_per_device,
+            blasts.append((path, write_packets(path, fleet_messages(devices, samples_per_device,
                                                                batch, t0))))
         total = sum(n for _p, n in blasts) * batch
         os.sync()  # hundreds of MB of packets: their writeback is not the workers' time
@@ -312,7 +312,7 @@ def summarise_rounds(runs: dict[int, list[dict[str, float]]]) -> dict[str, float
     return out
 
 
-def _messages(devices: list[Any], samples: int, batch: int, t0: float
+def fleet_messages(devices: list[Any], samples: int, batch: int, t0: float
               ) -> Iterator[tuple[str, bytes]]:
     """Round-robin over the devices: message i of every device, then message i + 1."""
     for i in range(samples // batch):
