@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import getpass
+import random
 import shutil
 import signal
 import socket
@@ -46,6 +47,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports (`carewatch run --workers N --http P`
+    listens on P .. P + N). Drawn below Linux's ephemeral range (32768 up): a port there
+    can be handed to any outgoing connection before a worker gets to listen on it."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from carewatch.workers import (
 )
 from config.generate import demo_registry, write_demo_registry
 from config.loader import load_config, parse_config
-from ingest.broker import MosquittoProcess, free_port
+from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import Client, wait_for
 
 
@@ -51,7 +51,7 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
     reg = write_demo_registry(tmp_path / "reg.yaml", 42, seed=5)
     config = load_config(reg)
     parts = partition_towns(config, 2)
-    http = free_port()
+    http = free_port_block(3)  # the supervisor's port, then each worker's
     proc = subprocess.Popen(
         supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
         stdout=subprocess.PIPE,

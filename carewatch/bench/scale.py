@@ -42,7 +42,7 @@ from carewatch.workers import (
 )
 from config.generate import demo_registry
 from config.loader import parse_config
-from ingest.broker import MosquittoProcess, free_port
+from ingest.broker import MosquittoProcess, free_port_block
 
 
 def _cpu_s(pid: int) -> float:
@@ -94,7 +94,7 @@ def _run(workers: int, reg: Path, blasts: list[tuple[Path, int]], total: int,
          tmp: Path) -> dict[str, float]:
     """Samples/s, and the cores the broker, the senders and the workers used over the run."""
     with MosquittoProcess(persistence=False) as broker:
-        http = free_port()
+        http = free_port_block(workers + 1)
         proc = subprocess.Popen(
             supervisor_argv(reg, workers, broker.url, http, tmp / f"data-{workers}"),
             stdout=subprocess.DEVNULL,
