@@ -68,9 +68,10 @@ class _AwakeRule(ABC):
         self._group = AwakeGroup([self])  # link_awake() may share a bigger one
 
     @abstractmethod
-    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+    def _judge(self, r: np.ndarray, new: Any, sel: Any, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(included, qualifying, breaks, clear, value) for samples `sel` of rows `r`."""
+        """(included, qualifying, breaks, clear, value) for samples `sel` (indices, or a
+        slice) of rows `r`."""
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Freshness, the awake window and the episodes (`detectors.runs.Episodes`: runs with
@@ -93,7 +94,7 @@ class Inactivity(_AwakeRule):
     severity = 3
     ext_key = "activity_max"
 
-    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+    def _judge(self, r: np.ndarray, new: Any, sel: Any, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         p = self.params
         a = new.activity[sel].astype(np.float64)
@@ -112,7 +113,7 @@ class NotWorn(_AwakeRule):
     Params = NotWornParams
     severity = 2
 
-    def _judge(self, r: np.ndarray, new: Any, sel: np.ndarray, day: np.ndarray
+    def _judge(self, r: np.ndarray, new: Any, sel: Any, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         w = new.worn[sel]
         inc = w >= 0

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.base import Findings, TickState
+from detectors.kernels import blend
 from detectors.quality import f32_threshold
 from detectors.runs import Emitter, Episodes, rank_groups
 
@@ -83,17 +84,35 @@ class SustainedGroup:
         # no rest rule: the threshold is +inf, so nothing is ever "moving". Activity is
         # float32 and compared as float32 (`quality.at_rest`): thresholds rounded through
         # float32, shared or per row, make this float64 comparison decide the same.
-        self.rest = param_matrix([f32_threshold(m.params["rest_g"]) for m in first], n, np.inf)
-        self.uses_rest = bool(np.isfinite(self.rest).any())
-        self.recovery = param_matrix([m.params["recovery_s"] for m in first], n)
-        self.zero_recovery = bool((self.recovery == 0).all())
+        rest = param_matrix([f32_threshold(m.params["rest_g"]) for m in first], n, np.inf)
+        recovery = param_matrix([m.params["recovery_s"] for m in first], n)
+        self.uses_rest = bool(np.isfinite(rest).any())
+        # Motion is tracked once per distinct (rest, recovery) pair, not per stream: by
+        # default heart rate and SpO2 share one row and the other vitals have none.
+        motion_rows: dict[tuple[bytes, bytes], int] = {}
+        rest_streams: list[int] = []
+        motion_of: list[int] = []
+        for i in range(s):
+            ri = rest[i] if rest.shape[1] > 1 else rest[i, :1]
+            ci = recovery[i] if recovery.shape[1] > 1 else recovery[i, :1]
+            if not np.isfinite(ri).any():
+                continue
+            rest_streams.append(i)
+            motion_of.append(motion_rows.setdefault((ri.tobytes(), ci.tobytes()),
+                                                    len(motion_rows)))
+        first_of = [rest_streams[motion_of.index(u)] for u in range(len(motion_rows))]
+        self.rest = rest[first_of] if first_of else rest[:0]
+        self.recovery = recovery[first_of] if first_of else recovery[:0]
+        self.rest_streams = np.array(rest_streams, np.intp)
+        self.motion_of = np.array(motion_of, np.intp)
+        self.motion_offsets = (np.arange(len(first_of), dtype=np.intp) * n)[:, None]
         self.max_jump = param_matrix([m.params["max_jump"] for m in first], n)
         flat = param_matrix([m.params["flat_samples"] for m in first], n)
-        self.flat_on = flat > 0
-        self.flat_min = flat - 1  # same + 1 >= flat
-        self.uses_flat = bool(self.flat_on.any())
+        self.uses_flat = bool((flat > 0).any())
+        # stuck once same + 1 >= flat, i.e. run >= flat - 1 (never where flat is 0: off)
+        self.flat_limit = np.where(flat > 0, flat - 1, np.iinfo(np.int32).max).astype(np.int32)
         self.last_ts = np.full((s, n), -np.inf)
-        self.last_motion = np.full((s, n), -np.inf)
+        self.last_motion = np.full((len(first_of), n), -np.inf)  # per motion row
         self.prev = np.full((s, n), np.nan)
         self.accepted = np.full((s, n), np.nan)
         self.same = np.zeros((s, n), np.int32)
@@ -181,13 +200,13 @@ class SustainedGroup:
         """One sample for each of the distinct rows `r`; x is (streams, samples)."""
         # A dense tick (every device has a sample) updates the state arrays in place; else
         # columns are gathered with take (far cheaper than [:, r]) and scattered back by
-        # flat index. copyto(where=) avoids big temporaries and broadcasting np.where.
+        # flat index. Masked updates are `blend`s: no branch per element.
         dense = len(r) == self.n
         fi = None if dense else self.offsets + r
         last = self._cols(self.last_ts, r, dense)
         # lateness is judged per vital stream: a sample without the vital is not seen
         ok = (t > last) & (x == x)
-        np.copyto(last, t, where=ok)
+        blend(last, t, ok)
         self._back(self.last_ts, fi, last)
         base = ok & worn
         if self.uses_rest:
@@ -195,13 +214,12 @@ class SustainedGroup:
             moving = a > at(self.rest, r)
             motion = self._cols(self.last_motion, r, dense)
             if moving.any():
-                np.copyto(motion, t, where=moving & (t > motion))
-                self._back(self.last_motion, fi, motion)
-            base &= ~moving
-            if self.zero_recovery:  # t - motion <= 0 exactly when t <= motion
-                base &= ~(t <= motion)
-            else:
-                base &= ~((t - motion) <= at(self.recovery, r))
+                blend(motion, t, moving & (t > motion))
+                self._back(self.last_motion, None if dense else self.motion_offsets + r,
+                           motion)
+            # a moving sample has t <= motion now, so this excludes it too
+            still = (t - motion) > at(self.recovery, r)
+            base[self.rest_streams] &= still[self.motion_of]
         if not base.any():
             return
         # quality gate (detectors.quality.Gate, one row per stream)
@@ -217,13 +235,13 @@ class SustainedGroup:
             same = self._cols(self.same, r, dense)
             run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
             run *= x == prev
-            good &= ~(at(self.flat_on, r) & (run >= at(self.flat_min, r)))
+            good &= run < at(self.flat_limit, r)
             run -= same  # same = where(base, run, same), branch-free on integers
             run *= base
             same += run
             self._back(self.same, fi, same)
-        np.copyto(prev, x, where=base)
-        np.copyto(acc, x, where=good)
+        blend(prev, x, base)
+        blend(acc, x, good)
         self._back(self.prev, fi, prev)
         self._back(self.accepted, fi, acc)
         if not good.any():

@@ -69,12 +69,14 @@ class AwakeGroup:
         out = Emitter("awake")
         k = len(self.members)
         for idx in rank_groups(new.row):
-            r, t = new.row[idx], new.ts[idx]
+            whole = len(idx) == len(new)
+            r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
             ok = self.fresh.step(r, t)
+            sel: Any = slice(None) if whole else idx  # a view of every sample: no copies
             if not ok.all():
                 if not ok.any():
                     continue
-                r, t, idx = r[ok], t[ok], idx[ok]
+                r, t, sel = r[ok], t[ok], idx[ok]
             day: np.ndarray | None = None
             parts = []
             for j, m in enumerate(self.members):
@@ -82,13 +84,15 @@ class AwakeGroup:
                     p = m.params
                     day = self._awake(t, state.utc_offset_s, p.at("awake_start_h", r),
                                       p.at("awake_end_h", r))
-                inc, q, brk, clear, value = m._judge(r, new, idx, day)
+                inc, q, brk, clear, value = m._judge(r, new, sel, day)
                 # only included samples of rows with something going on reach the bank
-                start0, sev = self.start0[j, r], self.sev[j, r]
-                sel = np.flatnonzero(inc & (q | (start0 == start0) | (sev > 0)))
-                if len(sel):
-                    parts.append((r[sel] + j * self.n, t[sel], q[sel], brk[sel], clear[sel],
-                                  value[sel]))
+                dense = len(r) == self.n  # distinct rows, all of them: no gathers
+                start0 = self.start0[j] if dense else self.start0[j, r]
+                sev = self.sev[j] if dense else self.sev[j, r]
+                go = np.flatnonzero(inc & (q | (start0 == start0) | (sev > 0)))
+                if len(go):
+                    parts.append((r[go] + j * self.n, t[go], q[go], brk[go], clear[go],
+                                  value[go]))
             if not parts:
                 continue
             fi, tp, q, brk, clear, value = (parts[0] if len(parts) == 1 else

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import Findings, TickState
+from detectors.kernels import blend, lanes
 from detectors.params import DetectorParams, ParamTable, copd_mask, n_rows
 from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
@@ -140,17 +141,25 @@ class News2:
             take = x == x
             take &= ok
             take &= at_rest(new.activity[idx], p.at("rest_g", r)) >= _AT_REST_ONLY
-            np.copyto(val, x, where=take)
-            np.copyto(val_ts, t, where=take)
+            lane = lanes(take)
+            blend(val, x, lane=lane)
+            blend(val_ts, t, lane=lane)
             if fi is not None:
                 self.values.reshape(-1)[fi] = val
                 self.values_ts.reshape(-1)[fi] = val_ts
-            cur = np.where((t - val_ts) <= p.at("max_age_s", r), val, np.nan)
-            # charted (rounded) values index the lookup tables; NaN scores 0 (last entry)
-            code = np.round(cur * _SCALE) - _LO
-            code = np.where(code == code, np.clip(code, 0, _LUT_SIZE - 2), _LUT_SIZE - 1)
-            code += self.lut_base if dense else self.lut_base.take(r, axis=1)
-            scores = _LUT2[code.astype(np.intp)]
+            recent = (t - val_ts) <= p.at("max_age_s", r)  # NaN (never taken): False
+            # charted (rounded) values index the lookup tables; missing or too old scores 0
+            # (the last entry). In place: np.where over NaN-laden arrays costs 5x this.
+            code = np.multiply(val, _SCALE)
+            np.rint(code, out=code)
+            code -= _LO
+            np.clip(code, 0, _LUT_SIZE - 2, out=code)
+            missing = np.isnan(code)
+            missing |= ~recent
+            np.copyto(code, _LUT_SIZE - 1, where=missing)
+            lut_idx = code.astype(np.intp)
+            lut_idx += self.lut_base if dense else self.lut_base.take(r, axis=1)
+            scores = _LUT2.take(lut_idx)
             total = scores.sum(axis=0, dtype=np.int16)
             high = total >= p.at("high_score", r)
             medium = high | (total >= p.at("medium_score", r))
@@ -165,7 +174,8 @@ class News2:
             keep = np.flatnonzero(ok & (medium | (start0 == start0) | (sev > 0)))
             if len(keep) == 0:
                 continue
-            r, t, cur, medium = r[keep], t[keep], cur[:, keep], medium[keep]
+            r, t, medium = r[keep], t[keep], medium[keep]
+            cur = np.where(recent.take(keep, axis=1), val.take(keep, axis=1), np.nan)
             score = total[keep].astype(np.float64)
             ev: dict[str, Any] = {"score": score}
             for i, v in enumerate(PARAMS):

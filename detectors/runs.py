@@ -82,9 +82,9 @@ class Runs:
     def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any
              ) -> tuple[np.ndarray, np.ndarray]:
         """Advance rows `r`; returns their new (start, last)."""
-        start, last = self.start[r], self.last[r]
+        start, last = self.start.take(r), self.last.take(r)
         gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
-        miss = np.where(q, 0, self.miss[r] + 1)
+        miss = np.where(q, 0, self.miss.take(r) + 1)
         # a qualifying sample starts a run when none is going or after a gap; a stray one
         # ends it after a gap or too many strays in a row
         start = np.where(q, np.where(gapped | (start != start), t, start),
@@ -95,7 +95,7 @@ class Runs:
 
     def duration(self, r: np.ndarray) -> np.ndarray:
         """Span of the current run (NaN when none)."""
-        return self.last[r] - self.start[r]
+        return self.last.take(r) - self.start.take(r)
 
     def reset(self, r: np.ndarray) -> None:
         self.start[r] = np.nan
@@ -171,9 +171,10 @@ class Episodes:
         """
         if len(r) == 0:
             return
+        r = r.astype(np.intp, copy=False)  # take() with native indices: ~2x a fancy gather
         # Only rows with something going on need the full step: a qualifying sample, a run
         # in progress or an active condition (level 0 is the loosest, so it covers the rest).
-        start0, sev = self.runs[0].start[r], self.sev[r]
+        start0, sev = self.runs[0].start.take(r), self.sev.take(r)
         live = qs[0] | (start0 == start0) | (sev > 0)
         if not live.all():
             if not live.any():
@@ -194,7 +195,7 @@ class Episodes:
         spans: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, (run, q) in enumerate(zip(self.runs, qs, strict=True)):
             if i and not q.any():
-                old = run.start[r]
+                old = run.start.take(r)
                 if (old != old).all():
                     spans.append(None)
                     continue
@@ -202,7 +203,7 @@ class Episodes:
         if breaks is not None and breaks.any():
             for run in self.runs:
                 run.reset(r[breaks])
-            spans = [None if sp is None else (run.start[r], run.last[r])
+            spans = [None if sp is None else (run.start.take(r), run.last.take(r))
                      for run, sp in zip(self.runs, spans, strict=True)]
         # the highest level whose run has lasted its duration; onset = earliest run start
         cand: Any = 0
@@ -214,15 +215,15 @@ class Episodes:
             met = (last - start) >= dur - EPS  # NaN (no run) compares False
             cand = np.where(met, s, cand)  # severities rise with the level
             first = np.fmin(first, start)
-        start0 = spans[0][0] if spans[0] is not None else self.runs[0].start[r]
+        start0 = spans[0][0] if spans[0] is not None else self.runs[0].start.take(r)
         rise = cand > sev
         if value is not None and self.extreme is not None:
-            ext = self.ext[r]
+            ext = self.ext.take(r)
             inside = qs[0] | (sev > 0)
             pick = np.fmin if self.extreme == "min" else np.fmax
             base = np.where((sev == 0) & (start0 == t), np.nan, ext)
             self.ext[r] = np.where(inside, pick(base, value), ext)
-        onset = self.onset[r]
+        onset = self.onset.take(r)
         if rise.any():
             onset = np.where(rise & (sev == 0), first, onset)
             self.onset[r] = onset
@@ -234,7 +235,7 @@ class Episodes:
         active = sev_now > 0
         if not active.any():
             return
-        cs = self.cstart[r]
+        cs = self.cstart.take(r)
         cs = np.where(clear & active, np.where(cs != cs, t, cs), np.nan)
         self.cstart[r] = cs
         cleared = active & ~rise & ((t - cs) >= clear_s - EPS)
@@ -242,7 +243,7 @@ class Episodes:
             return
         ev: dict[str, Any] = {"duration_s": t - onset}
         if self.extreme is not None:
-            ev[ext_key] = self.ext[r].copy()
+            ev[ext_key] = self.ext.take(r)
         if evidence:
             ev.update(evidence)
         if thresholds is not None:
