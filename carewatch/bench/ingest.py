@@ -324,9 +324,13 @@ def bench_memory(sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, float]
 
 
 def _pipeline_rss_growth(n: int) -> int:
-    """RSS growth from building an n-device pipeline and running one tick."""
+    """RSS growth from building an n-device pipeline and running one tick, with the heap
+    kept as every carewatch process keeps it (`carewatch.malloc`)."""
     import gc
 
+    from carewatch.malloc import keep_heap_pages
+
+    keep_heap_pages()
     from carewatch.app import build_pipeline
     from carewatch.clock import SimClock
     from ingest.publish import ListPublisher
