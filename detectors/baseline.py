@@ -192,9 +192,8 @@ class BaselineDeviation:
             dev = ((z >= p.at("k", r)) & (diff >= self._min_abs(r))).any(axis=0)
             ep = self.episodes
             whole_rows = len(r) == self.n
-            start0 = ep.runs[0].start if whole_rows else ep.runs[0].start[r]
-            sev = ep.sev if whole_rows else ep.sev[r]
-            keep = np.flatnonzero(ok & (zmax >= 0) & (dev | (start0 == start0) | (sev > 0)))
+            busy = ep.busy if whole_rows else ep.busy.take(r)
+            keep = np.flatnonzero(ok & (zmax >= 0) & (dev | busy))
             if len(keep) == 0:
                 continue
             # the vital with the largest z (the first on ties); a missing z never wins

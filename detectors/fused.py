@@ -127,9 +127,11 @@ class SustainedGroup:
         low = np.array([m.low for m in members]).reshape(r, 1)
         self.lo = np.where(low, thr, -np.inf)
         self.hi = np.where(low, np.inf, thr)
+        # per stream, qualifying for any of its rules (tested first, on streams not rules)
+        self.lo_any = np.stack([self.lo[self.stream_of == k].max(axis=0) for k in range(s)])
+        self.hi_any = np.stack([self.hi[self.stream_of == k].min(axis=0) for k in range(s)])
         self.bank = Episodes("sustained", r * n, (1, 2), "max")
-        self.start0 = self.bank.runs[0].start.reshape(r, n)  # views: one gather tests all
-        self.sev = self.bank.sev.reshape(r, n)
+        self.busy = self.bank.busy.reshape(r, n)  # a view: one gather tests all rules
         crit = [m.crit if m.crit is not None else np.nan for m in members]
         pp: dict[str, list[Any]] = {  # per pair: (rule,) vectors or flat (rule x row)
             "sign": [-1.0 if m.low else 1.0 for m in members],
@@ -246,21 +248,23 @@ class SustainedGroup:
         self._back(self.accepted, fi, acc)
         if not good.any():
             return
+        # pairs with something going on: a qualifying sample, a run, an active condition.
+        # A sample qualifying for one rule of its stream makes the stream's every rule a
+        # candidate; the bank's own test (`Episodes.step`) drops those with nothing going on.
+        live = (x <= at(self.lo_any, r)) | (x >= at(self.hi_any, r))
+        busy = self._cols(self.busy, r, dense)
         if not self.identity:
-            good = good[self.stream_of]
-            x = x.take(self.stream_of, axis=0,
-                       out=self._buf(dense, "x", (len(self.stream_of), len(r)), np.float64))
-        # rows with something going on: a qualifying sample, a run, an active condition
-        live = (x <= at(self.lo, r)) | (x >= at(self.hi, r))
-        live |= self._cols(self.start0, r, dense) == self._cols(self.start0, r, dense)
-        live |= self._cols(self.sev, r, dense) > 0
+            live = live.take(self.stream_of, axis=0)
+            good = good.take(self.stream_of, axis=0)
+        live = live | busy  # never in place: on dense ticks busy is the bank's own array
         live &= good
         pairs = np.flatnonzero(live)  # rule-major: each rule's rows stay in order
         if len(pairs) == 0:
             return
         j, col = np.divmod(pairs, len(r))
         fi = j * self.n + r[col]
-        tp, xp = t[col], x.reshape(-1)[pairs]
+        tp = t[col]
+        xp = x.reshape(-1)[self.stream_of[j] * len(r) + col]
         rules = len(self.members)
         p = {k: v[j] if len(v) == rules else v[fi] for k, v in self.pp.items()}
         sx = p["sign"] * xp  # low rules negated: one comparison direction, one extreme (max)

@@ -42,8 +42,7 @@ class AwakeGroup:
         self.shared_day = all(_same(h[0], hours[0][0]) and _same(h[1], hours[0][1])
                               for h in hours)
         self.bank = Episodes("awake", len(members) * n, (1,), "max")
-        self.start0 = self.bank.runs[0].start.reshape(len(members), n)  # views, per rule
-        self.sev = self.bank.sev.reshape(len(members), n)
+        self.busy = self.bank.busy.reshape(len(members), n)  # a view, a row per rule
         self.pp = {k: _flat_param(v, n) for k, v in {
             "sev": [float(m.severity) for m in members],
             "dur": [m.params["duration_s"] for m in members],
@@ -87,9 +86,8 @@ class AwakeGroup:
                 inc, q, brk, clear, value = m._judge(r, new, sel, day)
                 # only included samples of rows with something going on reach the bank
                 dense = len(r) == self.n  # distinct rows, all of them: no gathers
-                start0 = self.start0[j] if dense else self.start0[j, r]
-                sev = self.sev[j] if dense else self.sev[j, r]
-                go = np.flatnonzero(inc & (q | (start0 == start0) | (sev > 0)))
+                busy = self.busy[j] if dense else self.busy[j].take(r)
+                go = np.flatnonzero(inc & (q | busy))
                 if len(go):
                     parts.append((r[go] + j * self.n, t[go], q[go], brk[go], clear[go],
                                   value[go]))

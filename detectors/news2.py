@@ -111,10 +111,12 @@ class News2:
         self.values = np.full((len(PARAMS), n), np.nan)
         self.values_ts = np.full((len(PARAMS), n), np.nan)
         self.offsets = (np.arange(len(PARAMS), dtype=np.intp) * n)[:, None]
-        # flat lookup-table offset per (parameter, row): copd rows score spo2 on scale 2
-        base = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE
-        self.lut_base = np.repeat(base, n, axis=1)
-        self.lut_base[_SPO2, self.copd] = _ROWS.index("spo2_copd") * _LUT_SIZE
+        # flat lookup-table offset per parameter; copd rows score spo2 on scale 2, a table
+        # further on (a shift per row, small: the tick reads it whole)
+        self.lut_base = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE
+        shift = (_ROWS.index("spo2_copd") - _ROWS.index("spo2")) * _LUT_SIZE
+        self.copd_shift = np.where(self.copd, shift, 0).astype(np.int16)
+        self.any_copd = bool(self.copd.any())
         self.episodes = Episodes("news2", n, (2, 3), "max")
 
     def update(self, state: TickState, now: float) -> list[Findings]:
@@ -158,7 +160,9 @@ class News2:
             missing |= ~recent
             np.copyto(code, _LUT_SIZE - 1, where=missing)
             lut_idx = code.astype(np.intp)
-            lut_idx += self.lut_base if dense else self.lut_base.take(r, axis=1)
+            lut_idx += self.lut_base
+            if self.any_copd:
+                lut_idx[_SPO2] += self.copd_shift if dense else self.copd_shift.take(r)
             scores = _LUT2.take(lut_idx)
             total = scores.sum(axis=0, dtype=np.int16)
             high = total >= p.at("high_score", r)
@@ -169,9 +173,7 @@ class News2:
             elif three:
                 medium |= (scores == 3).any(axis=0)
             ep = self.episodes
-            start0 = ep.runs[0].start if dense else ep.runs[0].start[r]
-            sev = ep.sev if dense else ep.sev[r]
-            keep = np.flatnonzero(ok & (medium | (start0 == start0) | (sev > 0)))
+            keep = np.flatnonzero(ok & (medium | (ep.busy if dense else ep.busy.take(r))))
             if len(keep) == 0:
                 continue
             r, t, medium = r[keep], t[keep], medium[keep]

@@ -157,6 +157,9 @@ class Episodes:
         self.ext = np.full(n, np.nan, np.float64)
         self.cstart = np.full(n, np.nan, np.float64)
         self.extreme = extreme
+        # a level-0 run going or the condition active: the rows whose samples `step` needs
+        # even when they do not qualify (callers test this before handing samples over)
+        self.busy = np.zeros(n, bool)
 
     def step(self, out: Emitter, r: np.ndarray, t: np.ndarray, qs: list[np.ndarray],
              durs: list[Any], clear: np.ndarray, clear_s: Any, max_gap: Any,
@@ -174,8 +177,8 @@ class Episodes:
         r = r.astype(np.intp, copy=False)  # take() with native indices: ~2x a fancy gather
         # Only rows with something going on need the full step: a qualifying sample, a run
         # in progress or an active condition (level 0 is the loosest, so it covers the rest).
-        start0, sev = self.runs[0].start.take(r), self.sev.take(r)
-        live = qs[0] | (start0 == start0) | (sev > 0)
+        sev = self.sev.take(r)
+        live = qs[0] | self.busy.take(r)
         if not live.all():
             if not live.any():
                 return
@@ -233,6 +236,7 @@ class Episodes:
             sev_now = sev
         # clearing: clear samples held for clear_s while active
         active = sev_now > 0
+        self.busy[r] = active | (start0 == start0)
         if not active.any():
             return
         cs = self.cstart.take(r)
@@ -256,6 +260,7 @@ class Episodes:
             out.add(cleared, r, sev_now, False, onset, ev)
             cr = r[cleared]
             self.sev[cr] = 0
+            self.busy[cr] = False
             self.onset[cr] = np.nan
             self.ext[cr] = np.nan
             self.cstart[cr] = np.nan
