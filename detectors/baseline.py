@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import Findings, TickState
+from detectors.kernels import blend, lanes
 from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
@@ -27,6 +28,7 @@ BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
 MOTION_SENSITIVE = ("hr", "spo2")
 _SENSITIVE_ROWS = [i for i, v in enumerate(BASE_VITALS) if v in MOTION_SENSITIVE]
 _NAMES = np.array(BASE_VITALS, dtype=object)
+_NAN = np.array(np.nan)
 
 
 def robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,8 +185,9 @@ class BaselineDeviation:
             x = vm if whole else vm[:, idx]  # vm is this tick's own: masked in place
             moving = ~at_rest(new.activity if whole else new.activity[idx], p.at("rest_g", r))
             if moving.any():
+                lane = lanes(moving)
                 for i in _SENSITIVE_ROWS:
-                    np.putmask(x[i], moving, np.nan)
+                    blend(x[i], _NAN, lane=lane)
             med, scale = self._slots(r, t, state.utc_offset_s)
             diff = np.abs(x - med)
             z = np.divide(diff, scale, out=np.empty_like(diff))

@@ -62,21 +62,26 @@ class Fall:
         out = Emitter("fall")
         p = self.params
         for idx in rank_groups(new.row):
-            r, t = new.row[idx], new.ts[idx]
+            whole = len(idx) == len(new)
+            r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
             ok = self.fresh.step(r, t)
             if not ok.any():
                 continue
-            sel = idx[ok]
+            if ok.all():  # the usual tick: views of the samples, no gathers
+                sel: Any = slice(None) if whole else idx
+            else:
+                sel, r, t = idx[ok], r[ok], t[ok]
             a = new.activity[sel]
             worn = new.worn[sel]
-            r = r[ok]
             flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
             hit = a >= p.at("impact_g", r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
-            live = hit | flag | ~np.isnan(self.impact[r]) | self.active[r]
-            if not live.any():
+            dense = len(r) == len(self.active)  # distinct rows, all of them
+            imp, act = (self.impact, self.active) if dense else (self.impact[r], self.active[r])
+            live = np.flatnonzero(hit | flag | (imp == imp) | act)
+            if len(live) == 0:
                 continue
-            r, t, sel, flag = r[live], t[ok][live], sel[live], flag[live]
+            r, t, flag = r[live], t[live], flag[live]
             a = a[live].astype(np.float64)
             worn = worn[live]
             off = worn == 0

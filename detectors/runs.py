@@ -82,14 +82,19 @@ class Runs:
     def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any
              ) -> tuple[np.ndarray, np.ndarray]:
         """Advance rows `r`; returns their new (start, last)."""
-        start, last = self.start.take(r), self.last.take(r)
+        start, last, miss = self.start.take(r), self.last.take(r), self.miss.take(r)
         gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
-        miss = np.where(q, 0, self.miss.take(r) + 1)
+        miss += 1
+        miss *= ~q  # strays in a row: 0 after a qualifying sample
         # a qualifying sample starts a run when none is going or after a gap; a stray one
         # ends it after a gap or too many strays in a row
-        start = np.where(q, np.where(gapped | (start != start), t, start),
-                         np.where(gapped | (miss > self.max_stray), np.nan, start))
-        last = np.where(q, t, last)
+        begin = gapped | (start != start)
+        begin &= q
+        end = gapped | (miss > self.max_stray)
+        end &= ~q
+        np.copyto(start, t, where=begin)
+        np.copyto(start, np.nan, where=end)
+        np.copyto(last, t, where=q)
         self.start[r], self.last[r], self.miss[r] = start, last, miss
         return start, last
 
