@@ -17,6 +17,7 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import worn_ok
 from detectors.runs import EPS, Emitter, Fresh, rank_groups
 from ingest.devices import DeviceTable
+from ingest.samples import SampleColumns
 
 
 class BpParams(DetectorParams):
@@ -33,6 +34,27 @@ class HypertensiveCrisisParams(BpParams):
     sbp_min: float = 180.0
     dbp_min: float = 120.0
     clear_margin: float = Field(10.0, ge=0)
+
+
+_readings_cache: list[Any] = [None, None]
+
+
+def readings(new: SampleColumns) -> list[tuple[np.ndarray, ...]]:
+    """The tick's blood-pressure readings (samples with sbp or dbp), by rank within device
+    as `rank_groups` orders them: (rows, ts, sbp, dbp, worn or unknown) per rank, float64
+    readings. Both rules read them; the tick's result is kept for the second."""
+    if _readings_cache[0] is new:
+        return list(_readings_cache[1])
+    has = np.flatnonzero(~(np.isnan(new.sbp) & np.isnan(new.dbp)))
+    out: list[tuple[np.ndarray, ...]] = []
+    if len(has):
+        # lateness is judged among readings: rank them among themselves
+        for sel in rank_groups(new.row[has], cache=False):
+            idx = has[sel]
+            out.append((new.row[idx], new.ts[idx], new.sbp[idx].astype(np.float64),
+                        new.dbp[idx].astype(np.float64), worn_ok(new.worn[idx])))
+    _readings_cache[0], _readings_cache[1] = new, out
+    return list(out)
 
 
 class _BloodPressure(ABC):
@@ -62,19 +84,12 @@ class _BloodPressure(ABC):
             return []
         out = Emitter(self.kinds[0])
         p = self.params
-        has = ~(np.isnan(new.sbp) & np.isnan(new.dbp))
-        if not has.any():
-            return []
-        for idx in rank_groups(new.row):
-            idx = idx[has[idx]]  # readings only; lateness is judged among readings
-            if len(idx) == 0:
-                continue
-            r, t = new.row[idx], new.ts[idx]
-            sbp, dbp = new.sbp[idx].astype(np.float64), new.dbp[idx].astype(np.float64)
-            ok = self.fresh.step(r, t) & worn_ok(new.worn[idx])
-            if not ok.any():
-                continue
-            r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
+        for r, t, sbp, dbp, worn in readings(new):
+            ok = self.fresh.step(r, t) & worn
+            if not ok.all():
+                if not ok.any():
+                    continue
+                r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
             q, clear = self._judge(r, sbp, dbp)
             cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r) + EPS
             count = np.where(q, np.where(cont, self.count[r] + 1, 1), 0)

@@ -22,12 +22,13 @@ _rank_cache: list[Any] = [None, None]
 EPS = 0.5
 
 
-def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
+def rank_groups(rows: np.ndarray, cache: bool = True) -> list[np.ndarray]:
     """Index arrays, one per rank: group k holds the k-th sample of every device that has one.
 
-    `rows` must be sorted. The result for the tick's array is cached (every detector asks).
+    `rows` must be sorted. The result for the tick's array is cached (every detector asks);
+    `cache=False` for another array, so as not to evict it.
     """
-    if _rank_cache[0] is rows:
+    if cache and _rank_cache[0] is rows:
         return list(_rank_cache[1])
     n = len(rows)
     if n == 0:
@@ -44,7 +45,8 @@ def rank_groups(rows: np.ndarray) -> list[np.ndarray]:
             order = np.argsort(rank, kind="stable")
             bounds = np.cumsum(np.bincount(rank)).tolist()
             groups = [order[lo:hi] for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
-    _rank_cache[0], _rank_cache[1] = rows, groups
+    if cache:
+        _rank_cache[0], _rank_cache[1] = rows, groups
     return list(groups)
 
 
