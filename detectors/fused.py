@@ -3,10 +3,11 @@
 Seven rules each walking a tick's samples cost ~100 small NumPy calls apiece, most of them
 on gating that rules on the same vital repeat identically. A `SustainedGroup` does that
 work once: rules whose gating agrees (vital, motion and jump/flat-line limits) share one
-*stream*, and every stream's freshness, motion, rest and quality state is one row of a 2-D
-array, stepped with one call per operation for all streams. A cheap 2-D test then finds the
-rules with anything going on (a qualifying sample, a run in progress, an active condition);
-only those run their episode logic (`SustainedThreshold._step`), on their accepted samples.
+*stream*, and every stream's freshness and quality state is one row of a 2-D array, stepped
+with one call per operation for all streams (motion: one row per distinct rest threshold).
+A cheap 2-D test then finds the rules with anything going on (a qualifying sample, a run in
+progress, an active condition); only those run their episode logic, on their accepted
+samples.
 
 The result is the same as each rule running alone: a stream's state depends only on its
 vital and gating parameters, and the episode step sees the same samples in the same order.

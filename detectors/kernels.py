@@ -25,7 +25,10 @@ def blend(dst: np.ndarray, src: np.ndarray, mask: np.ndarray | None = None,
         if mask is None:
             raise TypeError("blend needs a mask or its lanes")
         lane = lanes(mask)
+    src = np.asarray(src)
+    if dst.dtype.itemsize != 8 or src.dtype.itemsize != 8:
+        raise TypeError(f"blend copies 8-byte values, not {dst.dtype} from {src.dtype}")
     d = dst.view(np.int64)
-    diff = np.bitwise_xor(d, np.asarray(src).view(np.int64))
+    diff = np.bitwise_xor(d, src.view(np.int64))
     diff &= lane
     d ^= diff

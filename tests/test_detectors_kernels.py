@@ -46,6 +46,8 @@ def test_blend_on_a_strided_view_writes_through_to_its_base() -> None:
     assert base.sum(axis=1).tolist() == [6.0, 0.0, 6.0, 0.0]
 
 
-def test_blend_wants_a_mask_or_its_lanes() -> None:
+def test_blend_wants_a_mask_or_its_lanes_and_8_byte_values() -> None:
     with pytest.raises(TypeError, match="mask"):
         blend(np.zeros(3), np.ones(3))
+    with pytest.raises(TypeError, match="8-byte"):
+        blend(np.zeros(3), np.ones(3, np.float32), np.ones(3, bool))
