@@ -165,12 +165,19 @@ class LowBattery:
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         b = state.store.battery
-        # nothing changes while the battery readings stay the same (bit for bit)
-        if self._seen is not None and np.array_equal(self._seen, b.view(np.int32)):
-            return []
-        self._seen = b.view(np.int32).copy()
+        bits = b.view(np.int32)
+        # only a device whose reading changed (bit for bit) can change state: the first tick
+        # judges every device, later ticks the changed ones
+        changed: Any = True
+        if self._seen is not None:
+            changed = bits != self._seen
+            if not changed.any():
+                return []
+        self._seen = bits.copy()
         rise = ~self.active & (b <= self.threshold)
+        rise &= changed
         clear = self.active & (b > self.clear_above)
+        clear &= changed
         change = rise | clear
         if not change.any():
             return []

@@ -26,13 +26,12 @@ Input mirrors the pipeline: `receive` for accepted samples (what `StateStore.app
 `status` for status / Last Will messages (`StateStore.set_status`), `tick` for the detector
 pass.
 
-Nothing is left out, with one caveat: the vectorised low-battery rule re-judges every
-device whenever any battery reading changes, the loop only the devices whose reading
-changed; the two differ only for a threshold above its `clear_above` (an inverted
-hysteresis that makes the rule flap), which no default or sensible override has. And the
-device-offline rule's handling of the pipeline's own broker outages (`TickState.link_*`) is
-not modelled: the loop is compared and benchmarked on a steady link, where that part never
-applies.
+Nothing is left out but the device-offline rule's handling of the pipeline's own broker
+outages (`TickState.link_*`): the loop is compared and benchmarked on a steady link, where
+that part never applies. (The low-battery rule judges a device when its reading changes in
+the vectorised rule, when one arrives in the loop; with a threshold at or below
+`clear_above`, as every default and sensible override has, a repeated reading changes
+nothing, so the two decide the same.)
 """
 
 from __future__ import annotations

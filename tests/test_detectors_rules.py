@@ -224,6 +224,18 @@ def test_low_battery_with_hysteresis() -> None:
     assert [r["active"] for r in feeder.tick(cols(0, T0 + 30, battery=21), T0 + 30)] == [False]
 
 
+def test_low_battery_judges_only_devices_whose_reading_changed() -> None:
+    # an inverted hysteresis (clear_above below threshold) flaps on every judgement, so it
+    # shows which devices a tick judges: device 0 keeps 25 %, device 1's reading moves
+    params = LowBattery.Params(threshold=30.0, clear_above=20.0)
+    feeder = Feeder([LowBattery(2, params)], 2)
+    first = feeder.tick(cols([0, 1], [T0, T0], battery=[25.0, 80.0]), T0)
+    assert [(r["row"], r["active"]) for r in first] == [(0, True)]
+    for k, level in enumerate([70.0, 60.0, 50.0]):
+        now = T0 + 10.0 * (k + 1)
+        assert feeder.tick(cols([0, 1], [now, now], battery=[25.0, level]), now) == []
+
+
 def test_baseline_deviation_compares_with_the_same_hour() -> None:
     rng = np.random.default_rng(0)
     day0 = local(0.0)
