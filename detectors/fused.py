@@ -126,11 +126,11 @@ class SustainedGroup:
         if (thr == thr[:, :1]).all():
             thr = thr[:, :1]
         low = np.array([m.low for m in members]).reshape(r, 1)
-        self.lo = np.where(low, thr, -np.inf)
-        self.hi = np.where(low, np.inf, thr)
+        lo = np.where(low, thr, -np.inf)
+        hi = np.where(low, np.inf, thr)
         # per stream, qualifying for any of its rules (tested first, on streams not rules)
-        self.lo_any = np.stack([self.lo[self.stream_of == k].max(axis=0) for k in range(s)])
-        self.hi_any = np.stack([self.hi[self.stream_of == k].min(axis=0) for k in range(s)])
+        self.lo_any = np.stack([lo[self.stream_of == k].max(axis=0) for k in range(s)])
+        self.hi_any = np.stack([hi[self.stream_of == k].min(axis=0) for k in range(s)])
         self.bank = Episodes("sustained", r * n, (1, 2), "max")
         self.busy = self.bank.busy.reshape(r, n)  # a view: one gather tests all rules
         crit = [m.crit if m.crit is not None else np.nan for m in members]

@@ -76,6 +76,7 @@ class AwakeGroup:
                 if not ok.any():
                     continue
                 r, t, sel = r[ok], t[ok], idx[ok]
+            dense = len(r) == self.n  # distinct rows, all of them: no gathers
             day: np.ndarray | None = None
             parts = []
             for j, m in enumerate(self.members):
@@ -85,7 +86,6 @@ class AwakeGroup:
                                       p.at("awake_end_h", r))
                 inc, q, brk, clear, value = m._judge(r, new, sel, day)
                 # only included samples of rows with something going on reach the bank
-                dense = len(r) == self.n  # distinct rows, all of them: no gathers
                 busy = self.busy[j] if dense else self.busy[j].take(r)
                 go = np.flatnonzero(inc & (q | busy))
                 if len(go):

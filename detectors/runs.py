@@ -100,10 +100,6 @@ class Runs:
         self.start[r], self.last[r], self.miss[r] = start, last, miss
         return start, last
 
-    def duration(self, r: np.ndarray) -> np.ndarray:
-        """Span of the current run (NaN when none)."""
-        return self.last.take(r) - self.start.take(r)
-
     def reset(self, r: np.ndarray) -> None:
         self.start[r] = np.nan
         self.miss[r] = 0
