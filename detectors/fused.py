@@ -207,9 +207,13 @@ class SustainedGroup:
         dense = len(r) == self.n
         fi = None if dense else self.offsets + r
         last = self._cols(self.last_ts, r, dense)
-        # lateness is judged per vital stream: a sample without the vital is not seen
-        ok = (t > last) & (x == x)
-        blend(last, t, ok)
+        # lateness is judged per vital stream: a sample without the vital is not seen.
+        # tx = t where the vital is present, else NaN (vitals are finite), so the freshness
+        # test and the update are plain comparisons, not masked copies.
+        tx = np.multiply(x, 0.0, out=self._buf(dense, "tx", x.shape, np.float64))
+        tx += t
+        ok = tx > last  # NaN compares False
+        np.fmax(last, tx, out=last)  # fmax skips NaN: a missing vital leaves it
         self._back(self.last_ts, fi, last)
         base = ok & worn
         if self.uses_rest:
@@ -229,11 +233,13 @@ class SustainedGroup:
         prev = self._cols(self.prev, r, dense)
         acc = self._cols(self.accepted, r, dense)
         mj = at(self.max_jump, r)
+        # a jump from both the previous and the last accepted value (NaN: no jump)
         d = np.subtract(x, prev, out=self._buf(dense, "d", x.shape, np.float64))
-        jump = np.abs(d, out=d) > mj
-        d = np.subtract(x, acc, out=d)
-        jump &= np.abs(d, out=d) > mj
-        good = base & ~jump
+        np.abs(d, out=d)
+        d2 = np.subtract(x, acc, out=tx)
+        np.abs(d2, out=d2)
+        np.minimum(d, d2, out=d)  # NaN propagates: compares False below
+        good = base & ~(d > mj)
         if self.uses_flat:
             same = self._cols(self.same, r, dense)
             run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
