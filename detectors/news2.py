@@ -89,6 +89,8 @@ _ROWS = ("rr", "spo2", "sbp", "hr", "temp_c", "spo2_copd")
 _LUT2 = np.concatenate([_LUTS[name] for name in _ROWS])
 _SCALE = np.array([[_LUT_RANGE[v][1]] for v in PARAMS], np.float64)
 _LO = np.array([[_LUT_RANGE[v][0]] for v in PARAMS], np.float64)
+_HI = _LO + (_LUT_SIZE - 2)
+_LO_MISSING = _LO.astype(np.intp) + (_LUT_SIZE - 1)  # charted value - this: index - missing
 _AT_REST_ONLY = np.array([[v in ("hr", "spo2")] for v in PARAMS])
 _SPO2 = PARAMS.index("spo2")
 
@@ -111,9 +113,10 @@ class News2:
         self.values = np.full((len(PARAMS), n), np.nan)
         self.values_ts = np.full((len(PARAMS), n), np.nan)
         self.offsets = (np.arange(len(PARAMS), dtype=np.intp) * n)[:, None]
-        # flat lookup-table offset per parameter; copd rows score spo2 on scale 2, a table
-        # further on (a shift per row, small: the tick reads it whole)
-        self.lut_base = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE
+        # each parameter's table's "missing" entry in the flat lookup table; copd rows score
+        # spo2 on scale 2, a table further on (a shift per row, small: the tick reads it whole)
+        self.lut_missing = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE + (
+            _LUT_SIZE - 1)
         shift = (_ROWS.index("spo2_copd") - _ROWS.index("spo2")) * _LUT_SIZE
         self.copd_shift = np.where(self.copd, shift, 0).astype(np.int16)
         self.any_copd = bool(self.copd.any())
@@ -152,15 +155,17 @@ class News2:
             recent = (t - val_ts) <= p.at("max_age_s", r)  # NaN (never taken): False
             # charted (rounded) values index the lookup tables; missing or too old scores 0
             # (the last entry). In place: np.where over NaN-laden arrays costs 5x this.
+            # fmax/fmin also turn NaN (never taken) into a bound: `recent` is False there
+            # (a value and its time are taken together), and masks it below
             code = np.multiply(val, _SCALE)
             np.rint(code, out=code)
-            code -= _LO
-            np.clip(code, 0, _LUT_SIZE - 2, out=code)
-            missing = np.isnan(code)
-            missing |= ~recent
-            np.copyto(code, _LUT_SIZE - 1, where=missing)
+            np.fmax(code, _LO, out=code)
+            np.fmin(code, _HI, out=code)
             lut_idx = code.astype(np.intp)
-            lut_idx += self.lut_base
+            # where(recent, index - lo, missing) + table offset, in integer arithmetic
+            lut_idx -= _LO_MISSING
+            lut_idx *= recent
+            lut_idx += self.lut_missing
             if self.any_copd:
                 lut_idx[_SPO2] += self.copd_shift if dense else self.copd_shift.take(r)
             scores = _LUT2.take(lut_idx)
