@@ -25,6 +25,7 @@ SECTIONS = (
     "scale",
     "simulate",
     "alerts",
+    "store",
     "sinks",
 )
 
@@ -82,6 +83,12 @@ def _alerts(quick: bool) -> dict[str, float]:
     return bench_alerts(open_alerts=200 if quick else 1000)
 
 
+def _store(quick: bool) -> dict[str, float]:
+    from alerts.bench_store import bench_store
+
+    return bench_store(cycles=50 if quick else 500)
+
+
 def _sinks(quick: bool) -> dict[str, float]:
     from ingest.sinks.bench import bench_sinks
 
@@ -103,6 +110,7 @@ RUNNERS: dict[str, Callable[[bool], dict[str, float]]] = {
     "scale": _scale,
     "simulate": _simulate,
     "alerts": _alerts,
+    "store": _store,
     "sinks": _sinks,
     "memory": _memory,
 }

@@ -1,0 +1,181 @@
+"""Alert-store benchmark: committed alert steps per second, SQLite and PostgreSQL.
+
+A step is one action of the alert engine, committed before anything is published (its
+write transaction, then its events marked published): an alert opened from a finding
+(alert row, event, audit entry, outbox notices for its tier-1 staff), acknowledged, or
+resolved. Each cycle runs all three for one resident, so the figure is what the store
+sustains for whole alert life cycles, not for single inserts.
+
+- `sqlite_steps_per_s`: the embedded default, one engine (SQLite file, synchronous FULL);
+- `pg_steps_per_s`: one engine on PostgreSQL (a local throw-away cluster with PostgreSQL's
+  durable defaults, fsync and synchronous commit on, loopback TCP);
+- `pg_two_writers_steps_per_s`: two engines in two processes on the same database, each
+  with its own residents (as two workers with their own towns), started together;
+- `*_storm_alerts_per_s`: every resident's device offline at once (2 x cycles residents),
+  opened in one step: what a mass event costs, where steps are batched.
+
+Notices are recorded in the outbox and not sent (no network in the figure). Every run
+checks that each cycle's alert ended resolved in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from alerts.pg_local import PgServer, PgUnavailable, start_server
+from alerts.testing import T0, finding
+
+log = logging.getLogger(__name__)
+
+
+def _config(residents: int) -> Any:
+    from config.generate import demo_registry
+    from config.loader import parse_config
+
+    return parse_config(demo_registry(residents, seed=0))
+
+
+def _engine(config: Any, store: Any, data_dir: Path) -> tuple[Any, Any, Any]:
+    """(engine, devices, clock): an engine on `store` at T0 whose notices are recorded in
+    the outbox and not sent."""
+    from alerts.engine import AlertEngine
+    from carewatch.clock import SimClock
+    from ingest.devices import DeviceTable
+    from ingest.publish import ListPublisher
+
+    devices = DeviceTable.from_config(config)
+    clock = SimClock(T0)
+    engine = AlertEngine(config, devices, clock, ListPublisher(), data_dir, store=store,
+                         send_notifications=False)
+    return engine, devices, clock
+
+
+def _cycles(config: Any, rows: range, store: Any, data_dir: Path) -> tuple[int, float, float]:
+    """Open, acknowledge and resolve a fall alert for each row's resident; (steps, start,
+    end) on `time.perf_counter`'s clock. Raises if the store does not hold every alert
+    resolved afterwards."""
+    engine, devices, clock = _engine(config, store, data_dir)
+    try:
+        start = time.perf_counter()
+        for row in rows:
+            now = clock.now() + 1.0
+            clock.set(now)
+            resident = devices.resident_ids[row]
+            engine.on_findings([finding("fall", [row], 4, onset=now)], now)
+            engine.ack(resident, "fall", "bench", now)
+            engine.resolve(resident, "fall", "bench", now, note="bench")
+        end = time.perf_counter()
+        resolved = sum(1 for row in rows for a in engine.alert_history(devices.resident_ids[row])
+                       if a.state == "resolved")
+        if resolved != len(rows):
+            raise RuntimeError(f"{resolved} of {len(rows)} alerts stored resolved")
+    finally:
+        engine.close()
+    return 3 * len(rows), start, end
+
+
+def _storm(config: Any, store: Any, data_dir: Path) -> tuple[int, float]:
+    """Every resident's device goes offline at once (a town's power cut): one step opens an
+    alert for each. (alerts, seconds); raises unless all are stored open."""
+    engine, devices, _clock = _engine(config, store, data_dir)
+    n = len(devices.resident_ids)
+    try:
+        start = time.perf_counter()
+        engine.on_findings([finding("device_offline", list(range(n)), 2, onset=T0)], T0 + 1.0)
+        elapsed = time.perf_counter() - start
+        stored = sum(1 for r in devices.resident_ids for a in engine.alert_history(r)
+                     if a.state != "resolved")
+        if stored != n:
+            raise RuntimeError(f"{stored} of {n} storm alerts stored open")
+    finally:
+        engine.close()
+    return n, elapsed
+
+
+def _pg_writer(dsn: str, residents: int, rows: range, ready: Any, go: Any, out: Any) -> None:
+    """One engine of the two-writer run, in its own process."""
+    from alerts.store_pg import PgAlertStore
+
+    try:
+        config = _config(residents)
+        store = PgAlertStore(dsn)
+        with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as tmp:
+            ready.release()
+            if not go.wait(60):
+                raise RuntimeError("the other writer did not start")
+            out.put(_cycles(config, rows, store, Path(tmp)))
+    except BaseException as e:  # reported to the parent, which raises it
+        ready.release()
+        out.put(repr(e))
+
+
+def _two_writers(dsn: str, residents: int, cycles: int) -> float:
+    ctx = multiprocessing.get_context("spawn")  # no inherited threads or connections
+    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    halves = (range(0, cycles), range(cycles, 2 * cycles))
+    procs = [ctx.Process(target=_pg_writer, args=(dsn, residents, rows, ready, go, out))
+             for rows in halves]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            if not ready.acquire(timeout=120):
+                raise RuntimeError("a writer process did not get ready")
+        go.set()
+        results = [out.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    errors = [r for r in results if isinstance(r, str)]
+    if errors:
+        raise RuntimeError(f"writer failed: {errors[0]}")
+    steps = sum(r[0] for r in results)
+    return steps / (max(r[2] for r in results) - min(r[1] for r in results))
+
+
+def bench_store(cycles: int = 500, pg_server: PgServer | None = None) -> dict[str, float]:
+    """Steps per second on each backend (see the module's docstring). PostgreSQL runs on
+    three fresh databases of `pg_server` (left there: the caller owns the server), or of a
+    local cluster started and removed for the run, with PostgreSQL's durable defaults
+    (`alerts.pg_local`); without PostgreSQL installed only the SQLite figure is given."""
+    from alerts.store import SqliteAlertStore
+    from alerts.store_pg import PgAlertStore
+
+    config = _config(2 * cycles)
+    out: dict[str, float] = {"cycles": float(cycles)}
+    with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as tmp:
+        store = SqliteAlertStore(Path(tmp) / "alerts.db", config.alerts.sqlite_synchronous)
+        steps, start, end = _cycles(config, range(cycles), store, Path(tmp))
+        out["sqlite_steps_per_s"] = steps / (end - start)
+        alerts, seconds = _storm(config, SqliteAlertStore(Path(tmp) / "storm.db"), Path(tmp))
+        out["sqlite_storm_alerts_per_s"] = alerts / seconds
+    server = pg_server
+    if server is None:
+        try:
+            server = start_server(durable=True)
+        except PgUnavailable as e:
+            log.warning("store benchmark: SQLite only: %s", e)
+            return out
+    try:
+        with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as tmp:
+            store_pg = PgAlertStore(server.dsn(server.create_database()))
+            steps, start, end = _cycles(config, range(cycles), store_pg, Path(tmp))
+            out["pg_steps_per_s"] = steps / (end - start)
+            storm = PgAlertStore(server.dsn(server.create_database()))
+            alerts, seconds = _storm(config, storm, Path(tmp))
+            out["pg_storm_alerts_per_s"] = alerts / seconds
+        two = _two_writers(server.dsn(server.create_database()), 2 * cycles, cycles)
+        out["pg_two_writers_steps_per_s"] = two
+    finally:
+        if pg_server is None:
+            server.remove()
+    out["pg_two_over_one"] = out["pg_two_writers_steps_per_s"] / out["pg_steps_per_s"]
+    return out

@@ -1,0 +1,62 @@
+"""The alert-store benchmark: whole alert life cycles committed on SQLite and PostgreSQL,
+one and two writers, each run checked against what the store holds afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from alerts.bench_store import _config, _cycles, bench_store
+from alerts.store import SqliteAlertStore
+
+if TYPE_CHECKING:
+    from tests.pg_fixture import PgServer
+
+pytest_plugins = ["tests.pg_fixture"]
+
+
+def test_bench_store_commits_every_cycle_on_both_backends(pg_server: PgServer) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        before = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    result = bench_store(cycles=20, pg_server=pg_server)
+    assert result["cycles"] == 20
+    for key in ("sqlite_steps_per_s", "pg_steps_per_s", "pg_two_writers_steps_per_s",
+                "sqlite_storm_alerts_per_s", "pg_storm_alerts_per_s"):
+        assert result[key] > 0, key
+    assert result["pg_two_over_one"] == pytest.approx(
+        result["pg_two_writers_steps_per_s"] / result["pg_steps_per_s"])
+    # the runs' databases hold what they committed: 20 alerts resolved, 2 x 20 resolved by
+    # two writers, and a storm of 40 open
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        made = sorted({r[0] for r in conn.execute("SELECT datname FROM pg_database")} - before)
+    counts = []
+    for name in made:
+        with psycopg.connect(pg_server.dsn(name)) as conn:
+            counts.append(conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'resolved'), count(*) FROM alerts"
+            ).fetchone())
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    assert sorted(counts) == [(0, 40), (20, 20), (40, 40)]
+
+
+class _ForgetfulStore(SqliteAlertStore):
+    """Drops one alert's resolution from its history: the benchmark must notice."""
+
+    def history(self, resident_id: str) -> list[Any]:
+        found = super().history(resident_id)
+        return [] if resident_id == "r-0002" else found
+
+
+def test_bench_store_refuses_a_store_that_lost_a_step(tmp_path: Path) -> None:
+    config = _config(4)
+    with pytest.raises(RuntimeError, match="3 of 4 alerts stored resolved"):
+        _cycles(config, range(4), _ForgetfulStore(tmp_path / "a.db"), tmp_path)
+    steps, start, end = _cycles(config, range(4), SqliteAlertStore(tmp_path / "b.db"),
+                                tmp_path)
+    assert steps == 12 and end > start
