@@ -124,6 +124,39 @@ def test_stale_copy_is_refused_and_nothing_of_its_txn_is_written(pg_dsn: str) ->
         two.close()
 
 
+def test_a_many_alert_step_names_exactly_its_stale_alerts(pg_dsn: str) -> None:
+    """One step's alerts are written in two statements (new ones, known ones): the stale
+    among them, a taken id and an out-of-date copy, are named, and the rest is rolled back."""
+    one, two = PgAlertStore(pg_dsn), PgAlertStore(pg_dsn)
+    try:
+        one.commit(Txn(alerts=[_alert(f"al-{i}", f"r-{i:04d}") for i in range(5)]))
+        copies = [one.get_alert(f"al-{i}") for i in range(5)]
+        theirs = two.get_alert("al-3")
+        assert theirs is not None and all(c is not None for c in copies)
+        theirs.state = "acknowledged"
+        two.commit(Txn(alerts=[theirs]))
+        for c in copies:
+            assert c is not None
+            c.state = "dispatched"
+        fresh = [_alert(f"al-{i}", f"r-{i:04d}") for i in (7, 1, 8)]  # al-1 is taken
+        with pytest.raises(StaleAlertError) as err:
+            one.commit(Txn(alerts=[*copies, *fresh]))
+        assert sorted(err.value.alert_ids) == ["al-1", "al-3"]
+        states = {a.alert_id: a.state for a in one.open_alerts()}
+        assert states == {"al-0": "open", "al-1": "open", "al-2": "open",
+                          "al-3": "acknowledged", "al-4": "open"}
+        ok = [c for c in copies if c is not None and c.alert_id != "al-3"]
+        one.commit(Txn(alerts=[*ok, fresh[0], fresh[2]]))
+        assert [version_of(c) for c in ok] == [2, 2, 2, 2]
+        states = {a.alert_id: a.state for a in two.open_alerts()}
+        assert states == {"al-0": "dispatched", "al-1": "dispatched", "al-2": "dispatched",
+                          "al-3": "acknowledged", "al-4": "dispatched", "al-7": "open",
+                          "al-8": "open"}
+    finally:
+        one.close()
+        two.close()
+
+
 def test_outbox_rows_go_to_one_instance_and_are_taken_over_after_its_lease(pg_dsn: str) -> None:
     a = PgAlertStore(pg_dsn, instance="a", claim_lease_s=30)
     b = PgAlertStore(pg_dsn, instance="b", claim_lease_s=30)
