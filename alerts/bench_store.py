@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 import tempfile
 import time
 from pathlib import Path
@@ -97,46 +98,66 @@ def _storm(config: Any, store: Any, data_dir: Path) -> tuple[int, float]:
     return n, elapsed
 
 
-def _pg_writer(dsn: str, residents: int, rows: range, ready: Any, go: Any, out: Any) -> None:
-    """One engine of the two-writer run, in its own process."""
+def _pg_writer(dsn: str, residents: int, rows: range, go: Any, out: Any) -> None:
+    """One engine of the two-writer run, in its own process: reports ("ready", None), then
+    ("done", (steps, start, end)), or ("error", text) at any point."""
     from alerts.store_pg import PgAlertStore
 
     try:
         config = _config(residents)
         store = PgAlertStore(dsn)
         with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as tmp:
-            ready.release()
-            if not go.wait(60):
-                raise RuntimeError("the other writer did not start")
-            out.put(_cycles(config, rows, store, Path(tmp)))
+            out.put(("ready", None))
+            if not go.wait(120):
+                raise RuntimeError("never told to start")
+            out.put(("done", _cycles(config, rows, store, Path(tmp))))
     except BaseException as e:  # reported to the parent, which raises it
-        ready.release()
-        out.put(repr(e))
+        out.put(("error", repr(e)))
+
+
+def _collect(out: Any, procs: list[Any], kind: str, timeout_s: float) -> list[Any]:
+    """One `kind` report from each writer. A writer's error, or a writer that died without
+    a word (a crash while starting), fails at once, not at the timeout."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(procs):
+        try:
+            tag, value = out.get(timeout=0.2)
+        except queue.Empty:
+            crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if crashed:
+                raise RuntimeError(f"a writer process exited with code {crashed[0]}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"writers did not report {kind} in {timeout_s:.0f} s") from None
+            continue
+        if tag == "error":
+            raise RuntimeError(f"writer failed: {value}")
+        if tag != kind:
+            raise RuntimeError(f"writer reported {tag!r}, expected {kind!r}")
+        got.append(value)
+    return got
 
 
 def _two_writers(dsn: str, residents: int, cycles: int) -> float:
     ctx = multiprocessing.get_context("spawn")  # no inherited threads or connections
-    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    go, out = ctx.Event(), ctx.Queue()
     halves = (range(0, cycles), range(cycles, 2 * cycles))
-    procs = [ctx.Process(target=_pg_writer, args=(dsn, residents, rows, ready, go, out))
+    procs = [ctx.Process(target=_pg_writer, args=(dsn, residents, rows, go, out))
              for rows in halves]
     for p in procs:
         p.start()
+    finished = False
     try:
-        for _ in procs:
-            if not ready.acquire(timeout=120):
-                raise RuntimeError("a writer process did not get ready")
+        _collect(out, procs, "ready", 120)
         go.set()
-        results = [out.get(timeout=600) for _ in procs]
+        results = _collect(out, procs, "done", 600)
+        finished = True
     finally:
-        for p in procs:
-            p.join(timeout=60)
+        for p in procs:  # after a failure, nothing is worth waiting for
+            p.join(timeout=60 if finished else 0)
             if p.is_alive():
                 p.kill()
                 p.join()
-    errors = [r for r in results if isinstance(r, str)]
-    if errors:
-        raise RuntimeError(f"writer failed: {errors[0]}")
     steps = sum(r[0] for r in results)
     return steps / (max(r[2] for r in results) - min(r[1] for r in results))
 

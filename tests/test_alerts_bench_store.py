@@ -4,11 +4,12 @@ one and two writers, each run checked against what the store holds afterwards.""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from alerts.bench_store import _config, _cycles, bench_store
+from alerts.bench_store import _collect, _config, _cycles, bench_store
 from alerts.store import SqliteAlertStore
 
 if TYPE_CHECKING:
@@ -60,3 +61,34 @@ def test_bench_store_refuses_a_store_that_lost_a_step(tmp_path: Path) -> None:
     steps, start, end = _cycles(config, range(4), SqliteAlertStore(tmp_path / "b.db"),
                                 tmp_path)
     assert steps == 12 and end > start
+
+
+def test_a_writer_that_dies_without_a_word_fails_the_run_at_once() -> None:
+    import multiprocessing
+    import os
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=os._exit, args=(3,))  # as a crash while starting would
+    proc.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="exited with code 3"):
+            _collect(out, [proc], "ready", timeout_s=60)
+        assert time.monotonic() - start < 30
+    finally:
+        proc.join()
+        out.close()
+        out.join_thread()
+
+
+def test_a_writer_error_is_raised_with_its_text() -> None:
+    import queue
+
+    out: queue.Queue[tuple[str, Any]] = queue.Queue()
+    out.put(("ready", None))
+    out.put(("error", "OperationalError('gone')"))
+    alive = SimpleNamespace(exitcode=None)
+    with pytest.raises(RuntimeError, match=r"writer failed: OperationalError\('gone'\)"):
+        _collect(out, [alive, alive], "ready", timeout_s=5)
