@@ -86,7 +86,7 @@ def _alerts(quick: bool) -> dict[str, float]:
 def _store(quick: bool) -> dict[str, float]:
     from alerts.bench_store import bench_store
 
-    return bench_store(cycles=50 if quick else 500)
+    return bench_store(cycles=20 if quick else 500)
 
 
 def _sinks(quick: bool) -> dict[str, float]:
