@@ -2,9 +2,10 @@
 
 A step is one action of the alert engine, committed before anything is published (its
 write transaction, then its events marked published): an alert opened from a finding
-(alert row, event, audit entry, outbox notices for its tier-1 staff), acknowledged, or
-resolved. Each cycle runs all three for one resident, so the figure is what the store
-sustains for whole alert life cycles, not for single inserts.
+(alert row, event, audit entry, an outbox notice for the resident's tier-1 carer: every
+staff member is given a webhook, never called), acknowledged, or resolved. Each cycle runs
+all three for one resident, so the figure is what the store sustains for whole alert life
+cycles, not for single inserts.
 
 - `sqlite_steps_per_s`: the embedded default, one engine (SQLite file, synchronous FULL);
 - `pg_steps_per_s`: one engine on PostgreSQL (a local throw-away cluster with PostgreSQL's
@@ -35,10 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def _config(residents: int) -> Any:
+    """The demo registry, every staff member with a webhook: each notice becomes an outbox
+    row, as in a deployment that pages people (the benchmark never sends them)."""
     from config.generate import demo_registry
     from config.loader import parse_config
 
-    return parse_config(demo_registry(residents, seed=0))
+    data = demo_registry(residents, seed=0)
+    for person in data["staff"]:
+        person["webhook"] = f"http://127.0.0.1:9/{person['id']}"
+    return parse_config(data)
 
 
 def _engine(config: Any, store: Any, data_dir: Path) -> tuple[Any, Any, Any]:
