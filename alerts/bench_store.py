@@ -48,8 +48,9 @@ def _config(residents: int) -> Any:
 
 
 def _engine(config: Any, store: Any, data_dir: Path) -> tuple[Any, Any, Any]:
-    """(engine, devices, clock): an engine on `store` at T0 whose notices are recorded in
-    the outbox and not sent."""
+    """(engine, devices, clock): an engine on `store` (None: the engine's own default, the
+    configured SQLite file in `data_dir`) at T0, whose notices are recorded in the outbox
+    and not sent."""
     from alerts.engine import AlertEngine
     from carewatch.clock import SimClock
     from ingest.devices import DeviceTable
@@ -173,16 +174,15 @@ def bench_store(cycles: int = 500, pg_server: PgServer | None = None) -> dict[st
     three fresh databases of `pg_server` (left there: the caller owns the server), or of a
     local cluster started and removed for the run, with PostgreSQL's durable defaults
     (`alerts.pg_local`); without PostgreSQL installed only the SQLite figure is given."""
-    from alerts.store import SqliteAlertStore
     from alerts.store_pg import PgAlertStore
 
     config = _config(2 * cycles)
     out: dict[str, float] = {"cycles": float(cycles)}
     with tempfile.TemporaryDirectory(prefix="carewatch-bench-") as tmp:
-        store = SqliteAlertStore(Path(tmp) / "alerts.db", config.alerts.sqlite_synchronous)
-        steps, start, end = _cycles(config, range(cycles), store, Path(tmp))
+        # SQLite: the store the engine opens by default, as configured, in its data dir
+        steps, start, end = _cycles(config, range(cycles), None, Path(tmp) / "cycles")
         out["sqlite_steps_per_s"] = steps / (end - start)
-        alerts, seconds = _storm(config, SqliteAlertStore(Path(tmp) / "storm.db"), Path(tmp))
+        alerts, seconds = _storm(config, None, Path(tmp) / "storm")
         out["sqlite_storm_alerts_per_s"] = alerts / seconds
     server = pg_server
     if server is None:

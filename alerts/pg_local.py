@@ -116,6 +116,13 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database made by `create_database` (its connections are ended first)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def remove(self) -> None:
         """Stop the server and delete its cluster."""
         self.stop()

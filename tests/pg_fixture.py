@@ -34,11 +34,8 @@ def pg_server() -> Iterator[PgServer]:
 @pytest.fixture
 def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     """A fresh database for one test; dropped afterwards (its connections are ended first)."""
-    import psycopg
-
     name = pg_server.create_database()
     yield pg_server.dsn(name)
     if pg_server.proc is None:  # a test stopped the server and did not restart it
         return
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_server.drop_database(name)

@@ -42,9 +42,8 @@ def test_bench_store_commits_every_cycle_on_both_backends(pg_server: PgServer) -
                 "(SELECT count(*) FROM outbox) FROM alerts").fetchone()
             assert row is not None
             counts.append(tuple(row))
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    for name in made:
+        pg_server.drop_database(name)
     assert sorted(counts) == [(0, 40, 40), (20, 20, 20), (40, 40, 40)]  # a notice each
 
 
