@@ -1,18 +1,22 @@
 """What the supervisor of `run --workers N` serves on `--http` (the workers use the ports
-after it): `/healthz`, `/readyz` (every worker alive and subscribed), `/workers` (each
-worker's towns, pid, restarts and its own console/metrics address) and `/metrics` (worker
-up and restart counts), so one address tells an operator where everything is."""
+after it): the district console over every worker (`console.gateway`), `/healthz`,
+`/readyz` (every worker alive and subscribed), `/workers` (each worker's towns, pid,
+restarts and its own console/metrics address) and `/metrics` (worker up and restart
+counts), so one address serves the on-call room and tells an operator where everything is."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from carewatch.http import MetricsServer
 from carewatch.workers import Supervisor, probe_subscribed
+from config.models import Config
+from console.federation import WorkerLink
+from console.server import ConsoleServer
 
 
 class _WorkerCollector:
@@ -32,9 +36,11 @@ class _WorkerCollector:
         yield restarts
 
 
-def supervisor_server(supervisor: Supervisor, host: str, port: int,
-                      towns: list[list[str]]) -> MetricsServer:
+def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[list[str]],
+                      config: Config, data_dir: Path) -> ConsoleServer:
     """The supervisor's HTTP server; worker k is on `port + 1 + k`."""
+    from console.gateway import create_gateway
+
     registry = CollectorRegistry()
     registry.register(_WorkerCollector(supervisor))
     ports = [port + 1 + k for k in range(len(towns))]
@@ -50,4 +56,13 @@ def supervisor_server(supervisor: Supervisor, host: str, port: int,
                                         supervisor.alive(), strict=True)]
         return 200, orjson.dumps({"workers": doc}), "application/json"
 
-    return MetricsServer(host, port, registry, ready, routes={"/workers": workers})
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    links = [WorkerLink(k, tuple(t), f"http://{_url_host(local)}:{ports[k]}")
+             for k, t in enumerate(towns)]
+    app = create_gateway(config, links, data_dir, registry=registry, ready=ready,
+                         routes={"/workers": workers})
+    return ConsoleServer(app, host, port, lifespan="on")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -204,6 +204,8 @@ def worker_argv(
         f"{index}/{workers}",
         "--data-dir",
         str(data_dir / f"worker-{index}"),
+        "--console-dir",
+        str(data_dir),
     ]
     if http is not None:
         argv += ["--http", f"{http[0]}:{http[1] + 1 + index}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,9 +16,12 @@ from console.settings import ConsoleSettings
 class ConsoleServer:
     """`start()` returns once listening (port 0 picks a free one); `stop()` joins."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int,
+                 lifespan: Literal["on", "off"] = "off") -> None:
+        """`lifespan="on"` runs the app's lifespan (start-up and shutdown) on the server's
+        loop (the district console opens and closes its worker client there)."""
         self.app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan,
                                 access_log=False, timeout_graceful_shutdown=3,
                                 ws="none", loop="asyncio")
         self.server = uvicorn.Server(config)
@@ -53,6 +56,9 @@ class ConsoleServer:
         ctx: Ctx | None = getattr(self.app.state, "ctx", None)
         if ctx is not None:
             ctx.live.close()  # end the event streams so shutdown need not wait for them
+        close_streams = getattr(self.app.state, "close_streams", None)
+        if close_streams is not None:
+            close_streams()  # the district console's merged streams, likewise
         self.server.should_exit = True
         if self.thread.is_alive():
             self.thread.join(timeout=10)

@@ -17,17 +17,31 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from alerts.model import DEFAULT_ACK_TIMEOUT_S, SEVERITY_NAMES, TIER_NAMES
 from config.models import Config
-from routines.alertdata import AlertData, AlertRecord
+from routines.alertdata import AlertRecord
 from routines.model import Task
 from routines.schedule import KINDS
-from routines.store import TaskStore
+
+
+class TaskHistory(Protocol):
+    """The tasks a report reads (a task store, or several: `routines.district`)."""
+
+    def tasks(self, *, issued_from: float | None = None, issued_to: float | None = None,
+              kind: str | None = None, resident_id: str | None = None,
+              town_id: str | None = None) -> list[Task]: ...
+
+
+class AlertHistory(Protocol):
+    """The alerts a report reads (`routines.alertdata.AlertData`, or several)."""
+
+    def opened_between(self, start: float, end: float) -> list[AlertRecord]: ...
+
 
 TASK_STATES_SHOWN = ("done", "late", "missed", "open")
 
@@ -208,8 +222,8 @@ def _daily_series(records: list[AlertRecord], tasks: list[Task], start: float, e
     return list(days.values())
 
 
-def build_report(config: Config, tasks: TaskStore, alerts: AlertData, kind: str, label: str,
-                 as_of: float) -> dict[str, Any]:
+def build_report(config: Config, tasks: TaskHistory, alerts: AlertHistory, kind: str,
+                 label: str, as_of: float) -> dict[str, Any]:
     """The supervision report for a local day or month, as of `as_of` (JSON-ready)."""
     tz = ZoneInfo(config.timezone)
     start, end = period_bounds(kind, label, tz)

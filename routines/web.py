@@ -23,10 +23,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from config.models import Config
 from routines.alertdata import AlertData
 from routines.html import render_html
 from routines.model import OUTCOMES, Task, TaskError, TaskNotFoundError
-from routines.reports import build_report
+from routines.reports import AlertHistory, TaskHistory, build_report
 from routines.service import Routines
 
 LABEL = r"^\d{4}-\d{2}(-\d{2})?$"
@@ -50,27 +51,77 @@ def _in_scope(p: Any, t: Task) -> bool:
     return t.owner == p.staff_id or p.staff_id in t.on_duty
 
 
-def _report_towns(routines: Routines, p: Any) -> list[str] | None:
+def _report_towns(config: Config, p: Any) -> list[str] | None:
     """Towns whose report this principal may read (None: the whole district)."""
     tier = int(p.tier)
     if tier >= 4:
         return None
     if tier == 3:
         return [p.town] if p.town else []
-    inst = {i.id: i.towns for i in routines.config.institutions}
+    inst = {i.id: i.towns for i in config.institutions}
     return list(inst.get(p.institution or "", []))
 
 
-def _institutions_in_scope(routines: Routines, p: Any) -> set[str] | None:
+def _institutions_in_scope(config: Config, p: Any) -> set[str] | None:
     """Institution ids whose tasks this principal may list (None: all)."""
     tier = int(p.tier)
     if tier >= 4:
         return None
     if tier == 3:
-        served = {i.id for i in routines.config.institutions if p.town in i.towns}
-        return served | {r.institution for r in routines.config.residents
+        served = {i.id for i in config.institutions if p.town in i.towns}
+        return served | {r.institution for r in config.residents
                          if r.town == p.town and r.institution}
     return {p.institution} if p.institution else set()
+
+
+def _scope_names(config: Config) -> dict[str, dict[str, str]]:
+    """Id -> display name of towns and institutions (for `my_scope`)."""
+    return {"towns": {t.id: t.name or t.id for t in config.towns},
+            "institutions": {i.id: i.name or i.id for i in config.institutions}}
+
+
+def my_scope_doc(config: Config, p: Any) -> dict[str, Any]:
+    """What this principal may filter by: report towns (and the district), institutions."""
+    names = _scope_names(config)
+    towns = _report_towns(config, p)
+    insts = _institutions_in_scope(config, p)
+    return {"district": towns is None,
+            "towns": [{"id": t, "name": names["towns"].get(t, t)}
+                      for t in (names["towns"] if towns is None else towns)],
+            "institutions": [{"id": i, "name": n} for i, n in names["institutions"].items()
+                             if insts is None or i in insts]}
+
+
+def report_for(config: Config, store: TaskHistory, data: AlertHistory, p: Any, label: str,
+               town: str | None, now: float) -> dict[str, Any]:
+    """The report `label` (a local day YYYY-MM-DD or month YYYY-MM) as principal `p` may
+    read it: the district for tier 4, else only the towns in their scope; `town` narrows
+    it to one town. HTTPException (403/404/422) otherwise."""
+    kind = "day" if len(label) == 10 else "month"
+    towns = _report_towns(config, p)
+    if towns is not None and not towns:
+        raise HTTPException(403, "no report in your scope")
+    if town is not None:
+        if town not in {t.id for t in config.towns}:
+            raise HTTPException(404, f"no town {town}")
+        if towns is not None and town not in towns:
+            raise HTTPException(403, f"town {town} is outside your scope")
+    try:
+        rep = build_report(config, store, data, kind, label, now)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if towns is not None or town is not None:
+        keep = [town] if town is not None else towns or []
+        rep["district"] = None
+        rep["towns"] = {k: v for k, v in rep["towns"].items() if k in keep}
+    return rep
+
+
+def report_page(rep: dict[str, Any], town: str | None) -> str:
+    """A report document as its HTML page (one town's when the district is not shown)."""
+    if rep["district"] is None:
+        town = town if town in rep["towns"] else next(iter(rep["towns"]))
+    return render_html(rep, town)
 
 
 def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., Any],
@@ -99,13 +150,7 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
     @api.get("/scope")
     def my_scope(p: Reader) -> dict[str, Any]:
         """What this principal may filter by: report towns (and the district), institutions."""
-        towns = _report_towns(routines, p)
-        insts = _institutions_in_scope(routines, p)
-        return {"district": towns is None,
-                "towns": [{"id": t, "name": town_names.get(t, t)}
-                          for t in (town_names if towns is None else towns)],
-                "institutions": [{"id": i, "name": n} for i, n in inst_names.items()
-                                 if insts is None or i in insts]}
+        return my_scope_doc(routines.config, p)
 
     def doc(t: Task, now: float) -> dict[str, Any]:
         out = t.to_doc()
@@ -132,7 +177,7 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
         if view == "institution" and institution is not None:
             if institution not in inst_names:
                 raise HTTPException(404, f"no institution {institution}")
-            insts = _institutions_in_scope(routines, p)
+            insts = _institutions_in_scope(routines.config, p)
             if insts is not None and institution not in insts:
                 raise denied(f"institution {institution}")
         found = [t for t in found if allowed(p, t)]
@@ -171,25 +216,8 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
         return {"task": doc(done, routines.clock.now())}
 
     def _report(p: Any, label: str, town: str | None = None) -> dict[str, Any]:
-        kind = "day" if len(label) == 10 else "month"
-        towns = _report_towns(routines, p)
-        if towns is not None and not towns:
-            raise HTTPException(403, "no report in your scope")
-        if town is not None:
-            if town not in town_names:
-                raise HTTPException(404, f"no town {town}")
-            if towns is not None and town not in towns:
-                raise HTTPException(403, f"town {town} is outside your scope")
-        try:
-            rep = build_report(routines.config, routines.store, data, kind, label,
-                               routines.clock.now())
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        if towns is not None or town is not None:
-            keep = [town] if town is not None else towns or []
-            rep["district"] = None
-            rep["towns"] = {k: v for k, v in rep["towns"].items() if k in keep}
-        return rep
+        return report_for(routines.config, routines.store, data, p, label, town,
+                          routines.clock.now())
 
     @api.get("/reports/{label}")
     def report_json(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader,
@@ -201,9 +229,6 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
     @api.get("/reports/{label}/html", response_class=HTMLResponse)
     def report_html(label: Annotated[str, PathParam(pattern=LABEL)], p: Reader,
                     town: str | None = None) -> HTMLResponse:
-        rep = _report(p, label, town)
-        if rep["district"] is None:
-            town = town if town in rep["towns"] else next(iter(rep["towns"]))
-        return HTMLResponse(render_html(rep, town))
+        return HTMLResponse(report_page(_report(p, label, town), town))
 
     return api

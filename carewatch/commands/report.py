@@ -6,16 +6,11 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from carewatch.clock import WallClock
-
-if TYPE_CHECKING:
-    from config.models import Config
-    from routines.alertdata import AlertData
-    from routines.store import TaskStore
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +23,9 @@ def register(subparsers: Any) -> None:
     when.add_argument("--month", help="local month, YYYY-MM")
     when.add_argument("--day", help="local day, YYYY-MM-DD")
     sub.add_argument("--config", required=True, help="registry file")
-    sub.add_argument("--data-dir", help="holds the SQLite alert and routine stores "
-                     "(default: storage.data_dir of the config; unused on PostgreSQL)")
+    sub.add_argument("--data-dir", help="holds the SQLite alert and routine stores, or "
+                     "the worker-k directories of `run --workers N` (default: storage.data_dir "
+                     "of the config; unused on PostgreSQL)")
     sub.add_argument("--out", help="HTML file to write")
     sub.add_argument("--json", dest="json_out", help="JSON file to write ('-' for stdout)")
     sub.add_argument("--pdf", help="PDF file of the charts (matplotlib)")
@@ -40,32 +36,9 @@ def register(subparsers: Any) -> None:
     sub.set_defaults(func=run)
 
 
-def _stores(config: Config, data_dir: Path) -> tuple[TaskStore, AlertData] | str:
-    """The configured task store and alert history, read-only; or why there is none."""
-    from routines.alertdata import AlertData
-
-    if config.storage.alerts_backend == "postgresql":
-        from alerts.store_pg_conn import dsn_from_settings
-        from routines.alertdata_pg import PgAlertData
-        from routines.store_pg import PgTaskStore
-
-        dsn = dsn_from_settings(config.storage.postgresql)
-        pg = PgTaskStore(dsn, readonly=True)
-        if not pg.exists():
-            pg.close()
-            return "no routine tables in the PostgreSQL database (run the service first)"
-        return pg, PgAlertData(dsn)
-    from routines.store import SqliteTaskStore
-
-    tasks_db = data_dir / config.routines.db_file
-    if not tasks_db.exists():
-        return f"no routine store at {tasks_db} (run the service with routines first)"
-    return (SqliteTaskStore(tasks_db, readonly=True),
-            AlertData(data_dir / config.alerts.db_file))
-
-
 def run(args: argparse.Namespace) -> int:
     from config.loader import load_config
+    from routines.district import district_history
     from routines.html import render_html
     from routines.reports import build_report
 
@@ -82,17 +55,18 @@ def run(args: argparse.Namespace) -> int:
     if args.town is not None and args.town not in {t.id for t in config.towns}:
         print(f"--town: unknown town {args.town!r}", file=sys.stderr)
         return 2
-    stores = _stores(config, Path(args.data_dir or config.storage.data_dir))
+    # the whole district: with `run --workers N`, every worker's stores (DATA_DIR/worker-k)
+    stores = district_history(config, Path(args.data_dir or config.storage.data_dir))
     if isinstance(stores, str):
         print(stores, file=sys.stderr)
         return 1
-    store, alert_data = stores
+    tasks, alert_data, closer = stores
     try:
         kind, label = ("month", args.month) if args.month else ("day", args.day)
-        report = build_report(config, store, alert_data, kind, label,
+        report = build_report(config, tasks, alert_data, kind, label,
                               args.as_of if args.as_of is not None else WallClock().now())
     finally:
-        store.close()
+        closer.close()
     if args.json_out:
         doc = orjson.dumps(report, option=orjson.OPT_INDENT_2)
         if args.json_out == "-":

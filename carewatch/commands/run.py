@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run N worker processes, each owning a disjoint set of towns (default 1: one process)",
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": set by the supervisor
+    # the supervisor's data dir: its users file and session key are every worker's too
+    p.add_argument("--console-dir", help=argparse.SUPPRESS)
     p.set_defaults(func=main)
 
 
@@ -65,10 +67,17 @@ def main(args: argparse.Namespace) -> int:
         topics = worker_topics(towns)
         broker = broker.model_copy(update={"client_id": f"{broker.client_id}-w{index}"})
     from console.app import ConsoleStartError
+    from console.settings import ConsoleSettings
 
+    console = None
+    if args.console_dir:
+        shared = Path(args.console_dir)
+        console = ConsoleSettings(users_file=shared / "users.json",
+                                  secret_file=shared / "console.secret")
     try:
         data_dir = Path(args.data_dir) if args.data_dir else None
-        service = Service(config, broker=broker, http=http, data_dir=data_dir, topics=topics)
+        service = Service(config, broker=broker, http=http, data_dir=data_dir, topics=topics,
+                          console=console)
         service.pipeline.decoder.foreign_towns = foreign
     except ConsoleStartError as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
@@ -116,9 +125,10 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) 
     supervisor.start()
     from carewatch.supervisor_http import supervisor_server
 
-    server = supervisor_server(supervisor, http[0], http[1], parts)
+    server = supervisor_server(supervisor, http[0], http[1], parts, config, data_dir)
     server.start()
-    print(f"carewatch: supervisor on http://{http[0]}:{http[1]}/workers", flush=True)
+    print(f"carewatch: district console http://{http[0]}:{http[1]}/ "
+          f"(every town; workers /workers)", flush=True)
     for k, towns in enumerate(parts):
         print(
             f"carewatch: worker {k} owns {len(towns)} towns: {', '.join(towns)}; "

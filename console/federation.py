@@ -1,0 +1,126 @@
+"""One district console over `carewatch run --workers N`: who owns what, and how the
+workers' answers combine (pure functions, no I/O; `console.gateway` does the requests).
+
+Each worker's console answers for its own towns. The district console asks the owner where
+one worker holds the answer (a resident, their alerts and series, a town's report) and asks
+every worker where the answer is a list (the board, the resident list, tasks, silences),
+merging the lists in the order one console over every town would give. A worker that does
+not answer is a monitoring problem in its own right (`worker_down`): its towns are not
+being watched, and every page's banner says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from config.models import Config
+from console.views import STATUSES, board_key
+
+# worst first: a merged state is the worst of the workers' states
+MONITORING_STATES = ("down", "degraded", "ok")
+
+
+@dataclass(frozen=True)
+class WorkerLink:
+    """Where worker `index` answers, and the towns it owns."""
+
+    index: int
+    towns: tuple[str, ...]
+    url: str  # "http://host:port" (no trailing slash)
+
+
+@dataclass(frozen=True)
+class WorkerDown:
+    """A worker that did not answer a request."""
+
+    index: int
+    towns: tuple[str, ...]
+    reason: str
+
+
+class Owners:
+    """Which worker owns each town and resident (the supervisor's partition)."""
+
+    def __init__(self, config: Config, workers: list[WorkerLink]) -> None:
+        self.workers = workers
+        self.of_town = {t: w.index for w in workers for t in w.towns}
+        self.of_resident = {r.id: self.of_town[r.town] for r in config.residents
+                            if r.town in self.of_town}
+        self.order = {r.id: i for i, r in enumerate(config.residents)}  # registry order
+
+    def worker(self, index: int) -> WorkerLink:
+        return self.workers[index]
+
+    def for_resident(self, resident_id: str) -> WorkerLink | None:
+        k = self.of_resident.get(resident_id)
+        return None if k is None else self.workers[k]
+
+    def for_town(self, town_id: str) -> WorkerLink | None:
+        k = self.of_town.get(town_id)
+        return None if k is None else self.workers[k]
+
+
+def down_problem(down: WorkerDown, now: float) -> dict[str, Any]:
+    """A `/api/health` problem for a worker that does not answer (since: unknown)."""
+    return {"code": "worker_down", "level": "down", "since": None,
+            "detail": f"worker {down.index} ({', '.join(down.towns)}): {down.reason}"}
+
+
+def merge_health(answers: list[dict[str, Any]], down: list[WorkerDown], now: float
+                 ) -> dict[str, Any]:
+    """The district's monitoring state: the worst worker's state, every problem (each
+    worker's, named by worker), and `worker_down` for each worker that did not answer. A
+    silent worker makes the state at least "degraded": the other towns are watched."""
+    problems: list[dict[str, Any]] = []
+    states = []
+    for doc in answers:
+        states.append(doc.get("state", "down"))
+        problems += [dict(p) for p in doc.get("problems", [])]
+    problems += [down_problem(d, now) for d in down]
+    if down:
+        states.append("down" if not answers else "degraded")
+    state = min(states, key=MONITORING_STATES.index, default="down")
+    return {"state": state, "now": now, "problems": problems,
+            "workers": len(answers) + len(down), "workers_answering": len(answers)}
+
+
+def merge_alerts(answers: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """The board: every worker's open alerts, most urgent first (as one console sorts)."""
+    rows = [row for doc in answers for row in doc.get("alerts", [])]
+    rows.sort(key=board_key)
+    return {"now": now, "alerts": rows}
+
+
+def merge_residents(answers: list[dict[str, Any]], owners: Owners, offset: int, limit: int,
+                    now: float) -> dict[str, Any]:
+    """The resident list: counts summed; rows in one console's order (alerts first, then
+    worst severity, then registry order), then the page. Each worker was asked for its
+    first `offset + limit` rows, which hold every row this page can need."""
+    counts = {s: 0 for s in STATUSES}
+    total = 0
+    rows: list[dict[str, Any]] = []
+    for doc in answers:
+        total += int(doc.get("total", 0))
+        for s, k in doc.get("counts", {}).items():
+            counts[s] = counts.get(s, 0) + int(k)
+        rows += doc.get("residents", [])
+    rows.sort(key=lambda r: (STATUSES.index(r["status"]), -int(r["worst_severity"]),
+                             owners.order.get(r["resident_id"], len(owners.order))))
+    return {"now": now, "total": total, "counts": counts,
+            "residents": rows[offset:offset + limit]}
+
+
+def merge_list(answers: list[dict[str, Any]], key: str, **extra: Any) -> dict[str, Any]:
+    """Concatenate one list field of every answer (silences, tasks), keeping `extra`."""
+    out: dict[str, Any] = dict(extra)
+    out[key] = [item for doc in answers for item in doc.get(key, [])]
+    return out
+
+
+def merge_tasks(answers: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Tasks of every worker, earliest due first (each worker lists its own in that order)."""
+    tasks = [t for doc in answers for t in doc.get("tasks", [])]
+    tasks.sort(key=lambda t: (float(t.get("due_at") or 0.0), str(t.get("task_id"))))
+    view = answers[0].get("view") if answers else None
+    return {"now": now, "view": view, "tasks": tasks}
