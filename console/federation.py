@@ -61,14 +61,16 @@ class Owners:
         return None if k is None else self.workers[k]
 
 
-def down_problem(down: WorkerDown, now: float) -> dict[str, Any]:
-    """A `/api/health` problem for a worker that does not answer (since: unknown)."""
+def down_problem(down: WorkerDown, town_names: dict[str, str]) -> dict[str, Any]:
+    """A `/api/health` problem for a worker that does not answer (since: unknown), naming
+    the towns it owns (the banner lists them)."""
     return {"code": "worker_down", "level": "down", "since": None,
-            "detail": f"worker {down.index} ({', '.join(down.towns)}): {down.reason}"}
+            "detail": f"worker {down.index} ({', '.join(down.towns)}): {down.reason}",
+            "worker": down.index, "towns": [town_names.get(t, t) for t in down.towns]}
 
 
-def merge_health(answers: list[dict[str, Any]], down: list[WorkerDown], now: float
-                 ) -> dict[str, Any]:
+def merge_health(answers: list[dict[str, Any]], down: list[WorkerDown], now: float,
+                 town_names: dict[str, str] | None = None) -> dict[str, Any]:
     """The district's monitoring state: the worst worker's state, every problem (each
     worker's, named by worker), and `worker_down` for each worker that did not answer. A
     silent worker makes the state at least "degraded": the other towns are watched."""
@@ -77,7 +79,7 @@ def merge_health(answers: list[dict[str, Any]], down: list[WorkerDown], now: flo
     for doc in answers:
         states.append(doc.get("state", "down"))
         problems += [dict(p) for p in doc.get("problems", [])]
-    problems += [down_problem(d, now) for d in down]
+    problems += [down_problem(d, town_names or {}) for d in down]
     if down:
         states.append("down" if not answers else "degraded")
     state = min(states, key=MONITORING_STATES.index, default="down")

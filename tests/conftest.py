@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ingest.broker import MosquittoProcess
+from tests.district_harness import district  # noqa: F401  (a fixture: run --workers 2)
 
 
 @pytest.fixture

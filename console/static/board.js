@@ -30,7 +30,7 @@
     const canAck = unacked(a);
     const canDispatch = a.state !== "dispatched";
     return `<li class="alert sev-${CW.esc(a.severity)} st-${CW.esc(a.state)}" data-alert-id="${CW.esc(a.alert_id)}"
-        data-state="${CW.esc(a.state)}" data-severity="${CW.esc(a.severity)}">
+        data-resident-id="${CW.esc(a.resident_id)}"${a.stale ? ' data-stale="1"' : ""} data-state="${CW.esc(a.state)}" data-severity="${CW.esc(a.severity)}">
       <div class="sev">${CW.esc(CW.t("sev_" + a.severity))}</div>
       <div class="main">
         <div class="line1">
@@ -39,6 +39,7 @@
           <span class="kind">${CW.esc(CW.t("k_" + a.kind))}</span>
           <span class="state">${CW.esc(CW.t("state_" + a.state))}</span>
           <span class="tier">T${a.tier} ${CW.esc(CW.t("tier_" + a.tier))}</span>
+          ${a.stale ? `<span class="stale">${CW.esc(CW.t("stale"))}</span>` : ""}
         </div>
         <div class="evidence">${CW.esc(text)}</div>
         <div class="line3">

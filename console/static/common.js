@@ -24,7 +24,7 @@ const CW = (() => {
       st_alert: "告警", st_offline: "离线", st_not_worn: "未佩戴", st_low_battery: "电量低",
       st_normal: "正常",
       sev_critical: "危急", sev_high: "高", sev_medium: "中", sev_low: "低",
-      state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
+      stale: "数据未更新（监测进程无响应）", state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
       state_dispatched: "已派单", state_resolved: "已办结",
       tier_1: "服务人员", tier_2: "服务机构", tier_3: "镇（街道）民政办", tier_4: "区级救助服务中心",
       v_hr: "心率 (次/分)", v_spo2: "血氧饱和度 (%)", v_rr: "呼吸频率 (次/分)",
@@ -55,6 +55,7 @@ const CW = (() => {
       p_pipeline_stopped: "监测处理已停止",
       p_broker_link_down: "与设备消息代理的连接已断开", p_not_subscribed: "未订阅设备数据",
       p_no_data: "未收到任何设备数据", p_store_unwritable: "告警无法写入存储",
+      p_worker_down: "监测进程无响应，以下镇街未被监测",
       p_ingest_lagging: "数据处理积压", p_inbox_shedding: "正在舍弃部分体征数据",
       p_history_losing: "历史数据存储正在丢失样本", p_broker_dropping: "消息代理正在丢弃消息",
       p_notifications_failing: "告警通知发送失败", p_inbox_filling: "接收队列即将满",
@@ -85,7 +86,7 @@ const CW = (() => {
       st_alert: "alert", st_offline: "offline", st_not_worn: "not worn",
       st_low_battery: "low battery", st_normal: "normal",
       sev_critical: "critical", sev_high: "high", sev_medium: "medium", sev_low: "low",
-      state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
+      stale: "not updating (its worker is not answering)", state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
       state_dispatched: "dispatched", state_resolved: "resolved",
       tier_1: "service staff", tier_2: "institution", tier_3: "town office", tier_4: "district",
       v_hr: "Heart rate (bpm)", v_spo2: "SpO2 (%)", v_rr: "Respiratory rate (/min)",
@@ -120,6 +121,7 @@ const CW = (() => {
       p_pipeline_stopped: "the monitoring pipeline stopped",
       p_broker_link_down: "the link to the device broker is down",
       p_not_subscribed: "not subscribed to device data", p_no_data: "no device data at all",
+      p_worker_down: "a monitoring worker is not answering; these towns are not monitored",
       p_store_unwritable: "alerts cannot be stored", p_ingest_lagging: "processing is behind",
       p_inbox_shedding: "some vital signs are being shed",
       p_history_losing: "the history store is losing samples",
@@ -224,7 +226,10 @@ const CW = (() => {
     el.className = `health ${state}`;
     if (state === "ok") { el.textContent = ""; return; }
     const parts = state === "unreachable" ? [] : health.problems.map((p) => {
-      const label = t("p_" + p.code);
+      let label = t("p_" + p.code);
+      if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
+        label += (lang === "zh" ? "：" : ": ") + p.towns.join(lang === "zh" ? "、" : ", ");
+      }
       if (p.since === null || p.since === undefined) return esc(label);
       const dur = fmtDur((health.now || now()) - p.since);
       const at = esc(fmtTime(p.since));

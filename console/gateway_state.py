@@ -1,0 +1,185 @@
+"""The district console's link to the workers: the partition, sign-in, asking workers and
+relaying their answers, and which worker holds which alert (`console.gateway`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from carewatch.clock import WallClock
+from config.models import ID_PATTERN, Config
+from console.auth import Auth
+from console.federation import Owners, WorkerDown, WorkerLink
+from console.gateway_stream import StreamHub
+from console.scope import Principal, Scopes
+from console.settings import ConsoleSettings
+from console.users import UserStore, secret_key
+from console.views import Names
+from ingest.devices import DeviceTable
+
+FORWARD = ("cookie", "authorization", "x-csrf-token", "content-type", "accept-language")
+# ids go into the workers' URLs: only the characters ids may have
+Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
+TaskId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_:.-]{1,200}$")]
+
+
+class Gateway:
+    """State shared by the gateway's routes: the partition, auth, the worker client."""
+
+    def __init__(self, config: Config, workers: list[WorkerLink], data_dir: Path,
+                 settings: ConsoleSettings, timeout_s: float, health_timeout_s: float) -> None:
+        self.config, self.workers, self.data_dir = config, workers, data_dir
+        self.settings, self.timeout_s = settings, timeout_s
+        # a hung worker must not hold the banner back: health asks give up sooner
+        self.health_timeout_s = health_timeout_s
+        self.clock = WallClock()
+        self.owners = Owners(config, workers)
+        self.devices = DeviceTable.from_config(config)
+        self.scopes = Scopes(config, self.devices)
+        self.names = Names(config)
+        users = UserStore(settings.users_file or data_dir / "users.json", config)
+        self.auth = Auth(users, secret_key(settings.secret_file or data_dir / "console.secret"),
+                         settings.session_ttl_s, settings.auth_clock,
+                         settings.login_max_failures, settings.login_lockout_s,
+                         settings.cookie_secure)
+        self.alert_owner: dict[str, int] = {}  # alert id -> worker, learnt from answers
+        # each worker's open alerts as last seen (board answers, the live stream): shown,
+        # marked stale, while that worker does not answer (its alerts are still open)
+        self.known: dict[int, dict[str, dict[str, Any]]] = {w.index: {} for w in workers}
+        self.client: httpx.AsyncClient | None = None
+        self.hub: StreamHub | None = None
+
+    # ---- asking workers -----------------------------------------------------------------
+    async def ask(self, w: WorkerLink, request: Request, method: str, path: str,
+                  params: dict[str, Any] | None = None, body: bytes | None = None,
+                  timeout_s: float | None = None) -> httpx.Response | WorkerDown:
+        assert self.client is not None
+        headers = {k: v for k in FORWARD if (v := request.headers.get(k)) is not None}
+        try:
+            return await self.client.request(method, w.url + path, params=params,
+                                             content=body, headers=headers,
+                                             timeout=timeout_s or self.timeout_s)
+        except httpx.HTTPError as exc:
+            return WorkerDown(w.index, w.towns, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+    async def ask_each(self, request: Request, path: str,
+                       params: dict[str, Any] | None = None, timeout_s: float | None = None
+                       ) -> tuple[dict[int, dict[str, Any]], list[WorkerDown]]:
+        """Every worker's JSON answer to GET `path`, by worker; a 4xx is the request's own
+        fault and is answered as is; workers that fail otherwise (or answer later than
+        `timeout_s`) are listed as down."""
+        got = await asyncio.gather(*(self.ask(w, request, "GET", path, params,
+                                              timeout_s=timeout_s) for w in self.workers))
+        answers: dict[int, dict[str, Any]] = {}
+        down = []
+        for w, r in zip(self.workers, got, strict=True):
+            if isinstance(r, WorkerDown):
+                down.append(r)
+            elif r.status_code == 200:
+                answers[w.index] = r.json()
+            elif 400 <= r.status_code < 500:
+                raise HTTPException(r.status_code, _detail(r))
+            else:
+                down.append(WorkerDown(w.index, w.towns, f"HTTP {r.status_code}: {_detail(r)}"))
+        return answers, down
+
+    async def ask_all(self, request: Request, path: str, params: dict[str, Any] | None = None,
+                      timeout_s: float | None = None
+                      ) -> tuple[list[dict[str, Any]], list[WorkerDown]]:
+        """`ask_each`'s answers as a list, in worker order."""
+        answers, down = await self.ask_each(request, path, params, timeout_s)
+        return list(answers.values()), down
+
+    def learn(self, rows: list[dict[str, Any]], whole: int | None = None) -> None:
+        """Remember which worker holds each alert (for acting on it by id) and the open
+        ones' last rows; `whole`: these rows are all of that worker's open alerts."""
+        if whole is not None:
+            self.known[whole] = {}
+        for row in rows:
+            k = self.owners.of_resident.get(str(row.get("resident_id")))
+            if k is None or "alert_id" not in row:
+                continue
+            alert_id = str(row["alert_id"])
+            self.alert_owner[alert_id] = k
+            if row.get("state") == "resolved":
+                self.known[k].pop(alert_id, None)
+            else:
+                self.known[k][alert_id] = row
+        if len(self.alert_owner) > 200_000:  # bounded: the oldest half goes
+            for key in list(self.alert_owner)[:100_000]:
+                del self.alert_owner[key]
+
+    async def owner_of_alert(self, request: Request, alert_id: str) -> WorkerLink:
+        k = self.alert_owner.get(alert_id)
+        if k is not None:
+            return self.owners.worker(k)
+        # not seen yet (e.g. a page older than this gateway): ask every worker; only the
+        # owner has it in scope (and only the owner audits the look)
+        got = await asyncio.gather(*(self.ask(w, request, "GET", f"/api/alerts/{alert_id}")
+                                     for w in self.workers))
+        for r in got:
+            if not isinstance(r, WorkerDown) and r.status_code == 200:
+                self.learn([r.json()["alert"]])
+                if alert_id in self.alert_owner:
+                    return self.owners.worker(self.alert_owner[alert_id])
+        if any(isinstance(r, WorkerDown) for r in got):
+            raise HTTPException(503, f"alert {alert_id} not found on the workers answering; "
+                                "a worker is down")
+        raise HTTPException(404, f"no alert {alert_id}")
+
+    def last_known(self, k: int, p: Principal, include_acknowledged: bool
+                   ) -> list[dict[str, Any]]:
+        """Worker `k`'s open alerts in `p`'s scope as last seen, each marked stale."""
+        return [{**row, "stale": True} for row in self.known[k].values()
+                if self.scopes.allows_resident(p, str(row["resident_id"]))
+                and (include_acknowledged or row.get("state") in ("open", "escalated"))]
+
+    def resident_owner(self, resident_id: str) -> WorkerLink:
+        w = self.owners.for_resident(resident_id)
+        if w is None:
+            raise HTTPException(404, f"no resident {resident_id}")
+        return w
+
+
+def _reader(request: Request) -> Principal:
+    gw: Gateway = request.app.state.gateway
+    return gw.auth.require(request)
+
+
+def _actor(request: Request) -> Principal:
+    gw: Gateway = request.app.state.gateway
+    return gw.auth.require_csrf(request)
+
+
+# Module level: with postponed annotations FastAPI resolves these names from the module.
+Reader = Annotated[Principal, Depends(_reader)]
+Actor = Annotated[Principal, Depends(_actor)]
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail", r.text))
+    except ValueError:
+        return r.text
+
+
+def relay(r: httpx.Response | WorkerDown, cookies: bool = False) -> Response:
+    """A worker's answer as the gateway's (503 naming the worker when it did not answer)."""
+    if isinstance(r, WorkerDown):
+        return Response(orjson.dumps({"detail": f"worker {r.index} not answering: {r.reason}"}),
+                        status_code=503, media_type="application/json")
+    out = Response(r.content, status_code=r.status_code,
+                   media_type=r.headers.get("content-type", "application/json"))
+    if cookies:
+        for value in r.headers.get_list("set-cookie"):
+            out.headers.append("set-cookie", value)
+    return out
+
+
