@@ -66,6 +66,8 @@ class District:
     pids: dict[int, int]
     staff: str  # the district centre (tier 4)
     proc: subprocess.Popen[str]
+    registry: Path
+    data: Path  # the supervisor's data dir (worker k's is data/worker-k)
 
     def stop(self) -> None:
         """Stop the supervisor (SIGTERM) and wait for it; it must exit cleanly."""
@@ -106,9 +108,9 @@ def district(mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[District]:
                 pids[int(m.group(1))] = int(m.group(2))
         wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
                  what="both workers subscribed")
-        found = District(config, partition_towns(config, 2), http, pids, staff, proc)
+        found = District(config, partition_towns(config, 2), http, pids, staff, proc, reg, data)
     except BaseException:
-        District(config, [], http, pids, staff, proc).stop()
+        District(config, [], http, pids, staff, proc, reg, data).stop()
         raise
     try:
         yield found

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 
 from carewatch.clock import WallClock
 from ingest.broker import MosquittoProcess
@@ -67,6 +72,19 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
         assert rec["resident"]["town_id"] == res[1].town and rec["alerts"]
         assert gw.get("/api/residents/nobody").status_code == 404
         assert gw.get("/api/health").json()["workers_answering"] == 2
+        # today's report covers both workers' stores, here and from `carewatch report`
+        day = datetime.fromtimestamp(now, ZoneInfo(config.timezone)).date().isoformat()
+        rep = gw.get(f"/api/routines/reports/{day}").json()
+        cli = subprocess.run([sys.executable, "-m", "carewatch.cli", "report", "--config",
+                              str(district.registry), "--data-dir", str(district.data),
+                              "--day", day, "--json", "-"], capture_output=True, text=True,
+                             check=True)
+        for doc in (rep, orjson.loads(cli.stdout)):
+            assert doc["district"]["alerts"]["by_kind"].get("fall") == 2
+            for r in res:
+                assert doc["towns"][r.town]["alerts"]["by_kind"].get("fall") == 1
+        html = gw.get(f"/api/routines/reports/{day}/html")
+        assert html.status_code == 200 and "<html" in html.text.lower()
         # worker 1 hangs: the banner names it, and its open alert stays on the board, stale
         os.kill(pids[1], signal.SIGSTOP)
         try:

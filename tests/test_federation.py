@@ -1,0 +1,71 @@
+"""How the district console combines its workers' answers (console.federation)."""
+
+from __future__ import annotations
+
+from config.generate import demo_registry
+from config.loader import parse_config
+from console.federation import (
+    Owners,
+    WorkerDown,
+    WorkerLink,
+    merge_alerts,
+    merge_health,
+    merge_residents,
+    merge_tasks,
+)
+
+
+def _row(alert_id: str, state: str, sev: int, opened: float) -> dict[str, object]:
+    return {"alert_id": alert_id, "state": state, "severity_code": sev, "opened_at": opened}
+
+
+def test_the_board_sorts_across_workers_as_one_console_does() -> None:
+    a = {"alerts": [_row("a1", "acknowledged", 4, 1.0), _row("a2", "open", 2, 5.0)]}
+    b = {"alerts": [_row("b1", "escalated", 4, 9.0), _row("b2", "open", 2, 3.0)]}
+    got = [r["alert_id"] for r in merge_alerts([a, b], 10.0)["alerts"]]
+    # unacknowledged first, then severity, then longest waiting
+    assert got == ["b1", "b2", "a2", "a1"]
+
+
+def test_health_is_the_worst_state_and_a_silent_worker_names_its_towns() -> None:
+    ok = {"state": "ok", "problems": []}
+    lagging = {"state": "degraded", "problems": [{"code": "ingest_lagging", "level": "degraded",
+                                                   "since": None, "detail": "40 s"}]}
+    assert merge_health([ok, ok], [], 5.0)["state"] == "ok"
+    assert merge_health([ok, lagging], [], 5.0)["state"] == "degraded"
+    down = WorkerDown(1, ("t1", "t2"), "ConnectError")
+    got = merge_health([ok], [down], 5.0, {"t1": "一镇", "t2": "二镇"})
+    assert got["state"] == "degraded"  # the other worker's towns are watched
+    assert got["workers"] == 2 and got["workers_answering"] == 1
+    problem = got["problems"][0]
+    assert problem["code"] == "worker_down" and problem["towns"] == ["一镇", "二镇"]
+    assert merge_health([], [down], 5.0)["state"] == "down"  # nobody answers
+    assert merge_health([{"state": "down", "problems": []}], [down], 5.0)["state"] == "down"
+
+
+def test_resident_pages_are_cut_from_the_merged_order() -> None:
+    config = parse_config(demo_registry(12, seed=3, towns=4))
+    towns = sorted({r.town for r in config.residents})
+    owners = Owners(config, [WorkerLink(0, tuple(towns[:2]), "http://w0"),
+                             WorkerLink(1, tuple(towns[2:]), "http://w1")])
+
+    def row(i: int, status: str, sev: int = 0) -> dict[str, object]:
+        return {"resident_id": config.residents[i].id, "status": status, "worst_severity": sev}
+
+    w0 = {"total": 6, "counts": {"alert": 1, "normal": 5},
+          "residents": [row(5, "alert", 2), row(0, "normal"), row(1, "normal")]}
+    w1 = {"total": 6, "counts": {"alert": 1, "offline": 1, "normal": 4},
+          "residents": [row(7, "alert", 4), row(2, "offline"), row(3, "normal")]}
+    got = merge_residents([w0, w1], owners, offset=1, limit=3, now=0.0)
+    assert got["total"] == 12 and got["counts"]["alert"] == 2 and got["counts"]["offline"] == 1
+    # alert (worst first) r7, r5; offline r2; normal in registry order r0, r1, r3
+    assert [r["resident_id"] for r in got["residents"]] == [
+        config.residents[i].id for i in (5, 2, 0)]
+    assert owners.for_resident(config.residents[0].id) == owners.for_town(config.residents[0].town)
+
+
+def test_tasks_merge_earliest_due_first() -> None:
+    a = {"view": "open", "tasks": [{"task_id": "x", "due_at": 5.0}]}
+    b = {"view": "open", "tasks": [{"task_id": "y", "due_at": 2.0}, {"task_id": "z", "due_at": 9}]}
+    got = merge_tasks([a, b], 1.0)
+    assert [t["task_id"] for t in got["tasks"]] == ["y", "x", "z"] and got["view"] == "open"
