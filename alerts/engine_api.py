@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from typing import Any
 
 from alerts.lifecycle import Lifecycle, Step
@@ -30,6 +31,7 @@ class EngineApi:
     _by_id: dict[str, Alert]
     _silences: dict[str, dict[str, Any]]
     _counter: int
+    deterministic_ids: bool
 
     def _finish(self, step: Step) -> None: ...
     def _unindex(self, alert: Alert) -> None: ...
@@ -185,7 +187,10 @@ class EngineApi:
             raise AlertTransitionError("a silence must end in the future")
         with self._lock:
             self._counter += 1
-            sid = f"si-{self._counter:08d}"
+            # random where several engines share a store, or a district console lists the
+            # silences of several workers: a counter would repeat across them
+            sid = (f"si-{self._counter:08d}" if self.deterministic_ids
+                   else f"si-{uuid.uuid4().hex[:16]}")
             s: dict[str, Any] = {"silence_id": sid, "resident_id": resident_id,
                  "device_id": device_id, "kind": kind, "starts_at": now, "until": until,
                  "reason": reason.strip(), "by": by, "created_at": now, "active": True}

@@ -17,6 +17,7 @@ from carewatch.workers import Supervisor, probe_subscribed
 from config.models import Config
 from console.federation import WorkerLink
 from console.server import ConsoleServer
+from console.settings import ConsoleSettings
 
 
 class _WorkerCollector:
@@ -37,7 +38,8 @@ class _WorkerCollector:
 
 
 def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[list[str]],
-                      config: Config, data_dir: Path) -> ConsoleServer:
+                      config: Config, data_dir: Path, console_dir: Path | None = None
+                      ) -> ConsoleServer:
     """The supervisor's HTTP server; worker k is on `port + 1 + k`."""
     from console.gateway import create_gateway
 
@@ -59,8 +61,11 @@ def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[
     local = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     links = [WorkerLink(k, tuple(t), f"http://{_url_host(local)}:{ports[k]}")
              for k, t in enumerate(towns)]
+    shared = console_dir or data_dir
+    settings = ConsoleSettings(users_file=shared / "users.json",
+                               secret_file=shared / "console.secret")
     app = create_gateway(config, links, data_dir, registry=registry, ready=ready,
-                         routes={"/workers": workers})
+                         routes={"/workers": workers}, settings=settings)
     return ConsoleServer(app, host, port, lifespan="on")
 
 

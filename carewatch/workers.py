@@ -57,13 +57,16 @@ def probe_metric(port: int, name: str, host: str = "127.0.0.1") -> float:
     return float(match.group(1)) if match else -1.0
 
 
-def partition_towns(config: Config, workers: int) -> list[list[str]]:
-    """Towns per worker, balanced by resident count; deterministic."""
+def partition_towns(config: Config, workers: int, towns: list[str] | None = None
+                    ) -> list[list[str]]:
+    """Towns (all of the registry's, or `towns`) per worker, balanced by resident count;
+    deterministic."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    counts = {t.id: 0 for t in config.towns}
+    counts = {t.id: 0 for t in config.towns if towns is None or t.id in towns}
     for r in config.residents:
-        counts[r.town] += 1
+        if r.town in counts:
+            counts[r.town] += 1
     load = [0] * workers
     parts: list[list[str]] = [[] for _ in range(workers)]
     for town in sorted(counts, key=lambda t: (-counts[t], t)):
@@ -71,6 +74,24 @@ def partition_towns(config: Config, workers: int) -> list[list[str]]:
         parts[k].append(town)
         load[k] += counts[town]
     return [sorted(p) for p in parts]
+
+
+def parse_share(value: str, what: str) -> tuple[int, int]:
+    """"k/N" (0 <= k < N) as (k, N); ValueError naming `what` otherwise."""
+    k, sep, n = value.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise ValueError(f"{what}: expected k/N with 0 <= k < N, got {value!r}")
+    return int(k), int(n)
+
+
+def machine_towns(config: Config, machine: str | None) -> list[str] | None:
+    """The towns of machine k of M (`--machine k/M`: the registry's towns split over M
+    machines like workers over towns, so every machine computes the same split); None
+    without `--machine` (this machine runs every town)."""
+    if machine is None:
+        return None
+    k, m = parse_share(machine, "--machine")
+    return partition_towns(config, m)[k]
 
 
 def worker_config(config: Config, towns: list[str]) -> Config:
@@ -178,11 +199,12 @@ class Supervisor:
 
 
 def supervisor_argv(config_path: Path, workers: int, broker_url: str, http_port: int,
-                    data_dir: Path) -> list[str]:
-    """`carewatch run --workers N` on loopback, quiet (benchmarks and tests start it so)."""
+                    data_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """`carewatch run --workers N` on loopback, quiet (benchmarks and tests start it so),
+    with `extra` options (e.g. `--machine k/M`)."""
     return [sys.executable, "-m", "carewatch.cli", "--log-level", "WARNING", "run",
             "--config", str(config_path), "--workers", str(workers), "--broker", broker_url,
-            "--http", f"127.0.0.1:{http_port}", "--data-dir", str(data_dir)]
+            "--http", f"127.0.0.1:{http_port}", "--data-dir", str(data_dir), *extra]
 
 
 def worker_argv(
@@ -191,8 +213,11 @@ def worker_argv(
     workers: int,
     data_dir: Path,
     http: tuple[str, int] | None,
-    broker_args: list[str],
+    passed_on: list[str],
+    console_dir: Path | None = None,
 ) -> list[str]:
+    """Worker `index` of `workers`: its data dir under `data_dir`, the console's users file
+    and key in `console_dir` (default `data_dir`), and `passed_on` (broker, machine)."""
     argv = [
         sys.executable,
         "-m",
@@ -205,8 +230,8 @@ def worker_argv(
         "--data-dir",
         str(data_dir / f"worker-{index}"),
         "--console-dir",
-        str(data_dir),
+        str(console_dir or data_dir),
     ]
     if http is not None:
         argv += ["--http", f"{http[0]}:{http[1] + 1 + index}"]
-    return argv + broker_args
+    return argv + passed_on

@@ -24,7 +24,7 @@ from console.federation import (
 )
 from console.gateway_state import FORWARD, Actor, Gateway, Id, Reader, TaskId, relay
 from console.scope import Principal
-from routines.district import district_history, empty_history
+from routines.district import district_history
 from routines.web import LABEL, my_scope_doc, report_for, report_page
 
 
@@ -185,7 +185,9 @@ def _routines_api(api: APIRouter, gw: Gateway) -> None:
 
     def report(p: Principal, label: str, town: str | None) -> dict[str, Any]:
         found = district_history(gw.config, gw.data_dir)
-        tasks_h, alerts_h, closer = empty_history() if isinstance(found, str) else found
+        if isinstance(found, str):  # e.g. a console on another machine than SQLite stores
+            raise HTTPException(409, f"no report here: {found}")
+        tasks_h, alerts_h, closer = found
         try:
             return report_for(gw.config, tasks_h, alerts_h, p, label, town, gw.clock.now())
         finally:

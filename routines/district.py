@@ -56,14 +56,6 @@ class UnionAlerts:
         return out
 
 
-class _NoTasks:
-    def tasks(self, **filters: Any) -> list[Task]:
-        return []
-
-    def close(self) -> None:
-        return None
-
-
 def district_history(config: Config, data_dir: Path
                      ) -> tuple[TaskHistory, AlertHistory, Any] | str:
     """(tasks, alerts, closer) over the whole district, read-only, or why there are none:
@@ -90,9 +82,3 @@ def district_history(config: Config, data_dir: Path
     tasks = UnionTasks([SqliteTaskStore(p, readonly=True) for p in task_dbs])
     alerts = UnionAlerts([AlertData(d / config.alerts.db_file) for d in dirs])
     return tasks, alerts, tasks
-
-
-def empty_history() -> tuple[TaskHistory, AlertHistory, Any]:
-    """No tasks, no alerts (a district console before any worker wrote its stores)."""
-    none = _NoTasks()
-    return none, UnionAlerts([]), none

@@ -3,6 +3,7 @@ tier 4, acknowledgement stops it, silences never notify, rosters and empty tiers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,27 @@ def test_shift_covers(start: str, end: str, days: list[int], weekday: int, minut
                       covered: bool) -> None:
     shift = Shift(staff=["x"], start=start, end=end, days=days)
     assert shift_covers(shift, weekday, minute) is covered
+
+
+def test_live_silence_ids_do_not_repeat_across_engines(tmp_path: Path) -> None:
+    """Two live engines (two workers, or two instances on one shared store) each start their
+    counter at 0: their silence ids must still differ (the district console lists both)."""
+    from alerts.engine import AlertEngine
+    from carewatch.clock import SimClock
+    from ingest.devices import DeviceTable
+    from ingest.publish import ListPublisher
+
+    config = minimal_config()
+    ids = []
+    for k in range(2):
+        engine = AlertEngine(config, DeviceTable.from_config(config), SimClock(T0),
+                             ListPublisher(), tmp_path / f"w{k}")
+        try:
+            s = engine.silence(by="admin", reason="visit", until=T0 + 60, now=T0,
+                               resident_id="r-0001")
+            ids.append(s["silence_id"])
+            assert engine.silences()[0]["silence_id"] == s["silence_id"]
+        finally:
+            engine.close()
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"si-[0-9a-f]{16}", i) for i in ids)

@@ -39,9 +39,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=1,
         help="run N worker processes, each owning a disjoint set of towns (default 1: one process)",
     )
+    p.add_argument(
+        "--machine",
+        help="k/M: run only machine k's share of the registry's towns (0-based) when M "
+        "machines share one registry; devices of other machines' towns are rejected as "
+        "wrong_town",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": set by the supervisor
-    # the supervisor's data dir: its users file and session key are every worker's too
-    p.add_argument("--console-dir", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--console-dir",
+        help="where the console's users file and session key live (default: the data dir); "
+        "with --workers, every worker uses the supervisor's; give every machine of a "
+        "district the same files, and one sign-in is good on all of them",
+    )
     p.set_defaults(func=main)
 
 
@@ -53,19 +63,36 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.config)
     broker = broker_from_args(args, config)
     http = args.http or (config.http.host, config.http.port)
+    from carewatch.workers import (
+        foreign_devices,
+        machine_towns,
+        parse_share,
+        partition_towns,
+        worker_config,
+        worker_topics,
+    )
+
+    try:
+        mine = machine_towns(config, args.machine)
+        share = parse_share(args.worker, "--worker") if args.worker else None
+    except ValueError as exc:
+        print(f"carewatch run: {exc}", file=sys.stderr)
+        return 2
     if args.workers > 1 and not args.worker:
-        return _supervise(args, config, http)
+        return _supervise(args, config, http, mine)
     topics = None
     foreign: dict[str, str] = {}
-    if args.worker:
-        from carewatch.workers import foreign_devices, partition_towns, worker_config, worker_topics
-
-        index, _, total = args.worker.partition("/")
-        towns = partition_towns(config, int(total))[int(index)]
+    towns = mine if share is None else partition_towns(config, share[1], mine)[share[0]]
+    if towns is not None:
         foreign = foreign_devices(config, towns)
         config = worker_config(config, towns)
         topics = worker_topics(towns)
-        broker = broker.model_copy(update={"client_id": f"{broker.client_id}-w{index}"})
+    # every process needs its own MQTT session: a shared client id would have the broker
+    # hand the session back and forth between them
+    suffix = (f"-m{args.machine.split('/')[0]}" if args.machine else "") + (
+        f"-w{share[0]}" if share is not None else "")
+    if suffix:
+        broker = broker.model_copy(update={"client_id": f"{broker.client_id}{suffix}"})
     from console.app import ConsoleStartError
     from console.settings import ConsoleSettings
 
@@ -101,21 +128,24 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) -> int:
-    """The supervisor of `--workers N`: starts the workers, restarts any that die."""
+def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
+               towns: list[str] | None) -> int:
+    """The supervisor of `--workers N` (over `towns`, default all): starts the workers,
+    restarts any that die."""
     from pathlib import Path
 
     from carewatch.workers import Supervisor, partition_towns, worker_argv
 
-    parts = partition_towns(config, args.workers)
+    parts = partition_towns(config, args.workers, towns)
     data_dir = Path(args.data_dir or config.storage.data_dir)
-    broker_args: list[str] = []
-    for flag in ("broker", "username", "password_file"):
+    console_dir = Path(args.console_dir) if args.console_dir else data_dir
+    passed_on: list[str] = []
+    for flag in ("broker", "username", "password_file", "machine"):
         value = getattr(args, flag, None)
         if value:
-            broker_args += [f"--{flag.replace('_', '-')}", value]
+            passed_on += [f"--{flag.replace('_', '-')}", value]
     argvs = [
-        worker_argv(args.config, k, args.workers, data_dir, http, broker_args)
+        worker_argv(args.config, k, args.workers, data_dir, http, passed_on, console_dir)
         for k in range(args.workers)
     ]
     supervisor = Supervisor(argvs)
@@ -125,7 +155,8 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int]) 
     supervisor.start()
     from carewatch.supervisor_http import supervisor_server
 
-    server = supervisor_server(supervisor, http[0], http[1], parts, config, data_dir)
+    server = supervisor_server(supervisor, http[0], http[1], parts, config, data_dir,
+                               console_dir)
     server.start()
     print(f"carewatch: district console http://{http[0]}:{http[1]}/ "
           f"(every town; workers /workers)", flush=True)
