@@ -90,20 +90,24 @@ def test_one_console_over_two_machines(mosquitto: MosquittoProcess, tmp_path: Pa
             dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
                         {"ts": now, "fall": True, "worn": True, "hr": 80}).wait_for_publish(5)
 
-        def board() -> dict[str, str]:
-            return {a["resident_id"]: a["alert_id"]
-                    for a in gw.get("/api/alerts").json()["alerts"] if a["kind"] == "fall"}
+        m1 = httpx.Client(base_url=f"http://127.0.0.1:{ports + 3}", timeout=15,
+                          cookies=gw.cookies)  # machine 1's own console: one sign-in works
 
-        wait_for(lambda: set(board()) == {r.id for r in res}, timeout_s=30,
-                 what="both machines' alerts on one board")
-        alert_id = board()[res[1].id]
+        def board(c: httpx.Client) -> dict[str, str]:
+            return {a["resident_id"]: a["alert_id"]
+                    for a in c.get("/api/alerts").json()["alerts"] if a["kind"] == "fall"}
+
+        wait_for(lambda: res[1].id in board(m1), timeout_s=30, what="machine 1's alert")
+        # acted on through the console before it ever listed it: it finds the owner
+        alert_id = board(m1)[res[1].id]
         r = gw.post(f"/api/alerts/{alert_id}/ack", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200 and r.json()["alert"]["acked_by"] == staff, r.text
-        # machine 1's own console shows the same acknowledgement (one sign-in works there)
-        m1 = httpx.Client(base_url=f"http://127.0.0.1:{ports + 3}", timeout=15,
-                          cookies=gw.cookies)
         acked = {a["alert_id"]: a["state"] for a in m1.get("/api/alerts").json()["alerts"]}
         assert acked[alert_id] == "acknowledged"
+        wait_for(lambda: set(board(gw)) == {r.id for r in res}, timeout_s=30,
+                 what="both machines' alerts on one board")
+        assert gw.post("/api/alerts/al-none/ack", headers={"X-CSRF-Token": csrf}
+                       ).status_code == 404
         assert gw.get("/api/health").json()["workers_answering"] == 4
         # SQLite stores stay on their machines: the console says so instead of zeros
         day = "2026-11-29"
