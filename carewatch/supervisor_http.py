@@ -6,8 +6,9 @@ counts), so one address serves the on-call room and tells an operator where ever
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,30 @@ class _WorkerCollector:
             restarts.add_metric([str(child.index)], float(child.restarts))
         yield up
         yield restarts
+
+
+def workers_monitoring(supervisor: Supervisor, host: str, ports: list[int],
+                       towns: list[list[str]], town_names: dict[str, str]
+                       ) -> Callable[[], dict[str, Any]]:
+    """The supervisor's look at its workers for its watchdog: "down" while any worker is
+    not running, or runs without answering subscribed (hung, or still starting), with a
+    `worker_down` problem naming its towns. A restart that takes seconds pages no one: the
+    watchdog waits `alerts.monitoring_notify_after_s` (60 s) before paging."""
+
+    def look() -> dict[str, Any]:
+        problems = []
+        for child, alive in zip(supervisor.children, supervisor.alive(), strict=True):
+            if alive and probe_subscribed(ports[child.index], host):
+                continue
+            mine = towns[child.index]
+            problems.append({
+                "code": "worker_down", "level": "down", "since": None,
+                "detail": f"worker {child.index} ({', '.join(mine)}): "
+                          f"{'not answering' if alive else 'not running'}",
+                "worker": child.index, "towns": [town_names.get(t, t) for t in mine]})
+        return {"state": "down" if problems else "ok", "problems": problems}
+
+    return look
 
 
 def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[list[str]],

@@ -153,19 +153,28 @@ class Watchdog:
 
 def for_service(service: Any) -> Watchdog | None:
     """The watchdog of a `Service` from its config (None without any webhook to tell)."""
+    return from_config(service.config, service.monitoring, service.clock,
+                       instance=service.broker.client_id)
+
+
+def from_config(config: Any, monitoring: Callable[[], dict[str, Any]], clock: Any,
+                instance: str, heartbeats: bool = True) -> Watchdog | None:
+    """A watchdog over `monitoring` paging the config's integration webhooks and tier-4
+    staff (None without any webhook to tell); `heartbeats=False` for a watcher of other
+    processes that send their own."""
     from alerts.delivery import load_secret
 
-    a = service.config.alerts
+    a = config.alerts
     pagers = {url: "integration" for url in a.webhooks}
-    for staff in service.config.staff:
+    for staff in config.staff:
         if staff.tier == 4 and staff.webhook:
             pagers.setdefault(staff.webhook, staff.id)
     if not pagers:
         return None
-    watch = MonitoringWatch(a.monitoring_notify_after_s, a.monitoring_repeat_s, a.heartbeat_s,
-                            instance=service.broker.client_id)
+    watch = MonitoringWatch(a.monitoring_notify_after_s, a.monitoring_repeat_s,
+                            a.heartbeat_s if heartbeats else 0.0, instance=instance)
     # looks often enough to page within a quarter of the notify time (and never spin)
     check_s = max(0.05, min(5.0, a.monitoring_notify_after_s / 4))
-    return Watchdog(watch, service.monitoring, service.clock, list(a.webhooks), pagers,
+    return Watchdog(watch, monitoring, clock, list(a.webhooks), pagers,
                     secret=load_secret(a.webhook_secret_file, a.webhook_secret_env),
                     timeout_s=a.webhook_timeout_s, check_s=check_s)

@@ -89,10 +89,9 @@ def main(args: argparse.Namespace) -> int:
         topics = worker_topics(towns)
     # every process needs its own MQTT session: a shared client id would have the broker
     # hand the session back and forth between them
-    suffix = (f"-m{args.machine.split('/')[0]}" if args.machine else "") + (
-        f"-w{share[0]}" if share is not None else "")
-    if suffix:
-        broker = broker.model_copy(update={"client_id": f"{broker.client_id}{suffix}"})
+    client_id = broker_id(args, config) + (f"-w{share[0]}" if share is not None else "")
+    if client_id != broker.client_id:
+        broker = broker.model_copy(update={"client_id": client_id})
     from console.app import ConsoleStartError
     from console.settings import ConsoleSettings
 
@@ -158,6 +157,18 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
     server = supervisor_server(supervisor, http[0], http[1], parts, config, data_dir,
                                console_dir)
     server.start()
+    from carewatch.clock import WallClock
+    from carewatch.supervisor_http import workers_monitoring
+    from carewatch.watchdog import from_config
+
+    # a worker that crash-loops or hangs pages the district (it cannot page for itself)
+    local = "127.0.0.1" if http[0] in ("0.0.0.0", "") else http[0]
+    watchdog = from_config(config, workers_monitoring(
+        supervisor, local, [http[1] + 1 + k for k in range(len(parts))], parts,
+        config.town_names()), WallClock(), instance=f"{broker_id(args, config)}-supervisor",
+        heartbeats=False)
+    if watchdog is not None:
+        watchdog.start()
     print(f"carewatch: district console http://{http[0]}:{http[1]}/ "
           f"(every town; workers /workers)", flush=True)
     for k, towns in enumerate(parts):
@@ -169,6 +180,14 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
     try:
         stop.wait()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         server.stop()
         supervisor.stop()
     return 0
+
+
+def broker_id(args: argparse.Namespace, config: Config) -> str:
+    """The MQTT client id this machine's processes start from (its `-m{k}` included)."""
+    base = broker_from_args(args, config).client_id
+    return base + (f"-m{args.machine.split('/')[0]}" if args.machine else "")
