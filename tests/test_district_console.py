@@ -83,6 +83,14 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             assert doc["district"]["alerts"]["by_kind"].get("fall") == 2
             for r in res:
                 assert doc["towns"][r.town]["alerts"]["by_kind"].get("fall") == 1
+        # routine tasks: one list over both workers, one task read at its owner
+        tasks = gw.get("/api/routines/tasks", params={"view": "open"}).json()["tasks"]
+        owners_seen = {owner[t["town_id"]] for t in tasks}
+        assert owners_seen == {0, 1}
+        assert [t["due_at"] for t in tasks] == sorted(t["due_at"] for t in tasks)
+        one = next(t for t in tasks if owner[t["town_id"]] == 1)
+        got = gw.get(f"/api/routines/tasks/{one['task_id']}")
+        assert got.status_code == 200 and got.json()["task"]["task_id"] == one["task_id"]
         html = gw.get(f"/api/routines/reports/{day}/html")
         assert html.status_code == 200 and "<html" in html.text.lower()
         # worker 1 hangs: the banner names it, and its open alert stays on the board, stale
