@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -145,3 +146,50 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except OSError:
         return 0, b""
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """A supervisor killed with -9 cannot stop its workers; they notice and stop themselves
+    (otherwise they would hold their sessions and ports against the next supervisor's)."""
+    reg = write_demo_registry(tmp_path / "reg.yaml", 12, seed=2)
+    http = free_port_block(3)
+    proc = subprocess.Popen(
+        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids: dict[int, int] = {}
+    try:
+        while len(pids) < 2:
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line, "supervisor exited early"
+            m = re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line)
+            if m:
+                pids[int(m.group(1))] = int(m.group(2))
+        wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
+                 what="both workers subscribed")
+        proc.kill()
+        proc.wait()
+
+        def gone(pid: int) -> bool:
+            # exited; a zombie (reparented, not yet reaped) counts as exited
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                return True
+            return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+        wait_for(lambda: all(gone(p) for p in pids.values()), timeout_s=30,
+                 what="both workers stopped")
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

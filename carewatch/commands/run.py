@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -118,10 +119,16 @@ def main(args: argparse.Namespace) -> int:
         f"(metrics /metrics)",
         flush=True,
     )
+    # a worker outliving its supervisor (killed with -9) would hold its towns' sessions and
+    # ports against the workers of the next supervisor: it stops, as on SIGTERM
+    parent = os.getppid() if share is not None else None
     try:
         while not stop.wait(1.0):
             if service.error is not None:
                 return 1
+            if parent is not None and os.getppid() != parent:
+                log.warning("worker %s: the supervisor is gone; stopping", args.worker)
+                break
     finally:
         service.stop()
     return 0
