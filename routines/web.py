@@ -74,22 +74,16 @@ def _institutions_in_scope(config: Config, p: Any) -> set[str] | None:
     return {p.institution} if p.institution else set()
 
 
-def _scope_names(config: Config) -> dict[str, dict[str, str]]:
-    """Id -> display name of towns and institutions (for `my_scope`)."""
-    return {"towns": {t.id: t.name or t.id for t in config.towns},
-            "institutions": {i.id: i.name or i.id for i in config.institutions}}
-
-
 def my_scope_doc(config: Config, p: Any) -> dict[str, Any]:
     """What this principal may filter by: report towns (and the district), institutions."""
-    names = _scope_names(config)
+    town_names = {t.id: t.name or t.id for t in config.towns}
     towns = _report_towns(config, p)
     insts = _institutions_in_scope(config, p)
     return {"district": towns is None,
-            "towns": [{"id": t, "name": names["towns"].get(t, t)}
-                      for t in (names["towns"] if towns is None else towns)],
-            "institutions": [{"id": i, "name": n} for i, n in names["institutions"].items()
-                             if insts is None or i in insts]}
+            "towns": [{"id": t, "name": town_names.get(t, t)}
+                      for t in (town_names if towns is None else towns)],
+            "institutions": [{"id": i.id, "name": i.name or i.id} for i in config.institutions
+                             if insts is None or i.id in insts]}
 
 
 def report_for(config: Config, store: TaskHistory, data: AlertHistory, p: Any, label: str,
