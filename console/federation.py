@@ -19,6 +19,10 @@ from console.views import STATUSES, board_key
 
 # worst first: a merged state is the worst of the workers' states
 MONITORING_STATES = ("down", "degraded", "ok")
+# The resident list's statuses in list order. "unmonitored": the resident's worker does not
+# answer, so nothing about them is known now (listed right after open alerts).
+UNMONITORED = "unmonitored"
+RESIDENT_ORDER = (STATUSES[0], UNMONITORED, *STATUSES[1:])
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def merge_residents(answers: list[dict[str, Any]], owners: Owners, offset: int, 
     """The resident list: counts summed; rows in one console's order (alerts first, then
     worst severity, then registry order), then the page. Each worker was asked for its
     first `offset + limit` rows, which hold every row this page can need."""
-    counts = {s: 0 for s in STATUSES}
+    counts = {s: 0 for s in RESIDENT_ORDER}
     total = 0
     rows: list[dict[str, Any]] = []
     for doc in answers:
@@ -107,10 +111,31 @@ def merge_residents(answers: list[dict[str, Any]], owners: Owners, offset: int, 
         for s, k in doc.get("counts", {}).items():
             counts[s] = counts.get(s, 0) + int(k)
         rows += doc.get("residents", [])
-    rows.sort(key=lambda r: (STATUSES.index(r["status"]), -int(r["worst_severity"]),
+    rows.sort(key=lambda r: (RESIDENT_ORDER.index(r["status"]), -int(r["worst_severity"]),
                              owners.order.get(r["resident_id"], len(owners.order))))
     return {"now": now, "total": total, "counts": counts,
             "residents": rows[offset:offset + limit]}
+
+
+def unmonitored_rows(config: Config, town_names: dict[str, str], resident_ids: list[str],
+                     last_alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Resident-list rows for residents whose worker does not answer: registry facts and
+    their open alerts as last seen (`last_alerts`, board rows), status "unmonitored" (so
+    that they are listed, not left out, while it is down)."""
+    wanted = set(resident_ids)
+    count: dict[str, int] = {}
+    worst: dict[str, int] = {}
+    for a in last_alerts:
+        rid = str(a["resident_id"])
+        count[rid] = count.get(rid, 0) + 1
+        worst[rid] = max(worst.get(rid, 0), int(a.get("severity_code", 0)))
+    return [{"resident_id": r.id, "name": r.name or r.id, "town_id": r.town,
+             "town_name": town_names.get(r.town, r.town), "device_id": r.device,
+             "status": UNMONITORED, "open_alerts": count.get(r.id, 0),
+             "worst_severity": worst.get(r.id, 0), "last_seen": None,
+             "battery": None, "worn": -1, "online": -1, "hr": None, "spo2": None,
+             "staff": r.staff, "conditions": list(r.conditions)}
+            for r in config.residents if r.id in wanted]
 
 
 def merge_list(answers: list[dict[str, Any]], key: str, **extra: Any) -> dict[str, Any]:

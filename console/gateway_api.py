@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from console.auth import COOKIE
 from console.federation import (
+    UNMONITORED,
     WorkerDown,
     WorkerLink,
     merge_alerts,
@@ -21,6 +22,7 @@ from console.federation import (
     merge_list,
     merge_residents,
     merge_tasks,
+    unmonitored_rows,
 )
 from console.gateway_state import FORWARD, Actor, Gateway, Id, Reader, TaskId, relay
 from console.scope import Principal
@@ -101,11 +103,28 @@ def api_router(gw: Gateway) -> APIRouter:
     @api.get("/residents")
     async def residents(p: Reader, request: Request,
                         limit: Annotated[int, Query(ge=1, le=20000)] = 5000,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                        offset: Annotated[int, Query(ge=0)] = 0,
+                        town: str | None = None, status: str | None = None,
+                        q: Annotated[str | None, Query(max_length=100)] = None
+                        ) -> dict[str, Any]:
         params = dict(request.query_params)
         params.update(offset="0", limit=str(min(20000, offset + limit)))
+        only_unmonitored = status == UNMONITORED  # a status only the gateway knows
+        if only_unmonitored:
+            params.pop("status")
+            params["limit"] = "1"  # their counts, and whether they answer
         answers, down = await gw.ask_all(request, "/api/residents", params)
+        if only_unmonitored:
+            for doc in answers:
+                doc["residents"], doc["total"] = [], 0
+        # the residents of a worker that does not answer are listed, as not monitored
+        ids = gw.residents_of([d.index for d in down], p, town, q)
+        if status is None or only_unmonitored:
+            seen = [a for d in down for a in gw.last_known(d.index, p, True)]
+            answers.append({"residents": unmonitored_rows(gw.config, gw.names.towns, ids, seen),
+                            "total": len(ids)})
         out = merge_residents(answers, gw.owners, offset, limit, gw.clock.now())
+        out["counts"][UNMONITORED] = len(gw.residents_of([d.index for d in down], p))
         out["workers_down"] = [d.index for d in down]
         return out
 

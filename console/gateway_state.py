@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import numpy as np
 import orjson
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -44,6 +45,9 @@ class Gateway:
         self.devices = DeviceTable.from_config(config)
         self.scopes = Scopes(config, self.devices)
         self.names = Names(config)
+        self.search_text = np.array([  # as a worker's console searches (console.context)
+            f"{r.id} {r.name} {r.device} {r.town} {self.names.towns.get(r.town, '')}".lower()
+            for r in config.residents], dtype=str)
         users = UserStore(settings.users_file or data_dir / "users.json", config)
         self.auth = Auth(users, secret_key(settings.secret_file or data_dir / "console.secret"),
                          settings.session_ttl_s, settings.auth_clock,
@@ -140,6 +144,21 @@ class Gateway:
         return [{**row, "stale": True} for row in self.known[k].values()
                 if self.scopes.allows_resident(p, str(row["resident_id"]))
                 and (include_acknowledged or row.get("state") in ("open", "escalated"))]
+
+    def residents_of(self, workers: list[int], p: Principal, town: str | None = None,
+                     q: str | None = None) -> list[str]:
+        """Ids of the residents of `workers`' towns in `p`'s scope (registry order), in
+        `town` and matching the search `q` when given (as a worker's list filters)."""
+        if not workers:
+            return []
+        towns = {t for k in workers for t in self.owners.worker(k).towns}
+        mask = self.scopes.mask(p) & np.isin(self.scopes.res_town, list(towns))
+        if town is not None:
+            mask = mask & (self.scopes.res_town == town)
+        if q and q.strip():
+            mask = mask & (np.char.find(self.search_text, q.strip().lower()) >= 0)
+        ids = self.devices.resident_ids
+        return [ids[i] for i in np.flatnonzero(mask).tolist()]
 
     def resident_owner(self, resident_id: str) -> WorkerLink:
         w = self.owners.for_resident(resident_id)

@@ -105,6 +105,18 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             assert down["worker"] == 1 and len(down["towns"]) == len(parts[1])
             now_board = board()
             assert now_board[res[1].id]["stale"] is True and "stale" not in now_board[res[0].id]
+            # its residents are listed as not monitored, not left out
+            lst = gw.get("/api/residents", params={"limit": 20000}).json()
+            of_1 = {r.id for r in config.residents if owner[r.town] == 1}
+            assert lst["total"] == len(config.residents)
+            assert lst["counts"]["unmonitored"] == len(of_1)
+            assert {x["resident_id"] for x in lst["residents"]
+                    if x["status"] == "unmonitored"} == of_1
+            row_1 = next(x for x in lst["residents"] if x["resident_id"] == res[1].id)
+            assert (row_1["open_alerts"], row_1["worst_severity"]) == (1, 4)  # as last seen
+            only = gw.get("/api/residents", params={"status": "unmonitored", "limit": 3}).json()
+            assert only["total"] == len(of_1) and len(only["residents"]) == 3
+            assert {x["status"] for x in only["residents"]} == {"unmonitored"}
         finally:
             os.kill(pids[1], signal.SIGCONT)
         wait_for(lambda: gw.get("/api/health").json()["workers_answering"] == 2,

@@ -2,7 +2,8 @@
 
 Signed in once at the supervisor's address, the district centre sees falls from both
 workers' residents arrive live, acknowledges one (it lands at its owner), and sees the
-banner name the towns of a worker that stops answering (a hung process: SIGSTOP), until
+banner name the towns of a worker that stops answering (a hung process: SIGSTOP), its
+alerts stay on the board marked stale and its residents are listed as not monitored, until
 it answers again.
 """
 
@@ -58,6 +59,16 @@ def test_one_board_over_two_workers(browser: Any, district: District,
                                timeout=20000)
         assert page.locator(f"li.alert[data-resident-id='{res[0].id}'][data-stale]").count() == 0
         page.screenshot(path=str(ARTIFACTS / "district-console-worker-down.png"))
+        # the residents page lists that worker's residents as not monitored
+        page.goto(base + "/residents")
+        page.wait_for_selector("body.page-residents[data-ready='1']", timeout=20000)
+        of_1 = [r for r in district.config.residents if owner[r.town] == 1]
+        assert page.locator(".rrow.st-unmonitored").count() == len(of_1)
+        assert page.locator("#status button[data-status='unmonitored'] b").inner_text() == \
+            str(len(of_1))
+        page.screenshot(path=str(ARTIFACTS / "district-console-unmonitored.png"))
+        page.goto(base + "/")
+        page.wait_for_selector("body.page-board[data-ready='1']")
         os.kill(district.pids[1], signal.SIGCONT)
         page.wait_for_selector("body[data-monitoring='ok']", timeout=30000)
         # the stream's resync re-reads the board: fresh again

@@ -12,6 +12,7 @@ from console.federation import (
     merge_health,
     merge_residents,
     merge_tasks,
+    unmonitored_rows,
 )
 
 
@@ -69,3 +70,20 @@ def test_tasks_merge_earliest_due_first() -> None:
     b = {"view": "open", "tasks": [{"task_id": "y", "due_at": 2.0}, {"task_id": "z", "due_at": 9}]}
     got = merge_tasks([a, b], 1.0)
     assert [t["task_id"] for t in got["tasks"]] == ["y", "x", "z"] and got["view"] == "open"
+
+
+def test_residents_of_a_silent_worker_are_listed_after_alerts_with_their_last_alerts() -> None:
+    config = parse_config(demo_registry(6, seed=3, towns=2))
+    owners = Owners(config, [WorkerLink(0, (), "http://w0")])
+    ids = [r.id for r in config.residents]
+    last = [{"resident_id": ids[2], "severity_code": 3}, {"resident_id": ids[2],
+                                                          "severity_code": 4}]
+    rows = unmonitored_rows(config, {}, ids[1:3], last)
+    assert [(r["resident_id"], r["status"], r["open_alerts"], r["worst_severity"])
+            for r in rows] == [(ids[1], "unmonitored", 0, 0), (ids[2], "unmonitored", 2, 4)]
+    live = {"total": 2, "counts": {"alert": 1, "offline": 1}, "residents": [
+        {"resident_id": ids[4], "status": "offline", "worst_severity": 0},
+        {"resident_id": ids[5], "status": "alert", "worst_severity": 2}]}
+    got = merge_residents([live, {"residents": rows, "total": 2}], owners, 0, 10, 0.0)
+    assert [r["resident_id"] for r in got["residents"]] == [ids[5], ids[2], ids[1], ids[4]]
+    assert got["total"] == 4

@@ -1,7 +1,8 @@
 /* Residents in scope, a status at a glance; filter by town and status, search. */
 "use strict";
 (() => {
-  const STATUSES = ["alert", "offline", "not_worn", "low_battery", "normal"];
+  // "unmonitored" comes only from the district console: the resident's worker is not answering
+  const STATUSES = ["alert", "unmonitored", "offline", "not_worn", "low_battery", "normal"];
   let rows = [];
   let counts = {};
   let status = "";
@@ -15,7 +16,8 @@
   function chips() {
     const el = document.getElementById("status");
     const all = Object.values(counts).reduce((a, b) => a + b, 0);
-    el.innerHTML = [["", CW.t("all"), all], ...STATUSES.map((s) => [s, CW.t("st_" + s), counts[s] || 0])]
+    const shownStatuses = STATUSES.filter((s) => s !== "unmonitored" || counts[s]);
+    el.innerHTML = [["", CW.t("all"), all], ...shownStatuses.map((s) => [s, CW.t("st_" + s), counts[s] || 0])]
       .map(([s, label, n]) => `<button type="button" class="chip st-${s || "all"} ${s === status ? "on" : ""}"
         data-status="${s}">${CW.esc(label)} <b>${n}</b></button>`).join("");
   }
@@ -34,7 +36,7 @@
       <span role="cell">${r.open_alerts || ""}</span>
       <span role="cell" class="wide">${num(r.hr)}</span><span role="cell" class="wide">${num(r.spo2)}</span>
       <span role="cell" class="wide">${r.battery === null ? "—" : num(r.battery) + "%"}</span>
-      <span role="cell" class="wide">${CW.esc(CW.ago(r.last_seen))}</span></div>`).join("");
+      <span role="cell" class="wide">${r.status === "unmonitored" ? "—" : CW.esc(CW.ago(r.last_seen))}</span></div>`).join("");
     document.getElementById("shown").textContent =
       `${CW.t("showing")} ${Math.min(shown.length, MAX_ROWS)} / ${shown.length} (${CW.t("of")} ${rows.length})`;
     chips();
