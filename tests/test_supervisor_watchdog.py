@@ -41,8 +41,10 @@ def _events(hook: Hook, instance: str) -> list[dict[str, Any]]:
 def test_a_hung_worker_pages_through_its_supervisor(
         mosquitto: MosquittoProcess, tmp_path: Path, hook: Hook) -> None:
     data = demo_registry(24, seed=3, towns=4)
+    # repeated every 2 s while down: a page at start-up (workers not yet subscribed) that the
+    # watchdog never saw end must not hide the hang's own page
     data["alerts"] = {"webhooks": [hook.url], "monitoring_notify_after_s": 1.0,
-                      "heartbeat_s": 3600, "webhook_timeout_s": 2}
+                      "monitoring_repeat_s": 2.0, "heartbeat_s": 3600, "webhook_timeout_s": 2}
     data["broker"] = {"client_id": "cw-sv"}
     reg = tmp_path / "reg.yaml"
     reg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
