@@ -2,7 +2,8 @@
 
 Sessions are signed cookies (itsdangerous) carrying the staff id, a session id, a CSRF
 token and an expiry on the wall clock; nothing is stored server-side except sign-outs
-until they expire. Every state-changing request made with a session must send the
+(`console.signouts`: a file beside the users file, so a restart or another process of the
+same console knows them too). Every state-changing request made with a session must send the
 session's CSRF token in `X-CSRF-Token`; requests with `Authorization: Bearer <token>`
 carry no cookie and so need none.
 """
@@ -20,6 +21,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from carewatch.clock import Clock
 from config.models import Staff
 from console.scope import Principal
+from console.signouts import SignOuts
 from console.users import UserStore
 
 COOKIE = "cw_session"
@@ -38,12 +40,15 @@ class Auth:
     """Issues and checks sessions and tokens; rate-limits failed sign-ins per staff id."""
 
     def __init__(self, users: UserStore, key: bytes, ttl_s: float, clock: Clock,
-                 max_failures: int = 5, lockout_s: float = 300.0, secure: bool = False) -> None:
+                 max_failures: int = 5, lockout_s: float = 300.0, secure: bool = False,
+                 signouts: SignOuts | None = None) -> None:
+        """`signouts`: where sign-outs are kept (default: `signouts.log` beside the users
+        file, shared by every process that reads that file)."""
         self.users, self.ttl_s, self.clock = users, ttl_s, clock
         self.signer = URLSafeSerializer(key, salt="carewatch-console-session")
         self.max_failures, self.lockout_s, self.secure = max_failures, lockout_s, secure
         self._failures: dict[str, list[float]] = {}
-        self._revoked: dict[str, float] = {}  # session id -> its expiry
+        self.signouts = signouts or SignOuts(users.path.parent / "signouts.log")
         self._lock = threading.Lock()
 
     # ---- sign-in ----------------------------------------------------------------------
@@ -71,10 +76,7 @@ class Auth:
         return cookie, s
 
     def revoke(self, session: Session) -> None:
-        now = self.clock.now()
-        with self._lock:
-            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
-            self._revoked[session.session_id] = session.expires
+        self.signouts.add(session.session_id, session.expires)
 
     def parse(self, cookie: str | None) -> Session | None:
         if not cookie:
@@ -84,11 +86,9 @@ class Auth:
             s = Session(str(data["u"]), str(data["s"]), str(data["c"]), float(data["e"]))
         except (BadSignature, KeyError, TypeError, ValueError):
             return None
-        if s.expires <= self.clock.now():
+        now = self.clock.now()
+        if s.expires <= now or self.signouts.revoked(s.session_id, now):
             return None
-        with self._lock:
-            if s.session_id in self._revoked:
-                return None
         return s
 
     # ---- per request ------------------------------------------------------------------
