@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from carewatch.workers import Supervisor, probe_subscribed
 from config.models import Config
-from console.federation import WorkerLink
+from console.federation import WorkerDown, WorkerLink, down_problem
 from console.server import ConsoleServer
 from console.settings import ConsoleSettings
 
@@ -51,12 +51,9 @@ def workers_monitoring(supervisor: Supervisor, host: str, ports: list[int],
         for child, alive in zip(supervisor.children, supervisor.alive(), strict=True):
             if alive and probe_subscribed(ports[child.index], host):
                 continue
-            mine = towns[child.index]
-            problems.append({
-                "code": "worker_down", "level": "down", "since": None,
-                "detail": f"worker {child.index} ({', '.join(mine)}): "
-                          f"{'not answering' if alive else 'not running'}",
-                "worker": child.index, "towns": [town_names.get(t, t) for t in mine]})
+            down = WorkerDown(child.index, tuple(towns[child.index]),
+                              "not answering" if alive else "not running")
+            problems.append(down_problem(down, town_names))
         return {"state": "down" if problems else "ok", "problems": problems}
 
     return look
@@ -83,15 +80,19 @@ def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[
                                         supervisor.alive(), strict=True)]
         return 200, orjson.dumps({"workers": doc}), "application/json"
 
-    local = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    links = [WorkerLink(k, tuple(t), f"http://{_url_host(local)}:{ports[k]}")
-             for k, t in enumerate(towns)]
+    local = _url_host(loopback_for(host))
+    links = [WorkerLink(k, tuple(t), f"http://{local}:{ports[k]}") for k, t in enumerate(towns)]
     shared = console_dir or data_dir
     settings = ConsoleSettings(users_file=shared / "users.json",
                                secret_file=shared / "console.secret")
     app = create_gateway(config, links, data_dir, registry=registry, ready=ready,
                          routes={"/workers": workers}, settings=settings)
     return ConsoleServer(app, host, port, lifespan="on")
+
+
+def loopback_for(host: str) -> str:
+    """Where this machine reaches a server bound to `host` (a wildcard: its loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
 
 
 def _url_host(host: str) -> str:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from carewatch.clock import WallClock
 from carewatch.workers import machine_towns, partition_towns, probe_subscribed, supervisor_argv
@@ -119,3 +120,24 @@ def test_one_console_over_two_machines(mosquitto: MosquittoProcess, tmp_path: Pa
         dev.close()
         codes = [_stop(p) for p in reversed(procs)]
     assert codes == [0] * len(procs)
+
+
+def test_the_console_joins_the_machines_worker_lists(tmp_path: Path) -> None:
+    from carewatch.commands.console import worker_links
+
+    config = load_config(write_demo_registry(tmp_path / "reg.yaml", 20, seed=2, towns=4))
+    towns = [t.id for t in config.towns]
+    a = [{"worker": 0, "towns": towns[:1], "http": "http://0.0.0.0:8081/"},
+         {"worker": 1, "towns": towns[1:2], "http": "http://0.0.0.0:8082/"}]
+    b = [{"worker": 0, "towns": towns[2:], "http": "http://10.0.0.7:9081/"}]
+    links = worker_links(config, [("http://10.0.0.6:8080", a), ("http://10.0.0.7:9080", b)])
+    # one numbering; a supervisor bound to every interface is reached at its own address
+    assert [(w.index, w.towns, w.url) for w in links] == [
+        (0, tuple(towns[:1]), "http://10.0.0.6:8081"),
+        (1, tuple(towns[1:2]), "http://10.0.0.6:8082"),
+        (2, tuple(towns[2:]), "http://10.0.0.7:9081")]
+    with pytest.raises(ValueError, match="claimed by"):
+        worker_links(config, [("http://a", a), ("http://b", a)])
+    with pytest.raises(ValueError, match="not in the registry"):
+        worker_links(config, [("http://a", [{"worker": 0, "towns": ["nowhere"],
+                                              "http": "http://a:1/"}])])

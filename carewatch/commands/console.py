@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -70,8 +71,18 @@ def worker_links(config: Config, listed: list[tuple[str, list[dict[str, Any]]]]
                 if town in owner:
                     raise ValueError(f"town {town!r} is claimed by {owner[town]} and {where}")
                 owner[town] = where
-            links.append(WorkerLink(len(links), tuple(w["towns"]), str(w["http"]).rstrip("/")))
+            links.append(WorkerLink(len(links), tuple(w["towns"]), _reachable(w["http"], url)))
     return links
+
+
+def _reachable(worker_url: str, supervisor_url: str) -> str:
+    """A worker's address as this process reaches it: a supervisor bound to every interface
+    lists its workers at 0.0.0.0 (or ::), which is that machine, the one in its URL."""
+    worker, machine = urlsplit(str(worker_url)), urlsplit(supervisor_url)
+    if worker.hostname in ("0.0.0.0", "::") and machine.hostname:
+        host = f"[{machine.hostname}]" if ":" in machine.hostname else machine.hostname
+        return f"{worker.scheme}://{host}:{worker.port}"
+    return str(worker_url).rstrip("/")
 
 
 def main(args: argparse.Namespace) -> int:

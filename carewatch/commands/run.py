@@ -165,13 +165,12 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
                                console_dir)
     server.start()
     from carewatch.clock import WallClock
-    from carewatch.supervisor_http import workers_monitoring
+    from carewatch.supervisor_http import loopback_for, workers_monitoring
     from carewatch.watchdog import from_config
 
     # a worker that crash-loops or hangs pages the district (it cannot page for itself)
-    local = "127.0.0.1" if http[0] in ("0.0.0.0", "") else http[0]
     watchdog = from_config(config, workers_monitoring(
-        supervisor, local, [http[1] + 1 + k for k in range(len(parts))], parts,
+        supervisor, loopback_for(http[0]), [http[1] + 1 + k for k in range(len(parts))], parts,
         config.town_names()), WallClock(), instance=f"{broker_id(args, config)}-supervisor",
         heartbeats=False)
     if watchdog is not None:
