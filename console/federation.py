@@ -41,6 +41,7 @@ class WorkerDown:
     index: int
     towns: tuple[str, ...]
     reason: str
+    since: float | None = None  # when it was first seen not answering, if known
 
 
 class Owners:
@@ -66,9 +67,9 @@ class Owners:
 
 
 def down_problem(down: WorkerDown, town_names: dict[str, str]) -> dict[str, Any]:
-    """A `/api/health` problem for a worker that does not answer (since: unknown), naming
-    the towns it owns (the banner lists them)."""
-    return {"code": "worker_down", "level": "down", "since": None,
+    """A `/api/health` problem for a worker that does not answer, naming the towns it owns
+    (the banner lists them and how long)."""
+    return {"code": "worker_down", "level": "down", "since": down.since,
             "detail": f"worker {down.index} ({', '.join(down.towns)}): {down.reason}",
             "worker": down.index, "towns": [town_names.get(t, t) for t in down.towns]}
 

@@ -4,6 +4,7 @@ relaying their answers, and which worker holds which alert (`console.gateway`)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +55,7 @@ class Gateway:
                          settings.login_max_failures, settings.login_lockout_s,
                          settings.cookie_secure)
         self.alert_owner: dict[str, int] = {}  # alert id -> worker, learnt from answers
+        self.down_since: dict[int, float] = {}  # worker -> first failed ask, while failing
         # each worker's open alerts as last seen (board answers, the live stream): shown,
         # marked stale, while that worker does not answer (its alerts are still open)
         self.known: dict[int, dict[str, dict[str, Any]]] = {w.index: {} for w in workers}
@@ -83,15 +85,20 @@ class Gateway:
                                               timeout_s=timeout_s) for w in self.workers))
         answers: dict[int, dict[str, Any]] = {}
         down = []
+        now = self.clock.now()
         for w, r in zip(self.workers, got, strict=True):
             if isinstance(r, WorkerDown):
                 down.append(r)
             elif r.status_code == 200:
                 answers[w.index] = r.json()
+                self.down_since.pop(w.index, None)
             elif 400 <= r.status_code < 500:
                 raise HTTPException(r.status_code, _detail(r))
             else:
                 down.append(WorkerDown(w.index, w.towns, f"HTTP {r.status_code}: {_detail(r)}"))
+        # since when each silent worker has been silent (as this gateway saw it)
+        down = [dataclasses.replace(d, since=self.down_since.setdefault(d.index, now))
+                for d in down]
         return answers, down
 
     async def ask_all(self, request: Request, path: str, params: dict[str, Any] | None = None,

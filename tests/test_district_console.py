@@ -103,6 +103,7 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             assert health["state"] == "degraded" and health["workers_answering"] == 1
             down = next(p for p in health["problems"] if p["code"] == "worker_down")
             assert down["worker"] == 1 and len(down["towns"]) == len(parts[1])
+            assert 0 < health["now"] - down["since"] < 60  # the banner says for how long
             now_board = board()
             assert now_board[res[1].id]["stale"] is True and "stale" not in now_board[res[0].id]
             # its residents are listed as not monitored, not left out
