@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,6 +61,26 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
+def add_ops_routes(app: FastAPI, registry: CollectorRegistry,
+                   ready: Callable[[], dict[str, object]]) -> None:
+    """/metrics, /healthz and /readyz (same semantics as carewatch/http.py)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response(b'{"status": "ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        checks = ready()
+        ok = all(bool(v) for v in checks.values())
+        return Response(orjson.dumps({"ready": ok, **checks}), status_code=200 if ok else 503,
+                        media_type="application/json")
+
+
 def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
                routines: Any = None) -> FastAPI:
     """The console: pages, /api, live events, /metrics, /healthz, /readyz; with `routines`
@@ -100,21 +121,7 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
     async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
         return JSONResponse({"detail": f"pipeline unavailable: {exc}"}, status_code=503)
 
-    # ---- operations (same semantics as carewatch/http.py) -------------------------------
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(backend.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> Response:
-        return Response(b'{"status": "ok"}', media_type="application/json")
-
-    @app.get("/readyz", include_in_schema=False)
-    def readyz() -> Response:
-        checks = backend.ready()
-        ok = all(bool(v) for v in checks.values())
-        return Response(orjson.dumps({"ready": ok, **checks}), status_code=200 if ok else 503,
-                        media_type="application/json")
+    add_ops_routes(app, backend.registry, backend.ready)
 
     # ---- pages --------------------------------------------------------------------------
     def page(name: str, request: Request) -> Response:

@@ -14,7 +14,7 @@ from console.live import Broadcaster
 from console.scope import Scopes
 from console.settings import ConsoleSettings
 from console.users import UserStore
-from console.views import Names, alert_row
+from console.views import Names, alert_row, search_texts
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ class Ctx:
     def build(cls, backend: ConsoleBackend, settings: ConsoleSettings, users: UserStore,
               auth: Auth) -> Ctx:
         names = Names(backend.config)
-        text = np.array([
-            f"{r.id} {r.name} {r.device} {r.town} {names.towns.get(r.town, '')}".lower()
-            for r in backend.config.residents], dtype=str)
+        text = search_texts(backend.config, names)
         return cls(backend, settings, users, auth, Scopes(backend.config, backend.devices),
                    names, Broadcaster(settings.sse_queue_max), text)
 

@@ -19,14 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from config.models import ID_PATTERN, Config
-from console.app import STATIC, _Headers
+from console.app import STATIC, _Headers, add_ops_routes
 from console.federation import WorkerLink
 from console.gateway_api import api_router
 from console.gateway_state import Gateway
@@ -65,20 +64,7 @@ def create_gateway(config: Config, workers: list[WorkerLink], data_dir: Path, *,
     app.state.close_streams = lambda: None
     app.add_middleware(_Headers)
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> Response:
-        return Response(b'{"status": "ok"}', media_type="application/json")
-
-    @app.get("/readyz", include_in_schema=False)
-    def readyz() -> Response:
-        checks = ready()
-        ok = all(bool(v) for v in checks.values())
-        return Response(orjson.dumps({"ready": ok, **checks}), status_code=200 if ok else 503,
-                        media_type="application/json")
+    add_ops_routes(app, registry, ready)
 
     for path, fn in (routes or {}).items():
         def answer(fn: Callable[[], tuple[int, bytes, str]] = fn) -> Response:

@@ -23,7 +23,7 @@ from console.gateway_stream import StreamHub
 from console.scope import Principal, Scopes
 from console.settings import ConsoleSettings
 from console.users import UserStore, secret_key
-from console.views import Names
+from console.views import Names, search_texts
 from ingest.devices import DeviceTable
 
 FORWARD = ("cookie", "authorization", "x-csrf-token", "content-type", "accept-language")
@@ -46,9 +46,7 @@ class Gateway:
         self.devices = DeviceTable.from_config(config)
         self.scopes = Scopes(config, self.devices)
         self.names = Names(config)
-        self.search_text = np.array([  # as a worker's console searches (console.context)
-            f"{r.id} {r.name} {r.device} {r.town} {self.names.towns.get(r.town, '')}".lower()
-            for r in config.residents], dtype=str)
+        self.search_text = search_texts(config, self.names)  # as a worker's console searches
         users = UserStore(settings.users_file or data_dir / "users.json", config)
         self.auth = Auth(users, secret_key(settings.secret_file or data_dir / "console.secret"),
                          settings.session_ttl_s, settings.auth_clock,

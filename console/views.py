@@ -36,6 +36,14 @@ class Names:
         self.institutions = {i.id: i.name or i.id for i in config.institutions}
 
 
+def search_texts(config: Config, names: Names) -> np.ndarray:
+    """Per resident (registry order): "id name device town-id town-name", lower case, for
+    the resident list's search."""
+    return np.array([
+        f"{r.id} {r.name} {r.device} {r.town} {names.towns.get(r.town, '')}".lower()
+        for r in config.residents], dtype=str)
+
+
 def alert_row(alert: Alert | dict[str, Any], names: Names, now: float) -> dict[str, Any]:
     """One alert as the board shows it (from an Alert or a contract event)."""
     doc = alert.to_doc() if isinstance(alert, Alert) else dict(alert)
