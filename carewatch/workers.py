@@ -48,13 +48,23 @@ def probe_samples(port: int, host: str = "127.0.0.1") -> float:
 
 def probe_metric(port: int, name: str, host: str = "127.0.0.1") -> float:
     """One unlabelled metric of the service on `port`; -1 when it cannot be read."""
+    return probe_metrics(port, (name,), host)[name]
+
+
+def probe_metrics(port: int, names: tuple[str, ...], host: str = "127.0.0.1"
+                  ) -> dict[str, float]:
+    """Several unlabelled metrics from one read of /metrics (each read costs the service
+    ~5 ms of CPU); -1 for any that cannot be read."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
-        return -1.0
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else -1.0
+        return dict.fromkeys(names, -1.0)
+    out = {}
+    for name in names:
+        match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        out[name] = float(match.group(1)) if match else -1.0
+    return out
 
 
 def partition_towns(config: Config, workers: int, towns: list[str] | None = None
