@@ -18,6 +18,7 @@ import pytest
 
 from carewatch.workers import (
     partition_towns,
+    probe_metrics,
     probe_samples,
     probe_subscribed,
     supervisor_argv,
@@ -95,6 +96,10 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
             timeout_s=90,
             what=f"samples split {expected}",
         )
+        # several metrics from one read (what bench scale looks at)
+        shed = "carewatch_inbox_shed_total"
+        assert probe_metrics(ports[0], ("carewatch_samples_accepted_total", shed)) == {
+            "carewatch_samples_accepted_total": expected[0], shed: 0.0}
         # a device of worker 1's town published on a worker-0 town: wrong_town, from worker 0
         r1 = next(r for r in config.residents if owner[r.town] == 1)
         pub.publish(f"carewatch/v1/{parts[0][0]}/{r1.device}/vitals", {"ts": now}).wait_for_publish(
