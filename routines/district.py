@@ -59,8 +59,9 @@ class UnionAlerts:
 def district_history(config: Config, data_dir: Path
                      ) -> tuple[TaskHistory, AlertHistory, Any] | str:
     """(tasks, alerts, closer) over the whole district, read-only, or why there are none:
-    the PostgreSQL store, or the SQLite stores of `data_dir` and of its worker-k
-    directories. Call `closer.close()` when done."""
+    the PostgreSQL store; else the SQLite stores of `data_dir`'s worker-k directories (after
+    `run --workers N`), or of `data_dir` itself when it has none. Call `closer.close()` when
+    done."""
     if config.storage.alerts_backend == "postgresql":
         from alerts.store_pg_conn import dsn_from_settings
         from routines.alertdata_pg import PgAlertData
@@ -77,7 +78,7 @@ def district_history(config: Config, data_dir: Path
     dirs = worker_dirs(data_dir) or [data_dir]
     task_dbs = [d / config.routines.db_file for d in dirs if (d / config.routines.db_file).exists()]
     if not task_dbs:
-        where = data_dir if len(dirs) == 1 else f"{data_dir}/worker-*"
+        where = f"{data_dir}/worker-*" if dirs != [data_dir] else data_dir
         return f"no routine store in {where} (run the service with routines first)"
     tasks = UnionTasks([SqliteTaskStore(p, readonly=True) for p in task_dbs])
     alerts = UnionAlerts([AlertData(d / config.alerts.db_file) for d in dirs])
