@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from alerts.model import AlertNotFoundError, AlertTransitionError
 from config.models import ID_PATTERN
-from console.auth import COOKIE
+from console.auth import COOKIE, Actor, Reader
 from console.context import Ctx
 from console.scope import Principal
 from console.views import (
@@ -50,21 +50,6 @@ class SilenceIn(BaseModel):
     kind: str | None = Field(None, pattern=r"^[a-z0-9_]{1,40}$")
     minutes: float = Field(gt=0, le=7 * 24 * 60)
     reason: str = Field(min_length=1, max_length=500)
-
-
-def _reader(request: Request) -> Principal:
-    ctx: Ctx = request.app.state.ctx
-    return ctx.auth.require(request)
-
-
-def _actor(request: Request) -> Principal:
-    ctx: Ctx = request.app.state.ctx
-    return ctx.auth.require_csrf(request)
-
-
-# Module level: with postponed annotations FastAPI resolves these names from the module.
-Reader = Annotated[Principal, Depends(_reader)]
-Actor = Annotated[Principal, Depends(_actor)]
 
 
 def build_router(ctx: Ctx) -> APIRouter:

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from config.models import ID_PATTERN
 from console.api import build_router
 from console.auth import Auth
 from console.backend import BackendUnavailable, ConsoleBackend
 from console.context import Ctx
+from console.pages import STATIC, add_pages
 from console.settings import ConsoleSettings
 from console.users import UserStore, secret_key
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
@@ -108,6 +105,7 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
                   "Authenticate with the session cookie (pages) or `Authorization: Bearer`.",
                   docs_url="/api/docs", redoc_url=None)
     app.state.ctx = ctx
+    app.state.auth = auth  # console.auth.reader / actor
     app.add_middleware(_Headers)
     app.include_router(build_router(ctx))
     app.state.routines = None
@@ -123,38 +121,5 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
 
     add_ops_routes(app, backend.registry, backend.ready)
 
-    # ---- pages --------------------------------------------------------------------------
-    def page(name: str, request: Request) -> Response:
-        if ctx.auth.principal(request) is None:
-            return RedirectResponse("/login", status_code=303)
-        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> Response:
-        return Response(status_code=204)
-
-    @app.get("/login", include_in_schema=False)
-    def login_page() -> Response:
-        return FileResponse(STATIC / "login.html")
-
-    @app.get("/", include_in_schema=False)
-    def board_page(request: Request) -> Response:
-        return page("board.html", request)
-
-    @app.get("/residents", include_in_schema=False)
-    def residents_page(request: Request) -> Response:
-        return page("residents.html", request)
-
-    @app.get("/residents/{resident_id}", include_in_schema=False)
-    def resident_page(resident_id: str, request: Request) -> Response:
-        p = ctx.auth.principal(request)
-        if p is None:
-            return RedirectResponse("/login", status_code=303)
-        if not re.fullmatch(ID_PATTERN.strip("^$"), resident_id) or \
-                resident_id not in backend.devices.row_of_resident:
-            return Response("no such resident", status_code=404, media_type="text/plain")
-        if not ctx.scopes.allows_resident(p, resident_id):
-            return Response("outside your scope", status_code=403, media_type="text/plain")
-        return FileResponse(STATIC / "resident.html", headers={"Cache-Control": "no-store"})
-
+    add_pages(app, auth, ctx.scopes)
     return app

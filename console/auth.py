@@ -13,9 +13,9 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from carewatch.clock import Clock
@@ -126,3 +126,20 @@ class Auth:
             if not sent or not secrets.compare_digest(sent, p.csrf or ""):
                 raise HTTPException(403, "missing or wrong CSRF token")
         return p
+
+
+def reader(request: Request) -> Principal:
+    """FastAPI dependency: the signed-in principal (the app's `state.auth` decides)."""
+    auth: Auth = request.app.state.auth
+    return auth.require(request)
+
+
+def actor(request: Request) -> Principal:
+    """FastAPI dependency for state-changing requests: also checks the CSRF token."""
+    auth: Auth = request.app.state.auth
+    return auth.require_csrf(request)
+
+
+# Module level: with postponed annotations FastAPI resolves these names from the module.
+Reader = Annotated[Principal, Depends(reader)]
+Actor = Annotated[Principal, Depends(actor)]

@@ -14,26 +14,24 @@ here, from every worker's stores (`routines.district`).
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from config.models import ID_PATTERN, Config
-from console.app import STATIC, _Headers, add_ops_routes
+from config.models import Config
+from console.app import _Headers, add_ops_routes
 from console.federation import WorkerLink
 from console.gateway_api import api_router
 from console.gateway_state import Gateway
 from console.gateway_stream import StreamHub
+from console.pages import ROUTINE_PAGES, STATIC, add_pages, add_signed_in_pages
 from console.settings import ConsoleSettings
 
-PAGES = {"/": "board.html", "/residents": "residents.html"}
-ROUTINE_PAGES = {"/tasks": "tasks.html", "/reports": "reports.html"}
 Routes = dict[str, Callable[[], tuple[int, bytes, str]]]
 
 
@@ -60,7 +58,7 @@ def create_gateway(config: Config, workers: list[WorkerLink], data_dir: Path, *,
 
     app = FastAPI(title="CareWatch district console", version="1", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.gateway = gw
+    app.state.auth = gw.auth  # console.auth.reader / actor
     app.state.close_streams = lambda: None
     app.add_middleware(_Headers)
 
@@ -79,36 +77,6 @@ def create_gateway(config: Config, workers: list[WorkerLink], data_dir: Path, *,
 
 
 def _pages(app: FastAPI, gw: Gateway) -> None:
-    def page(name: str) -> Callable[[Request], Response]:
-        def serve(request: Request) -> Response:
-            if gw.auth.principal(request) is None:
-                return RedirectResponse("/login", status_code=303)
-            return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
-        return serve
-
-    pages = dict(PAGES)
+    add_pages(app, gw.auth, gw.scopes)
     if gw.config.routines.enabled:
-        pages.update(ROUTINE_PAGES)
-    for path, name in pages.items():
-        app.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
-
-    @app.get("/login", include_in_schema=False)
-    def login_page() -> Response:
-        return FileResponse(STATIC / "login.html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> Response:
-        return Response(status_code=204)
-
-    @app.get("/residents/{resident_id}", include_in_schema=False)
-    def resident_page(resident_id: str, request: Request) -> Response:
-        p = gw.auth.principal(request)
-        if p is None:
-            return RedirectResponse("/login", status_code=303)
-        if not re.fullmatch(ID_PATTERN.strip("^$"), resident_id) or \
-                resident_id not in gw.devices.row_of_resident:
-            return Response("no such resident", status_code=404, media_type="text/plain")
-        if not gw.scopes.allows_resident(p, resident_id):
-            return Response("outside your scope", status_code=403, media_type="text/plain")
-        return FileResponse(STATIC / "resident.html", headers={"Cache-Control": "no-store"})
-
+        add_signed_in_pages(app, gw.auth, ROUTINE_PAGES)

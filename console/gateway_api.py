@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from console.auth import COOKIE
+from console.auth import COOKIE, Actor, Reader
 from console.federation import (
     UNMONITORED,
     WorkerDown,
@@ -24,7 +24,7 @@ from console.federation import (
     merge_tasks,
     unmonitored_rows,
 )
-from console.gateway_state import FORWARD, Actor, Gateway, Id, Reader, TaskId, relay
+from console.gateway_state import FORWARD, Gateway, Id, TaskId, relay
 from console.scope import Principal
 from routines.district import district_history
 from routines.web import LABEL, my_scope_doc, report_for, report_page

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import numpy as np
 import orjson
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
@@ -170,21 +170,6 @@ class Gateway:
         if w is None:
             raise HTTPException(404, f"no resident {resident_id}")
         return w
-
-
-def _reader(request: Request) -> Principal:
-    gw: Gateway = request.app.state.gateway
-    return gw.auth.require(request)
-
-
-def _actor(request: Request) -> Principal:
-    gw: Gateway = request.app.state.gateway
-    return gw.auth.require_csrf(request)
-
-
-# Module level: with postponed annotations FastAPI resolves these names from the module.
-Reader = Annotated[Principal, Depends(_reader)]
-Actor = Annotated[Principal, Depends(_actor)]
 
 
 def _detail(r: httpx.Response) -> str:

@@ -12,21 +12,17 @@ the routines, and a tick's daily checks read the state store, which only that th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import FastAPI
 
-from console.api import _actor, _reader
+from console.auth import actor, reader
 from console.context import Ctx
+from console.pages import ROUTINE_PAGES, add_signed_in_pages
 from console.scope import Principal
 from routines.model import Task
 from routines.service import Routines
 from routines.web import router
-
-STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"/tasks": "tasks.html", "/reports": "reports.html"}
 
 
 def mount_routines(app: FastAPI, ctx: Ctx, routines: Routines) -> None:
@@ -35,16 +31,8 @@ def mount_routines(app: FastAPI, ctx: Ctx, routines: Routines) -> None:
     def resident_in_scope(p: Any, task: Task) -> bool:
         return isinstance(p, Principal) and ctx.scopes.allows_resident(p, task.resident_id)
 
-    app.include_router(router(routines, _reader, _actor, deny_status=403,
+    app.include_router(router(routines, reader, actor, deny_status=403,
                               scope=resident_in_scope, call=ctx.backend.call))
     app.state.routines = routines
 
-    def serve(name: str) -> Any:
-        def page(request: Request) -> Response:
-            if ctx.auth.principal(request) is None:
-                return RedirectResponse("/login", status_code=303)
-            return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
-        return page
-
-    for path, name in PAGES.items():
-        app.add_api_route(path, serve(name), methods=["GET"], include_in_schema=False)
+    add_signed_in_pages(app, ctx.auth, ROUTINE_PAGES)
