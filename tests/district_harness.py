@@ -1,20 +1,15 @@
 """A supervisor with two workers (`carewatch run --workers 2`) on real Mosquitto, for the
-district console's tests; and a reader of a console's live stream."""
+district console's tests."""
 
 from __future__ import annotations
 
-import re
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from carewatch.workers import partition_towns, probe_subscribed, supervisor_argv
@@ -24,38 +19,7 @@ from config.models import Config
 from console.testing import password_of, staff_of_each_tier
 from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import wait_for
-
-
-class Stream:
-    """Reads a console's /api/stream on a thread: `alert` rows and the `resync` count."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.resyncs = 0
-        self.connected = threading.Event()
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, args=(client,), name="sse-reader")
-        self.thread.start()
-        assert self.connected.wait(10), "stream did not open"
-
-    def _run(self, client: httpx.Client) -> None:
-        with client.stream("GET", "/api/stream", timeout=None) as r:
-            event = ""
-            for line in r.iter_lines():
-                if line.startswith(": connected"):
-                    self.connected.set()
-                elif line.startswith("event: "):
-                    event = line[7:]
-                    if event == "resync":
-                        with self._lock:
-                            self.resyncs += 1
-                elif line.startswith("data: ") and event == "alert":
-                    with self._lock:
-                        self.rows.append(orjson.loads(line[6:]))
-
-    def of(self, resident_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in self.rows if e["resident_id"] == resident_id]
+from tests.process_harness import start_supervisor, stop_process
 
 
 @dataclass
@@ -71,17 +35,7 @@ class District:
 
     def stop(self) -> None:
         """Stop the supervisor (SIGTERM) and wait for it; it must exit cleanly."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc.stdout:
-                self.proc.stdout.close()
-        assert self.proc.returncode == 0
+        assert stop_process(self.proc) == 0
 
 
 @pytest.fixture
@@ -96,16 +50,8 @@ def district(mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[District]:
                     str(reg), "--data-dir", str(data), "--staff", staff],
                    input=password_of(staff) + "\n", text=True, check=True, capture_output=True)
     http = free_port_block(3)
-    proc = subprocess.Popen(supervisor_argv(reg, 2, mosquitto.url, http, data),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pids: dict[int, int] = {}
+    proc, pids = start_supervisor(supervisor_argv(reg, 2, mosquitto.url, http, data), 2)
     try:
-        while len(pids) < 2:
-            line = proc.stdout.readline() if proc.stdout else ""
-            assert line, "supervisor exited early"
-            m = re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line)
-            if m:
-                pids[int(m.group(1))] = int(m.group(2))
         wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
                  what="both workers subscribed")
         found = District(config, partition_towns(config, 2), http, pids, staff, proc, reg, data)

@@ -56,10 +56,11 @@ def signed_in(base: str, staff_id: str) -> tuple[httpx.Client, str]:
 
 
 class Stream:
-    """Reads /api/stream on a thread, collecting `alert` events."""
+    """Reads /api/stream on a thread, collecting `alert` events and counting `resync`s."""
 
     def __init__(self, client: httpx.Client) -> None:
         self.events: list[dict[str, Any]] = []
+        self.resyncs = 0
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, args=(client,), name="sse-reader")
@@ -75,6 +76,9 @@ class Stream:
                     self.connected.set()
                 elif line.startswith("event: "):
                     event = line[7:]
+                    if event == "resync":
+                        with self._lock:
+                            self.resyncs += 1
                 elif line.startswith("data: ") and event == "alert":
                     with self._lock:
                         self.events.append(orjson.loads(line[6:]))

@@ -18,8 +18,9 @@ import orjson
 
 from carewatch.clock import WallClock
 from ingest.broker import MosquittoProcess
-from tests.district_harness import District, Stream, sign_in
+from tests.district_harness import District, sign_in
 from tests.ingest_harness import Client, wait_for
+from tests.test_console_server import Stream
 
 
 def test_one_console_for_every_town(district: District, mosquitto: MosquittoProcess) -> None:

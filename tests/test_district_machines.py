@@ -6,7 +6,6 @@ every machine), one board, and an alert acted on where it lives."""
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,19 +20,7 @@ from config.loader import load_config
 from console.testing import password_of, staff_of_each_tier
 from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import Client, wait_for
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+from tests.process_harness import stop_process
 
 
 def test_machine_shares_are_a_partition_of_the_towns(tmp_path: Path) -> None:
@@ -118,7 +105,7 @@ def test_one_console_over_two_machines(mosquitto: MosquittoProcess, tmp_path: Pa
         gw.close()
     finally:
         dev.close()
-        codes = [_stop(p) for p in reversed(procs)]
+        codes = [stop_process(p) for p in reversed(procs)]
     assert codes == [0] * len(procs)
 
 

@@ -5,9 +5,7 @@ worker's towns) and says when it is back, against real Mosquitto and real proces
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from config.generate import demo_registry
 from config.loader import parse_config
 from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import wait_for
+from tests.process_harness import start_supervisor, stop_process
 from tests.test_alerts_webhook import Hook
 
 
@@ -51,15 +50,9 @@ def test_a_hung_worker_pages_through_its_supervisor(
     config = parse_config(data)
     parts = partition_towns(config, 2)
     http = free_port_block(3)
-    proc = subprocess.Popen(supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, pids = start_supervisor(
+        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"), 2)
     try:
-        pids: dict[int, int] = {}
-        while len(pids) < 2:
-            line = proc.stdout.readline() if proc.stdout else ""
-            assert line, "supervisor exited early"
-            if m := re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line):
-                pids[int(m.group(1))] = int(m.group(2))
         wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
                  what="both workers subscribed")
         # (a slow start may page and recover: only what follows the hang counts)
@@ -89,13 +82,5 @@ def test_a_hung_worker_pages_through_its_supervisor(
                              for e in _events(hook, "cw-sv-supervisor")[at + 1:]),
                  timeout_s=30, what="monitoring_recovered")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-    assert proc.returncode == 0
+        code = stop_process(proc)
+    assert code == 0

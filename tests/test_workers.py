@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +26,7 @@ from config.generate import demo_registry, write_demo_registry
 from config.loader import load_config, parse_config
 from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import Client, wait_for
+from tests.process_harness import gone, start_supervisor, stop_process
 
 
 def test_partition_is_disjoint_balanced_and_deterministic() -> None:
@@ -54,22 +53,11 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
     config = load_config(reg)
     parts = partition_towns(config, 2)
     http = free_port_block(3)  # the supervisor's port, then each worker's
-    proc = subprocess.Popen(
-        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, pids = start_supervisor(
+        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"), 2)
     pub = Client(mosquitto.port, "dev-fleet")
     watcher = Client(mosquitto.port, "ops", subscribe=("carewatch/v1/+/+/rejected",))
     try:
-        pids = {}
-        while len(pids) < 2:
-            line = proc.stdout.readline() if proc.stdout else ""
-            assert line, "supervisor exited early"
-            m = re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line)
-            if m:
-                pids[int(m.group(1))] = int(m.group(2))
         ports = [http + 1, http + 2]
         wait_for(
             lambda: all(probe_subscribed(p) for p in ports),
@@ -130,16 +118,8 @@ def test_two_workers_share_the_towns_and_a_killed_worker_resumes(
     finally:
         pub.close()
         watcher.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-    assert proc.returncode == 0
+        code = stop_process(proc)
+    assert code == 0
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -160,41 +140,17 @@ def test_workers_stop_when_their_supervisor_is_killed(
     (otherwise they would hold their sessions and ports against the next supervisor's)."""
     reg = write_demo_registry(tmp_path / "reg.yaml", 12, seed=2)
     http = free_port_block(3)
-    proc = subprocess.Popen(
-        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    pids: dict[int, int] = {}
+    proc, pids = start_supervisor(
+        supervisor_argv(reg, 2, mosquitto.url, http, tmp_path / "data"), 2)
     try:
-        while len(pids) < 2:
-            line = proc.stdout.readline() if proc.stdout else ""
-            assert line, "supervisor exited early"
-            m = re.match(r"carewatch: worker (\d) started \(pid (\d+)\)", line)
-            if m:
-                pids[int(m.group(1))] = int(m.group(2))
         wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
                  what="both workers subscribed")
         proc.kill()
         proc.wait()
-
-        def gone(pid: int) -> bool:
-            # exited; a zombie (reparented, not yet reaped) counts as exited
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except FileNotFoundError:
-                return True
-            return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
         wait_for(lambda: all(gone(p) for p in pids.values()), timeout_s=30,
                  what="both workers stopped")
     finally:
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        stop_process(proc)
