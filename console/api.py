@@ -20,6 +20,7 @@ from console.views import (
     alert_row,
     board_key,
     device_state,
+    resident_facts,
     series_view,
     thresholds_for,
 )
@@ -214,12 +215,7 @@ def build_router(ctx: Ctx) -> APIRouter:
                       detail={"what": "record"})
         return {
             "now": now,
-            "resident": {"resident_id": res.id, "name": res.name or res.id, "town_id": res.town,
-                         "town_name": names.towns.get(res.town, res.town),
-                         "device_id": res.device, "conditions": list(res.conditions),
-                         "institution": res.institution,
-                         "institution_name": names.institutions.get(res.institution or ""),
-                         "staff": res.staff, "staff_name": names.staff.get(res.staff or "")},
+            "resident": resident_facts(res, names),
             "device": device_state(snap, row),
             "thresholds": thresholds_for(backend.config, resident_id),
             "alerts": alerts_out,

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.models import Config
 from console.views import STATUSES, board_key
+from ingest.samples import VITALS
 
 # worst first: a merged state is the worst of the workers' states
 MONITORING_STATES = ("down", "degraded", "ok")
@@ -152,3 +153,51 @@ def merge_tasks(answers: list[dict[str, Any]], now: float) -> dict[str, Any]:
     tasks.sort(key=lambda t: (float(t.get("due_at") or 0.0), str(t.get("task_id"))))
     view = answers[0].get("view") if answers else None
     return {"now": now, "view": view, "tasks": tasks}
+
+
+def unknown_device() -> dict[str, Any]:
+    """A record's device part when nothing is known about the device now."""
+    return {"last_seen": None, "last_sample_ts": None, "worn": -1, "battery": None,
+            "online": -1, "latest": {v: {"value": None, "ts": None} for v in VITALS}}
+
+
+def stale_note(down: WorkerDown, as_of: float | None) -> dict[str, Any]:
+    """Why a page's data is not live: the worker, its towns, since when it has not answered,
+    and the time of the data shown (None: only the registry's facts)."""
+    return {"worker": down.index, "towns": list(down.towns), "since": down.since,
+            "reason": down.reason, "as_of": as_of}
+
+
+def stale_record(facts: dict[str, Any], thresholds: dict[str, Any],
+                 cached: tuple[dict[str, Any], float] | None, last_alerts: list[dict[str, Any]],
+                 down: WorkerDown, now: float) -> dict[str, Any]:
+    """A resident's record while their worker does not answer, so that staff still see who
+    the resident is and who looks after them: the last record this console relayed
+    (`cached`: the record and when) or, without one, the registry's facts and no device
+    state. Open alerts as last seen on the board or stream (`last_alerts`, newer than any
+    record) replace their rows; `stale` says why nothing is live."""
+    if cached is not None:
+        doc, as_of = dict(cached[0]), cached[1]
+    else:
+        doc, as_of = {"device": unknown_device(), "alerts": []}, None
+    doc["resident"], doc["thresholds"] = facts, thresholds  # the registry's, current
+    rows = {str(a["alert_id"]): a for a in doc.get("alerts", [])}
+    for a in last_alerts:
+        rows[str(a["alert_id"])] = {"audit": [], **rows.get(str(a["alert_id"]), {}), **a}
+    doc["alerts"] = sorted(rows.values(), key=lambda a: -float(a.get("opened_at") or 0.0))
+    doc["now"] = now
+    doc["stale"] = stale_note(down, as_of)
+    return doc
+
+
+def stale_series(cached: tuple[dict[str, Any], float] | None, down: WorkerDown, now: float
+                 ) -> dict[str, Any]:
+    """A resident's charts while their worker does not answer: the last series this console
+    relayed, or none."""
+    if cached is not None:
+        doc, as_of = dict(cached[0]), cached[1]
+    else:
+        doc, as_of = {"ts": [], "alerts": [], **{v: [] for v in VITALS}}, None
+    doc["now"] = now
+    doc["stale"] = stale_note(down, as_of)
+    return doc

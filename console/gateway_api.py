@@ -22,10 +22,13 @@ from console.federation import (
     merge_list,
     merge_residents,
     merge_tasks,
+    stale_record,
+    stale_series,
     unmonitored_rows,
 )
-from console.gateway_state import FORWARD, Gateway, Id, TaskId, relay
+from console.gateway_state import FORWARD, Gateway, Id, TaskId, log, relay
 from console.scope import Principal
+from console.views import resident_facts, thresholds_for
 from routines.district import district_history
 from routines.web import LABEL, my_scope_doc, report_for, report_page
 
@@ -128,19 +131,45 @@ def api_router(gw: Gateway) -> APIRouter:
         out["workers_down"] = [d.index for d in down]
         return out
 
+    # A resident whose worker does not answer still has a record: who they are and who
+    # looks after them (what staff need to send someone round), the last record and charts
+    # this console relayed, and the alerts as last seen, all marked stale.
     @api.get("/residents/{resident_id}")
     async def resident(resident_id: Id, p: Reader, request: Request) -> Response:
-        r = await gw.ask(gw.resident_owner(resident_id), request, "GET",
-                         f"/api/residents/{resident_id}")
-        if not isinstance(r, WorkerDown) and r.status_code == 200:
-            gw.learn(r.json().get("alerts", []))
-        return relay(r)
+        w = gw.resident_owner(resident_id)
+        r = await gw.ask(w, request, "GET", f"/api/residents/{resident_id}",
+                         timeout_s=gw.timeout_for(w))
+        down = gw.down(w, r)
+        if down is None:
+            assert isinstance(r, httpx.Response)
+            if r.status_code == 200:
+                gw.learn(r.json().get("alerts", []))
+                gw.recall.keep(("record", resident_id), r.content, gw.clock.now())
+            return relay(r)
+        gw.check_scope(p, resident_id)
+        log.info("%s viewed the stale record of %s (worker %d not answering)",
+                 p.actor, resident_id, w.index)
+        last = [a for a in gw.last_known(w.index, p, True) if a["resident_id"] == resident_id]
+        return _json(stale_record(resident_facts(gw.names.residents[resident_id], gw.names),
+                                  thresholds_for(gw.config, resident_id),
+                                  gw.recall.get(("record", resident_id)), last, down,
+                                  gw.clock.now()))
 
     @api.get("/residents/{resident_id}/series")
     async def series(resident_id: Id, p: Reader, request: Request) -> Response:
-        return relay(await gw.ask(gw.resident_owner(resident_id), request, "GET",
-                                  f"/api/residents/{resident_id}/series",
-                                  dict(request.query_params)))
+        w = gw.resident_owner(resident_id)
+        params = dict(request.query_params)
+        r = await gw.ask(w, request, "GET", f"/api/residents/{resident_id}/series", params,
+                         timeout_s=gw.timeout_for(w))
+        key = ("series", resident_id, tuple(sorted(params.items())))
+        down = gw.down(w, r)
+        if down is None:
+            assert isinstance(r, httpx.Response)
+            if r.status_code == 200:
+                gw.recall.keep(key, r.content, gw.clock.now())
+            return relay(r)
+        gw.check_scope(p, resident_id)
+        return _json(stale_series(gw.recall.get(key), down, gw.clock.now()))
 
     # ---- silences -----------------------------------------------------------------------
     @api.get("/silences")
@@ -171,6 +200,10 @@ def api_router(gw: Gateway) -> APIRouter:
     if gw.config.routines.enabled:
         _routines_api(api, gw)
     return api
+
+
+def _json(doc: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(doc), media_type="application/json")
 
 
 def _routines_api(api: APIRouter, gw: Gateway) -> None:

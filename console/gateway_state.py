@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +28,7 @@ from console.users import UserStore, secret_key
 from console.views import Names, search_texts
 from ingest.devices import DeviceTable
 
+log = logging.getLogger(__name__)
 FORWARD = ("cookie", "authorization", "x-csrf-token", "content-type", "accept-language")
 # ids go into the workers' URLs: only the characters ids may have
 Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
@@ -57,6 +60,9 @@ class Gateway:
         # each worker's open alerts as last seen (board answers, the live stream): shown,
         # marked stale, while that worker does not answer (its alerts are still open)
         self.known: dict[int, dict[str, dict[str, Any]]] = {w.index: {} for w in workers}
+        # the last record and charts relayed per resident: shown, marked stale, while
+        # the resident's worker does not answer
+        self.recall = Recall(max_bytes=64 << 20)
         self.client: httpx.AsyncClient | None = None
         self.hub: StreamHub | None = None
 
@@ -83,20 +89,15 @@ class Gateway:
                                               timeout_s=timeout_s) for w in self.workers))
         answers: dict[int, dict[str, Any]] = {}
         down = []
-        now = self.clock.now()
         for w, r in zip(self.workers, got, strict=True):
-            if isinstance(r, WorkerDown):
-                down.append(r)
-            elif r.status_code == 200:
-                answers[w.index] = r.json()
-                self.down_since.pop(w.index, None)
-            elif 400 <= r.status_code < 500:
+            d = self.down(w, r)
+            if d is not None:
+                down.append(d)
+                continue
+            assert not isinstance(r, WorkerDown)
+            if r.status_code != 200:  # a 4xx: the request's own fault
                 raise HTTPException(r.status_code, _detail(r))
-            else:
-                down.append(WorkerDown(w.index, w.towns, f"HTTP {r.status_code}: {_detail(r)}"))
-        # since when each silent worker has been silent (as this gateway saw it)
-        down = [dataclasses.replace(d, since=self.down_since.setdefault(d.index, now))
-                for d in down]
+            answers[w.index] = r.json()
         return answers, down
 
     async def ask_all(self, request: Request, path: str, params: dict[str, Any] | None = None,
@@ -165,11 +166,62 @@ class Gateway:
         ids = self.devices.resident_ids
         return [ids[i] for i in np.flatnonzero(mask).tolist()]
 
+    def down(self, w: WorkerLink, r: httpx.Response | WorkerDown) -> WorkerDown | None:
+        """`r` as a worker that does not answer (a failed request or a 5xx), with since when;
+        None for an answer."""
+        if not isinstance(r, WorkerDown):
+            if 200 <= r.status_code < 300 or 400 <= r.status_code < 500:
+                self.down_since.pop(w.index, None)
+                return None
+            r = WorkerDown(w.index, w.towns, f"HTTP {r.status_code}: {_detail(r)}")
+        # since when it has been silent (as this gateway saw it)
+        return dataclasses.replace(r, since=self.down_since.setdefault(r.index,
+                                                                        self.clock.now()))
+
+    def timeout_for(self, w: WorkerLink) -> float:
+        """How long to wait for `w`: a worker already found silent gets the health check's
+        shorter wait (a page with a fallback should not hang on it)."""
+        return self.health_timeout_s if w.index in self.down_since else self.timeout_s
+
+    def check_scope(self, p: Principal, resident_id: str) -> None:
+        """403 unless `p` may see the resident (as a worker's console would answer)."""
+        if not self.scopes.allows_resident(p, resident_id):
+            raise HTTPException(403, "this resident is outside your scope")
+
     def resident_owner(self, resident_id: str) -> WorkerLink:
         w = self.owners.for_resident(resident_id)
         if w is None:
             raise HTTPException(404, f"no resident {resident_id}")
         return w
+
+
+class Recall:
+    """Answers kept by key, the least recently used dropped beyond `max_bytes` in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[Any, tuple[bytes, float]] = OrderedDict()
+
+    def keep(self, key: Any, content: bytes, at: float) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old[0])
+        if len(content) > self.max_bytes:
+            return
+        self._items[key] = (content, at)
+        self.size += len(content)
+        while self.size > self.max_bytes:
+            _, (dropped, _) = self._items.popitem(last=False)
+            self.size -= len(dropped)
+
+    def get(self, key: Any) -> tuple[dict[str, Any], float] | None:
+        """The answer kept under `key` (parsed) and when it was kept, or None."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return orjson.loads(item[0]), item[1]
 
 
 def _detail(r: httpx.Response) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from alerts.model import SEVERITY_CODES, TIER_NAMES, Alert
-from config.models import Config
+from config.models import Config, Resident
 from console.backend import ConsoleBackend, Snapshot
 from console.words import evidence_zh
 from ingest.samples import VITALS
@@ -154,6 +154,16 @@ def thresholds_for(config: Config, resident_id: str) -> dict[str, dict[str, Any]
         except Exception:  # validated at start; a bad override shows as what was given
             out[name] = merged
     return out
+
+
+def resident_facts(res: Resident, names: Names) -> dict[str, Any]:
+    """A resident record's registry part (who they are, who looks after them)."""
+    return {"resident_id": res.id, "name": res.name or res.id, "town_id": res.town,
+            "town_name": names.towns.get(res.town, res.town),
+            "device_id": res.device, "conditions": list(res.conditions),
+            "institution": res.institution,
+            "institution_name": names.institutions.get(res.institution or ""),
+            "staff": res.staff, "staff_name": names.staff.get(res.staff or "")}
 
 
 def device_state(snap: Snapshot, row: int) -> dict[str, Any]:

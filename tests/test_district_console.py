@@ -71,6 +71,9 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
         assert {x["resident_id"] for x in page["residents"]} == {r.id for r in res}
         rec = gw.get(f"/api/residents/{res[1].id}").json()
         assert rec["resident"]["town_id"] == res[1].town and rec["alerts"]
+        assert "stale" not in rec
+        charts = gw.get(f"/api/residents/{res[1].id}/series", params={"hours": 24}).json()
+        assert charts["ts"] and "stale" not in charts
         assert gw.get("/api/residents/nobody").status_code == 404
         assert gw.get("/api/health").json()["workers_answering"] == 2
         # today's report covers both workers' stores, here and from `carewatch report`
@@ -119,6 +122,24 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             only = gw.get("/api/residents", params={"status": "unmonitored", "limit": 3}).json()
             assert only["total"] == len(of_1) and len(only["residents"]) == 3
             assert {x["status"] for x in only["residents"]} == {"unmonitored"}
+            # and their records stay readable, marked stale: the last record and charts this
+            # console relayed, or (never looked at) who they are and who looks after them
+            got = gw.get(f"/api/residents/{res[1].id}")
+            assert got.status_code == 200, got.text
+            doc = got.json()
+            assert (doc["stale"]["worker"], doc["stale"]["since"]) == (1, down["since"])
+            assert doc["stale"]["as_of"] > now and doc["device"] == rec["device"]
+            assert [(a["alert_id"], a["state"]) for a in doc["alerts"]] == [
+                (alert_id, "acknowledged")]
+            other = next(r for r in config.residents if owner[r.town] == 1 and r != res[1])
+            bare = gw.get(f"/api/residents/{other.id}").json()
+            assert bare["stale"]["as_of"] is None and bare["device"]["online"] == -1
+            assert (bare["resident"]["staff"], bare["resident"]["town_id"]) == (other.staff,
+                                                                                other.town)
+            kept = gw.get(f"/api/residents/{res[1].id}/series", params={"hours": 24}).json()
+            assert kept["ts"] == charts["ts"] and kept["stale"]["worker"] == 1
+            none = gw.get(f"/api/residents/{other.id}/series", params={"hours": 24}).json()
+            assert none["ts"] == [] and none["stale"]["as_of"] is None
         finally:
             os.kill(pids[1], signal.SIGCONT)
         wait_for(lambda: gw.get("/api/health").json()["workers_answering"] == 2,

@@ -67,6 +67,15 @@ def test_one_board_over_two_workers(browser: Any, district: District,
         assert page.locator("#status button[data-status='unmonitored'] b").inner_text() == \
             str(len(of_1))
         page.screenshot(path=str(ARTIFACTS / "district-console-unmonitored.png"))
+        # a resident of that worker still has a page: who they are and who looks after
+        # them, under a notice that they are not being monitored
+        page.locator(f".rrow.st-unmonitored a[href$='/{of_1[0].id}']").first.click()
+        page.wait_for_selector("body.page-resident[data-ready='1']", timeout=20000)
+        notice = page.locator("#stale")
+        assert notice.is_visible() and notice.get_attribute("data-worker") == "1"
+        assert "未被监测" in notice.inner_text() or "not being monitored" in notice.inner_text()
+        assert (of_1[0].name or of_1[0].id) in page.locator("#name").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "district-console-stale-resident.png"))
         page.goto(base + "/")
         page.wait_for_selector("body.page-board[data-ready='1']")
         os.kill(district.pids[1], signal.SIGCONT)

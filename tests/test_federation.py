@@ -12,8 +12,12 @@ from console.federation import (
     merge_health,
     merge_residents,
     merge_tasks,
+    stale_record,
+    stale_series,
+    unknown_device,
     unmonitored_rows,
 )
+from console.gateway_state import Recall
 
 
 def _row(alert_id: str, state: str, sev: int, opened: float) -> dict[str, object]:
@@ -87,3 +91,52 @@ def test_residents_of_a_silent_worker_are_listed_after_alerts_with_their_last_al
     got = merge_residents([live, {"residents": rows, "total": 2}], owners, 0, 10, 0.0)
     assert [r["resident_id"] for r in got["residents"]] == [ids[5], ids[2], ids[1], ids[4]]
     assert got["total"] == 4
+
+
+def test_a_silent_workers_resident_keeps_a_record_marked_stale() -> None:
+    down = WorkerDown(1, ("t1", "t2"), "ReadTimeout", since=100.0)
+    facts = {"resident_id": "r1", "staff": "s1", "staff_name": "Wang"}
+    last = [{**_row("a2", "escalated", 4, 50.0), "resident_id": "r1", "stale": True}]
+    # never relayed before: the registry's facts, no device state, the alerts as last seen
+    bare = stale_record(facts, {"fall": {}}, None, last, down, 130.0)
+    assert bare["resident"] == facts and bare["thresholds"] == {"fall": {}}
+    assert bare["device"] == unknown_device()
+    assert [(a["alert_id"], a["state"], a["audit"]) for a in bare["alerts"]] == [
+        ("a2", "escalated", [])]
+    assert bare["stale"] == {"worker": 1, "towns": ["t1", "t2"], "since": 100.0,
+                             "reason": "ReadTimeout", "as_of": None}
+    assert bare["now"] == 130.0
+    # relayed at 90: that record, its alerts updated by what was seen later, newest first
+    audit = [{"ts": 40.0, "actor": "x", "action": "opened", "detail": {}}]
+    cached = {"now": 90.0, "resident": {"resident_id": "r1", "staff": "old"},
+              "device": {"battery": 55.0}, "thresholds": {},
+              "alerts": [{**_row("a1", "resolved", 2, 10.0), "audit": []},
+                         {**_row("a2", "open", 4, 50.0), "audit": audit}]}
+    rec = stale_record(facts, {}, (cached, 90.0), last, down, 130.0)
+    assert rec["device"] == {"battery": 55.0} and rec["resident"] == facts
+    assert [(a["alert_id"], a["state"]) for a in rec["alerts"]] == [("a2", "escalated"),
+                                                                     ("a1", "resolved")]
+    assert rec["alerts"][0]["audit"] == audit and rec["alerts"][0]["stale"] is True
+    assert rec["stale"]["as_of"] == 90.0 and rec["now"] == 130.0
+    assert cached["now"] == 90.0  # the kept record itself is not changed
+    charts = stale_series(None, down, 130.0)
+    assert charts["ts"] == [] and charts["hr"] == [] and charts["stale"]["as_of"] is None
+    kept = stale_series(({"ts": [60.0], "hr": [70.0], "alerts": [], "now": 80.0}, 80.0),
+                        down, 130.0)
+    assert kept["hr"] == [70.0] and kept["stale"]["as_of"] == 80.0 and kept["now"] == 130.0
+
+
+def test_the_recall_keeps_the_most_recently_used_answers_within_its_bytes() -> None:
+    recall = Recall(max_bytes=30)
+    recall.keep("a", b'{"n": 1, "pad": "xxxxx"}', 1.0)  # 24 bytes
+    assert recall.get("a") == ({"n": 1, "pad": "xxxxx"}, 1.0)
+    recall.keep("b", b'{"n": 2}', 2.0)  # 8 more: over 30, the least recently used goes
+    assert recall.get("a") is None and recall.get("b") == ({"n": 2}, 2.0)
+    recall.keep("c", b'{"n": 3}', 3.0)
+    recall.get("b")  # b used after c: c is the older now
+    recall.keep("d", b'{"n": 44444444444}', 4.0)  # 19 bytes: 35 in all, c goes
+    assert recall.get("c") is None and recall.get("b") is not None
+    recall.keep("b", b'{"n": 5}', 5.0)  # replaced, counted once
+    assert recall.size == len(b'{"n": 5}') + len(b'{"n": 44444444444}')
+    recall.keep("e", b"x" * 31, 6.0)  # larger than the whole cache: not kept
+    assert recall.get("e") is None and recall.size <= 30

@@ -34,6 +34,10 @@
     const host = document.getElementById("charts");
     plots.splice(0).forEach((p) => p.destroy());
     host.innerHTML = "";
+    if (!series.ts.length) { // e.g. the resident's worker is not answering and none was seen
+      host.innerHTML = `<p class="empty">${CW.esc(CW.t("no_series"))}</p>`;
+      return;
+    }
     // lay out every box first: a lone box would span the whole grid and size its chart so
     const boxes = CHARTS.map((c) => {
       const box = document.createElement("div");
@@ -70,6 +74,7 @@
   }
 
   function zoom() { // the window buttons: the last 1, 6 or 24 hours up to now
+    if (!series.ts.length) return;
     const max = series.ts[series.ts.length - 1] + 60;
     plots.forEach((p) => p.setScale("x", { min: max - hours * 3600, max }));
   }
@@ -100,12 +105,30 @@
     document.getElementById("device").innerHTML = `<dl>
       <dt>${CW.esc(CW.t("device"))}</dt><dd>${CW.esc(r.device_id)} · ${CW.esc(CW.t(online))} · ${CW.esc(CW.t(worn))}</dd>
       <dt>${CW.esc(CW.t("battery"))}</dt><dd>${d.battery === null ? "—" : num(d.battery) + "%"}</dd>
-      <dt>${CW.esc(CW.t("last_seen"))}</dt><dd>${CW.esc(CW.fmtTime(d.last_seen, true))}</dd>
+      <dt>${CW.esc(CW.t("last_seen"))}</dt><dd>${CW.esc(d.last_seen === null && detail.stale ? CW.t("unknown") : CW.fmtTime(d.last_seen, true))}</dd>
       <dt>${CW.esc(CW.t("col_hr"))} / ${CW.esc(CW.t("col_spo2"))}</dt><dd class="big">${num(v.hr.value)} / ${num(v.spo2.value)}%</dd>
       <dt>RR / T</dt><dd>${num(v.rr.value)} / ${num(v.temp_c.value, 1)} °C</dd>
       <dt>BP</dt><dd>${num(v.sbp.value)}/${num(v.dbp.value)} mmHg</dd></dl>`;
     document.getElementById("thresholds").innerHTML = Object.entries(detail.thresholds).map(([k, p]) =>
       `<div class="th"><b>${CW.esc(CW.t("k_" + k))}</b> <code>${CW.esc(JSON.stringify(p))}</code></div>`).join("");
+  }
+
+  function stale() { // the resident's worker is not answering (district console only)
+    const el = document.getElementById("stale");
+    const s = detail.stale;
+    el.hidden = !s;
+    if (!s) return;
+    const zh = CW.lang === "zh";
+    let text = CW.t("stale_record");
+    if (s.since !== null && s.since !== undefined) {
+      const dur = CW.fmtDur(CW.now() - s.since);
+      text += zh ? `（自 ${CW.fmtTime(s.since)} 起，已持续 ${dur}）` : ` (since ${CW.fmtTime(s.since)}, for ${dur})`;
+    }
+    text += zh ? "。" : ". ";
+    text += s.as_of === null || s.as_of === undefined ? CW.t("stale_no_data")
+      : `${CW.t("stale_as_of")} ${CW.fmtTime(s.as_of, true)}`;
+    el.textContent = text + (zh ? "。" : ".");
+    el.dataset.worker = String(s.worker);
   }
 
   function history() {
@@ -134,12 +157,12 @@
       return;
     }
     CW.syncClock(detail.now);
-    about(); history(); drawCharts();
+    stale(); about(); history(); drawCharts();
     document.body.dataset.ready = "1";
   }
 
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => detail && drawCharts(), 200); });
-  window.addEventListener("cw-lang", () => { if (detail) { about(); history(); drawCharts(); } });
+  window.addEventListener("cw-lang", () => { if (detail) { stale(); about(); history(); drawCharts(); } });
   CW.init("residents").then(load);
 })();
