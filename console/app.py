@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from console.api import build_router
 from console.auth import Auth
 from console.backend import BackendUnavailable, ConsoleBackend
 from console.context import Ctx
+from console.federation import DEADLINE_HEADER
 from console.pages import STATIC, add_pages
 from console.settings import ConsoleSettings
 from console.users import UserStore, secret_key
@@ -56,6 +59,38 @@ class _Headers:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _Deadline:
+    """Refuses (504) a request whose deadline header has passed (`DEADLINE_HEADER`, sent by
+    the district console with the actions it forwards): by then the console has told staff
+    the action was not done, so a worker that was hung must not do it on resuming."""
+
+    _NAME = DEADLINE_HEADER.lower().encode()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            deadline = next((v for k, v in scope["headers"] if k == self._NAME), None)
+            if deadline is not None and time.time() > _epoch(deadline):
+                log.warning("refused %s %s: it arrived after its deadline", scope["method"],
+                            scope["path"])
+                late = JSONResponse({"detail": "this request arrived after its deadline and "
+                                     "was not carried out", "code": "past_deadline"},
+                                    status_code=504)
+                await late(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _epoch(raw: bytes) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        return math.inf  # not a time: no deadline
+    return value if math.isfinite(value) else math.inf
 
 
 def add_ops_routes(app: FastAPI, registry: CollectorRegistry,
@@ -106,6 +141,7 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
                   docs_url="/api/docs", redoc_url=None)
     app.state.ctx = ctx
     app.state.auth = auth  # console.auth.reader / actor
+    app.add_middleware(_Deadline)
     app.add_middleware(_Headers)
     app.include_router(build_router(ctx))
     app.state.routines = None

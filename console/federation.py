@@ -18,6 +18,10 @@ from config.models import Config
 from console.views import STATUSES, board_key
 from ingest.samples import VITALS
 
+# Set by the district console on every action it forwards: epoch seconds after which the
+# worker must refuse it (`console.app`), so that an action the console reported as not done
+# is never done later by a worker that was hung and resumes.
+DEADLINE_HEADER = "X-CareWatch-Deadline"
 # worst first: a merged state is the worst of the workers' states
 MONITORING_STATES = ("down", "degraded", "ok")
 # The resident list's statuses in list order. "unmonitored": the resident's worker does not

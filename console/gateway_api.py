@@ -42,7 +42,8 @@ def api_router(gw: Gateway) -> APIRouter:
     async def login(request: Request) -> Response:
         body = await request.body()
         last: httpx.Response | WorkerDown | None = None
-        for w in gw.workers:  # the first that answers signs in (and audits it)
+        # the first that answers signs in (and audits it); workers found silent go last
+        for w in sorted(gw.workers, key=lambda w: w.index in gw.down_since):
             last = await gw.ask(w, request, "POST", "/api/login", body=body)
             if not isinstance(last, WorkerDown) and last.status_code < 500:
                 break
@@ -79,6 +80,7 @@ def api_router(gw: Gateway) -> APIRouter:
     async def alerts(p: Reader, request: Request, include_acknowledged: bool = True
                      ) -> dict[str, Any]:
         answers, down = await gw.ask_each(request, "/api/alerts", dict(request.query_params))
+        await gw.recall_open_alerts(down)
         for k, doc in answers.items():  # a district answer with acks is the worker's whole set
             gw.learn(doc["alerts"], whole=k if p.tier == 4 and include_acknowledged else None)
         # a worker that does not answer still has its open alerts: show them as last seen,
@@ -117,6 +119,7 @@ def api_router(gw: Gateway) -> APIRouter:
             params.pop("status")
             params["limit"] = "1"  # their counts, and whether they answer
         answers, down = await gw.ask_all(request, "/api/residents", params)
+        await gw.recall_open_alerts(down)
         if only_unmonitored:
             for doc in answers:
                 doc["residents"], doc["total"] = [], 0
@@ -140,6 +143,8 @@ def api_router(gw: Gateway) -> APIRouter:
         r = await gw.ask(w, request, "GET", f"/api/residents/{resident_id}",
                          timeout_s=gw.timeout_for(w))
         down = gw.down(w, r)
+        if down is not None:
+            await gw.recall_open_alerts([down])
         if down is None:
             assert isinstance(r, httpx.Response)
             if r.status_code == 200:

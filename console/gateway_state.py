@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,15 +21,18 @@ from fastapi.responses import Response
 from carewatch.clock import WallClock
 from config.models import ID_PATTERN, Config
 from console.auth import Auth
-from console.federation import Owners, WorkerDown, WorkerLink
+from console.federation import DEADLINE_HEADER, Owners, WorkerDown, WorkerLink
 from console.gateway_stream import StreamHub
 from console.scope import Principal, Scopes
 from console.settings import ConsoleSettings
 from console.users import UserStore, secret_key
-from console.views import Names, search_texts
+from console.views import Names, alert_row, search_texts
 from ingest.devices import DeviceTable
+from routines.district import worker_alert_data
 
 log = logging.getLogger(__name__)
+ACTION_GRACE_S = 1.0  # beyond an action's deadline: time for the answer to come back
+SILENT_WAIT_S = 2.0  # the wait for a worker already found not answering
 FORWARD = ("cookie", "authorization", "x-csrf-token", "content-type", "accept-language")
 # ids go into the workers' URLs: only the characters ids may have
 Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
@@ -60,6 +64,8 @@ class Gateway:
         # each worker's open alerts as last seen (board answers, the live stream): shown,
         # marked stale, while that worker does not answer (its alerts are still open)
         self.known: dict[int, dict[str, dict[str, Any]]] = {w.index: {} for w in workers}
+        self.heard: set[int] = set()  # workers that have answered this gateway
+        self.recalled_at: dict[int, float] = {}  # worker -> last read of its store
         # the last record and charts relayed per resident: shown, marked stale, while
         # the resident's worker does not answer
         self.recall = Recall(max_bytes=64 << 20)
@@ -72,10 +78,15 @@ class Gateway:
                   timeout_s: float | None = None) -> httpx.Response | WorkerDown:
         assert self.client is not None
         headers = {k: v for k in FORWARD if (v := request.headers.get(k)) is not None}
+        timeout = timeout_s or self.timeout_s
+        if method != "GET":
+            # the worker refuses it after the wait (`console.app`): an action reported here
+            # as not done stays undone; the answer of one done just in time still arrives
+            headers[DEADLINE_HEADER] = f"{time.time() + timeout:.3f}"
+            timeout += ACTION_GRACE_S
         try:
             return await self.client.request(method, w.url + path, params=params,
-                                             content=body, headers=headers,
-                                             timeout=timeout_s or self.timeout_s)
+                                             content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             return WorkerDown(w.index, w.towns, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
@@ -86,7 +97,8 @@ class Gateway:
         fault and is answered as is; workers that fail otherwise (or answer later than
         `timeout_s`) are listed as down."""
         got = await asyncio.gather(*(self.ask(w, request, "GET", path, params,
-                                              timeout_s=timeout_s) for w in self.workers))
+                                              timeout_s=self.timeout_for(w, timeout_s))
+                                     for w in self.workers))
         answers: dict[int, dict[str, Any]] = {}
         down = []
         for w, r in zip(self.workers, got, strict=True):
@@ -144,6 +156,28 @@ class Gateway:
                                 "a worker is down")
         raise HTTPException(404, f"no alert {alert_id}")
 
+    async def recall_open_alerts(self, down: list[WorkerDown]) -> None:
+        """Open alerts as last seen for silent workers this gateway has never heard from
+        (say the supervisor restarted while one was down), read from their stores, so that
+        those alerts stay on the board, stale, instead of vanishing. At most every 10 s."""
+        now = self.clock.now()
+        for k in [d.index for d in down if d.index not in self.heard
+                  and now - self.recalled_at.get(d.index, -np.inf) >= 10.0]:
+            self.recalled_at[k] = now
+            try:
+                rows = await asyncio.to_thread(self._stored_open_alerts, k, now)
+            except Exception:  # an unreadable store: nothing to add; the banner still says
+                log.exception("could not read worker %d's open alerts from its store", k)
+                continue
+            self.learn(rows)
+
+    def _stored_open_alerts(self, k: int, now: float) -> list[dict[str, Any]]:
+        data = worker_alert_data(self.config, self.data_dir, k)
+        if data is None:
+            return []
+        return [alert_row(a, self.names, now) for a in data.unresolved_at(now)
+                if self.owners.of_resident.get(a.resident_id) == k]
+
     def last_known(self, k: int, p: Principal, include_acknowledged: bool
                    ) -> list[dict[str, Any]]:
         """Worker `k`'s open alerts in `p`'s scope as last seen, each marked stale."""
@@ -172,16 +206,18 @@ class Gateway:
         if not isinstance(r, WorkerDown):
             if 200 <= r.status_code < 300 or 400 <= r.status_code < 500:
                 self.down_since.pop(w.index, None)
+                self.heard.add(w.index)
                 return None
             r = WorkerDown(w.index, w.towns, f"HTTP {r.status_code}: {_detail(r)}")
         # since when it has been silent (as this gateway saw it)
         return dataclasses.replace(r, since=self.down_since.setdefault(r.index,
                                                                         self.clock.now()))
 
-    def timeout_for(self, w: WorkerLink) -> float:
-        """How long to wait for `w`: a worker already found silent gets the health check's
-        shorter wait (a page with a fallback should not hang on it)."""
-        return self.health_timeout_s if w.index in self.down_since else self.timeout_s
+    def timeout_for(self, w: WorkerLink, timeout_s: float | None = None) -> float:
+        """How long to wait for `w` (`timeout_s` or the default): a worker already found
+        silent gets a shorter wait, so that one hung worker does not slow every page."""
+        wait = timeout_s or self.timeout_s
+        return min(wait, SILENT_WAIT_S) if w.index in self.down_since else wait
 
     def check_scope(self, p: Principal, resident_id: str) -> None:
         """403 unless `p` may see the resident (as a worker's console would answer)."""
@@ -233,9 +269,10 @@ def _detail(r: httpx.Response) -> str:
 
 def relay(r: httpx.Response | WorkerDown, cookies: bool = False) -> Response:
     """A worker's answer as the gateway's (503 naming the worker when it did not answer)."""
-    if isinstance(r, WorkerDown):
-        return Response(orjson.dumps({"detail": f"worker {r.index} not answering: {r.reason}"}),
-                        status_code=503, media_type="application/json")
+    if isinstance(r, WorkerDown):  # an action sent to it was not done (its deadline)
+        doc = {"detail": f"worker {r.index} not answering ({r.reason}): nothing was done",
+               "code": "worker_down", "worker": r.index}
+        return Response(orjson.dumps(doc), status_code=503, media_type="application/json")
     out = Response(r.content, status_code=r.status_code,
                    media_type=r.headers.get("content-type", "application/json"))
     if cookies:

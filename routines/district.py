@@ -56,6 +56,18 @@ class UnionAlerts:
         return out
 
 
+def worker_alert_data(config: Config, data_dir: Path, index: int) -> AlertData | None:
+    """Worker `index`'s alert store read-only (on PostgreSQL, the shared one), or None when
+    it is not on this machine. Callers keep only the alerts of that worker's residents."""
+    if config.storage.alerts_backend == "postgresql":
+        from alerts.store_pg_conn import dsn_from_settings
+        from routines.alertdata_pg import PgAlertData
+
+        return PgAlertData(dsn_from_settings(config.storage.postgresql))
+    path = data_dir / f"worker-{index}" / config.alerts.db_file
+    return AlertData(path) if path.exists() else None
+
+
 def district_history(config: Config, data_dir: Path
                      ) -> tuple[TaskHistory, AlertHistory, Any] | str:
     """(tasks, alerts, closer) over the whole district, read-only, or why there are none:

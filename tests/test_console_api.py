@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ with warnings.catch_warnings():
 from alerts.testing import finding
 from carewatch.clock import SimClock
 from console.app import ConsoleStartError, create_app
+from console.federation import DEADLINE_HEADER
 from console.settings import ConsoleSettings
 from console.testing import Harness, password_of
 from console.users import UsersError
@@ -65,6 +67,25 @@ def open_alerts(h: Harness, rows: list[int], severity: int = 4, kind: str = "fal
     h.engine.on_findings([finding(kind, rows, severity=severity)], h.clock.now())
     byres = {a.resident_id: a.alert_id for a in h.engine.open_alerts() if a.kind == kind}
     return [byres[h.config.residents[r].id] for r in rows]
+
+
+def test_an_action_past_its_deadline_is_refused_and_not_done(h: Harness,
+                                                             client: TestClient) -> None:
+    """The district console sends its actions with a deadline; a worker that reaches one
+    only after it (it was hung, and the console has told staff nothing was done) must not
+    carry it out."""
+    csrf = login(client, h.tiers[4])
+    (aid,) = open_alerts(h, [0])
+    late = {"X-CSRF-Token": csrf, DEADLINE_HEADER: f"{time.time() - 1.0:.3f}"}
+    r = client.post(f"/api/alerts/{aid}/ack", headers=late)
+    assert r.status_code == 504 and r.json()["code"] == "past_deadline"
+    assert h.engine.get_alert(aid).state == "open"
+    assert [e["action"] for e in h.engine.audit(aid)] == ["opened"]
+    for value in (f"{time.time() + 30.0:.3f}", "soon", "nan"):  # in time, or not a time
+        assert client.get("/api/me", headers={DEADLINE_HEADER: value}).status_code == 200
+    on_time = {"X-CSRF-Token": csrf, DEADLINE_HEADER: f"{time.time() + 30.0:.3f}"}
+    r = client.post(f"/api/alerts/{aid}/ack", headers=on_time)
+    assert r.status_code == 200 and r.json()["alert"]["state"] == "acknowledged"
 
 
 # ---- sign-in and sessions -------------------------------------------------------------

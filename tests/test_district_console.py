@@ -140,10 +140,16 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             assert kept["ts"] == charts["ts"] and kept["stale"]["worker"] == 1
             none = gw.get(f"/api/residents/{other.id}/series", params={"hours": 24}).json()
             assert none["ts"] == [] and none["stale"]["as_of"] is None
+            # an action on its alert is reported as not done, and stays undone: the worker
+            # finds the request past its deadline when it resumes
+            r = gw.post(f"/api/alerts/{alert_id}/resolve", json={"note": "checked by phone"},
+                        headers={"X-CSRF-Token": csrf})
+            assert r.status_code == 503 and r.json()["code"] == "worker_down", r.text
         finally:
             os.kill(pids[1], signal.SIGCONT)
         wait_for(lambda: gw.get("/api/health").json()["workers_answering"] == 2,
                  what="worker 1 answering again")
+        assert w1.get(f"/api/alerts/{alert_id}").json()["alert"]["state"] == "acknowledged"
         # worker 1 dies: it is restarted, resumes, and the stream catches up with a resync
         resyncs = stream.resyncs
         os.kill(pids[1], signal.SIGKILL)

@@ -26,7 +26,8 @@ const CW = (() => {
       sev_critical: "危急", sev_high: "高", sev_medium: "中", sev_low: "低",
       stale: "数据未更新（监测进程无响应）",
       stale_record: "该居民当前未被监测：监测进程无响应", stale_as_of: "以下为最后数据，时间", stale_no_data: "暂无该居民的最后数据，仅显示登记信息",
-      no_series: "暂无体征数据", state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
+      no_series: "暂无体征数据", not_done_worker: "该居民的监测进程无响应：操作未执行，请在其恢复后重试",
+      state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
       state_dispatched: "已派单", state_resolved: "已办结",
       tier_1: "服务人员", tier_2: "服务机构", tier_3: "镇（街道）民政办", tier_4: "区级救助服务中心",
       v_hr: "心率 (次/分)", v_spo2: "血氧饱和度 (%)", v_rr: "呼吸频率 (次/分)",
@@ -91,7 +92,9 @@ const CW = (() => {
       stale: "not updating (its worker is not answering)",
       stale_record: "This resident is not being monitored now: their monitoring worker is not answering",
       stale_as_of: "What follows was last seen at", stale_no_data: "No data from before is at hand: only the registry record is shown",
-      no_series: "No vital signs to show", state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
+      no_series: "No vital signs to show",
+      not_done_worker: "This resident's monitoring worker is not answering: nothing was done. Try again once it is back.",
+      state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
       state_dispatched: "dispatched", state_resolved: "resolved",
       tier_1: "service staff", tier_2: "institution", tier_3: "town office", tier_4: "district",
       v_hr: "Heart rate (bpm)", v_spo2: "SpO2 (%)", v_rr: "Respiratory rate (/min)",
@@ -171,7 +174,11 @@ const CW = (() => {
     if (r.status === 401 && !opts.noRedirect) { location.href = "/login"; throw new Error("401"); }
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
-      const e = new Error(typeof data.detail === "string" ? data.detail : t("error"));
+      // the district console: the resident's worker did not answer, so nothing was done
+      const notDone = data.code === "worker_down" || data.code === "past_deadline";
+      const e = new Error(notDone ? t("not_done_worker")
+        : typeof data.detail === "string" ? data.detail : t("error"));
+      e.code = data.code;
       e.status = r.status;
       throw e;
     }
