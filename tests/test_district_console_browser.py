@@ -58,6 +58,9 @@ def test_one_board_over_two_workers(browser: Any, district: District,
         page.wait_for_selector(f"li.alert[data-resident-id='{res[1].id}'][data-stale='1']",
                                timeout=20000)
         assert page.locator(f"li.alert[data-resident-id='{res[0].id}'][data-stale]").count() == 0
+        # its timers are not running as they were: no countdown ticks on a stale card
+        stale_cd = page.locator(f"li.alert[data-resident-id='{res[1].id}'] .countdown")
+        assert stale_cd.get_attribute("data-running") == "0"
         page.screenshot(path=str(ARTIFACTS / "district-console-worker-down.png"))
         # the residents page lists that worker's residents as not monitored
         page.goto(base + "/residents")

@@ -17,6 +17,8 @@
   }
 
   function countdown(a) {
+    // a stale card's worker is not answering: its timers are not running as shown
+    if (a.stale) return { text: CW.t("timer_unknown"), running: 0 };
     if (a.deadline === null || a.deadline === undefined) return { text: CW.t("stopped"), running: 0 };
     const label = a.tier >= 4 ? CW.t("renotify") : CW.t("next_escalation");
     return { text: `${label} ${CW.fmtDur(a.deadline - CW.now())}`, running: 1 };
@@ -150,6 +152,9 @@
     es.addEventListener("alert", (ev) => onEvent(JSON.parse(ev.data)));
     es.addEventListener("resync", () => load().catch(() => {}));
     es.addEventListener("error", () => { live.dataset.state = "retry"; live.textContent = CW.t("reconnecting"); });
+    window.addEventListener("cw-lang", () => {
+      if (live.dataset.state) live.textContent = CW.t(live.dataset.state === "open" ? "live" : "reconnecting");
+    });
   }
 
   async function act(li, action, note) {
