@@ -10,6 +10,7 @@ from typing import Any
 from alerts.lifecycle import Lifecycle, Step
 from alerts.model import (
     EVENT_OF_ACTION,
+    HAZARD_KIND,
     Alert,
     AlertNotFoundError,
     AlertTransitionError,
@@ -123,7 +124,7 @@ class EngineApi:
         with self._lock:
             return self._transition(self._get(alert_id), "resolve", by, now, note)
 
-    def raise_manual(self, resident_id: str, *, kind: str = "hazard", severity: str = "high",
+    def raise_manual(self, resident_id: str, *, kind: str = HAZARD_KIND, severity: str = "high",
                      by: str, note: str, now: float,
                      evidence: dict[str, Any] | None = None) -> Alert:
         """Open an alert reported by a person (e.g. a hazard found on a home inspection).

@@ -14,6 +14,11 @@ DEFAULT_ACK_TIMEOUT_S: dict[str, float] = {
 }
 STATES = ("open", "escalated", "acknowledged", "dispatched", "resolved")
 UNACKED = frozenset({"open", "escalated"})
+# Kinds a person reports rather than a detector finds (AlertEngine.raise_manual): a hazard
+# found on a routine home inspection. With every detector's `kinds` these are all the kinds
+# an alert can have (what a silence may name).
+HAZARD_KIND = "hazard"
+MANUAL_KINDS: tuple[str, ...] = (HAZARD_KIND,)
 
 # Allowed transitions: state -> {action: next state}. "escalate" is the system's own action;
 # dispatching an unacknowledged alert acknowledges it implicitly (someone is on the way).

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
-from alerts.model import AlertNotFoundError, AlertTransitionError
+from alerts.model import MANUAL_KINDS, AlertNotFoundError, AlertTransitionError
 from config.models import ID_PATTERN
 from console.auth import COOKIE, Actor, Reader
 from console.context import Ctx
@@ -21,12 +21,19 @@ from console.views import (
     board_key,
     device_state,
     resident_facts,
+    resident_silences,
     series_view,
     thresholds_for,
 )
+from detectors.registry import all_kinds
 
 AlertId = Annotated[str, Path(pattern=ID_PATTERN, description="alert id")]
 ResidentId = Annotated[str, Path(pattern=ID_PATTERN, description="resident id")]
+SilenceId = Annotated[str, Path(pattern=ID_PATTERN, description="silence id")]
+# Every kind an alert can have: what a silence may name. Checked against this list, not a
+# pattern, so that a typo ("falll") is refused instead of muting nothing while the user
+# believes falls are muted.
+ALERT_KINDS: tuple[str, ...] = (*all_kinds(), *MANUAL_KINDS)
 
 
 class LoginIn(BaseModel):
@@ -48,9 +55,17 @@ class ResolveIn(BaseModel):
 
 class SilenceIn(BaseModel):
     resident_id: str = Field(pattern=ID_PATTERN)
-    kind: str | None = Field(None, pattern=r"^[a-z0-9_]{1,40}$")
+    kind: str | None = Field(None, description="one alert kind to mute (default: all): "
+                             + ", ".join(ALERT_KINDS))
     minutes: float = Field(gt=0, le=7 * 24 * 60)
     reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str | None) -> str | None:
+        if v is not None and v not in ALERT_KINDS:
+            raise ValueError(f"unknown alert kind {v[:40]!r}; one of {', '.join(ALERT_KINDS)}")
+        return v
 
 
 def build_router(ctx: Ctx) -> APIRouter:
@@ -219,6 +234,7 @@ def build_router(ctx: Ctx) -> APIRouter:
             "device": device_state(snap, row),
             "thresholds": thresholds_for(backend.config, resident_id),
             "alerts": alerts_out,
+            "silences": resident_silences(backend.alerts.silences(), res.id, res.device, now),
         }
 
     @api.get("/residents/{resident_id}/series", summary="per-minute vitals for the charts")
@@ -247,6 +263,23 @@ def build_router(ctx: Ctx) -> APIRouter:
         except AlertTransitionError as exc:
             raise HTTPException(422, str(exc)) from exc
         return {"silence": s}
+
+    @api.delete("/silences/{silence_id}", summary="end a silence early (audited)")
+    def unsilence(silence_id: SilenceId, p: Actor) -> dict[str, Any]:
+        s = next((x for x in backend.alerts.silences() if x["silence_id"] == silence_id), None)
+        if s is None:
+            raise HTTPException(404, f"no active silence {silence_id}")
+        devices = backend.devices
+        row = (devices.row_of_resident.get(s["resident_id"]) if s.get("resident_id")
+               else devices.row_of_device.get(s.get("device_id") or ""))
+        if row is None or not scopes.allows_row(p, row):
+            raise HTTPException(403, "this silence is outside your scope")
+        now = backend.clock.now()
+        try:
+            backend.alerts.unsilence(silence_id, p.actor, now)
+        except AlertNotFoundError as exc:  # it expired or was ended meanwhile
+            raise HTTPException(404, str(exc)) from exc
+        return {"silence": {**s, "active": False, "ended_at": now, "ended_by": p.actor}}
 
     # ---- live ---------------------------------------------------------------------------
     @api.get("/stream", summary="server-sent events: `alert` rows, `resync` when behind")

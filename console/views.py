@@ -119,6 +119,13 @@ class ResidentTable:
                 self.open_sev[r] = max(self.open_sev[r], a.severity)
         self.status = status_columns(snap, self.open_sev, open_device)
         self.config = backend.config
+        # muted now (a silence of the resident or their device): a few, not one per device
+        self.muted = np.zeros(n, bool)
+        for s in backend.alerts.silences():
+            r = (row_of.get(s["resident_id"]) if s.get("resident_id")
+                 else backend.devices.row_of_device.get(s.get("device_id") or ""))
+            if r is not None and s["starts_at"] <= snap.now < s["until"]:
+                self.muted[r] = True
 
     def rows(self, rows: np.ndarray, names: Names) -> list[dict[str, Any]]:
         snap, cfg = self.snap, self.config.residents
@@ -134,6 +141,7 @@ class ResidentTable:
                 "battery": _f(snap.battery[r]), "worn": int(snap.worn[r]),
                 "online": int(snap.online[r]), "hr": _f(hr[r]), "spo2": _f(spo2[r]),
                 "staff": res.staff, "conditions": list(res.conditions),
+                "muted": bool(self.muted[r]),
             })
         return out
 
@@ -154,6 +162,22 @@ def thresholds_for(config: Config, resident_id: str) -> dict[str, dict[str, Any]
         except Exception:  # validated at start; a bad override shows as what was given
             out[name] = merged
     return out
+
+
+def resident_silences(silences: list[dict[str, Any]], resident_id: str, device_id: str,
+                      now: float) -> list[dict[str, Any]]:
+    """The silences muting this resident now (theirs, or their device's), ending first.
+
+    `kind` None mutes every kind. Filtered on `until` too: the engine drops an expired
+    silence only at its next tick."""
+    out = [{"silence_id": s["silence_id"], "kind": s.get("kind"),
+            "device_id": s.get("device_id"), "by": s.get("by"), "reason": s.get("reason"),
+            "starts_at": s["starts_at"], "until": s["until"]}
+           for s in silences
+           if s.get("resident_id") in (None, resident_id)
+           and s.get("device_id") in (None, device_id)
+           and s["starts_at"] <= now < s["until"]]
+    return sorted(out, key=lambda s: (s["until"], s["silence_id"]))
 
 
 def resident_facts(res: Resident, names: Names) -> dict[str, Any]:

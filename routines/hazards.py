@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Collection
 from typing import Any
 
+from alerts.model import HAZARD_KIND
 from routines.model import Task
 from routines.store import StaleTaskError, TaskStore, TaskTxn
 
@@ -41,7 +42,7 @@ def marker(task: Task, *, by: str, severity: str, now: float) -> dict[str, Any]:
 def raise_alert(alerts: Any, pending: dict[str, Any], now: float) -> str:
     """Open (or update) the resident's hazard alert; its id."""
     alert = alerts.raise_manual(
-        pending["resident_id"], kind="hazard", severity=pending["severity"],
+        pending["resident_id"], kind=HAZARD_KIND, severity=pending["severity"],
         by=pending["by"], note=pending["note"], now=now,
         evidence={"task_id": pending["task_id"], "routine": pending["kind"]})
     return str(alert.alert_id)

@@ -160,8 +160,8 @@ ENDPOINTS = [
     ("POST", "/api/alerts/abc/ack"), ("POST", "/api/alerts/abc/dispatch"),
     ("POST", "/api/alerts/abc/resolve"), ("GET", "/api/residents"),
     ("GET", "/api/residents/r-0001"), ("GET", "/api/residents/r-0001/series"),
-    ("GET", "/api/silences"), ("POST", "/api/silences"), ("GET", "/api/stream"),
-    ("POST", "/api/logout"),
+    ("GET", "/api/silences"), ("POST", "/api/silences"), ("DELETE", "/api/silences/si-x"),
+    ("GET", "/api/stream"), ("POST", "/api/logout"),
 ]
 
 
@@ -178,7 +178,8 @@ def test_every_endpoint_needs_sign_in(client: TestClient, method: str, path: str
 def test_openapi_lists_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for _, path in ENDPOINTS:
-        templ = path.replace("/abc", "/{alert_id}").replace("/r-0001", "/{resident_id}")
+        templ = (path.replace("/abc", "/{alert_id}").replace("/r-0001", "/{resident_id}")
+                 .replace("/si-x", "/{silence_id}"))
         assert templ in paths, templ
     assert "/api/login" in paths
 
@@ -243,6 +244,11 @@ def test_out_of_scope_is_403_everywhere(h: Harness, client: TestClient, tier: in
                        ).status_code == 403
     assert client.post("/api/silences", headers=hdr, json={
         "resident_id": rid, "minutes": 10, "reason": "visit"}).status_code == 403
+    # a silence someone in scope set: this user may not end it
+    s = h.engine.silence(by="district-centre", reason="in hospital", now=h.clock.now(),
+                         until=h.clock.now() + 600, resident_id=rid)
+    assert client.delete(f"/api/silences/{s['silence_id']}", headers=hdr).status_code == 403
+    assert [x["silence_id"] for x in h.engine.silences()] == [s["silence_id"]]
     assert aid not in {a["alert_id"] for a in client.get("/api/alerts").json()["alerts"]}
     assert h.engine.get_alert(aid).state == "open"
     assert not [e for e in h.engine.audit() if e["actor"] == sid and e["resident_id"] == rid]
@@ -268,8 +274,12 @@ def test_unknown_ids_and_bad_input(h: Harness, client: TestClient) -> None:
     for body in ({"resident_id": "r-0001", "minutes": 0, "reason": "x"},
                  {"resident_id": "r-0001", "minutes": 10, "reason": ""},
                  {"resident_id": "r-0001", "minutes": 10, "reason": "x", "kind": "Bad Kind"},
+                 {"resident_id": "r-0001", "minutes": 10, "reason": "x", "kind": "falll"},
                  {"resident_id": "r 1", "minutes": 10, "reason": "x"}):
         assert client.post("/api/silences", headers=hdr, json=body).status_code == 422, body
+    assert not h.engine.silences()
+    assert client.delete("/api/silences/si-nope", headers=hdr).status_code == 404
+    assert client.delete("/api/silences/bad%20id", headers=hdr).status_code == 422
     assert h.engine.get_alert(aid).state == "open"
 
 
@@ -422,6 +432,70 @@ def test_silences(h: Harness, client: TestClient) -> None:
     assert [s["resident_id"] for s in client.get("/api/silences").json()["silences"]] == [rid]
     h.engine.on_findings([finding("fall", [0])], h.clock.now())
     assert not h.engine.open_alerts()  # silenced: no alert opens
+
+
+def test_silence_kind_must_be_an_alert_kind(h: Harness, client: TestClient) -> None:
+    hdr = {"X-CSRF-Token": login(client, h.tiers[3])}
+    body = {"resident_id": h.config.residents[0].id, "minutes": 30, "reason": "visit"}
+    r = client.post("/api/silences", headers=hdr, json={**body, "kind": "falll"})
+    assert r.status_code == 422
+    msg = str(r.json()["detail"])
+    assert "falll" in msg and "fall" in msg.replace("falll", "") and "low_battery" in msg
+    assert not h.engine.silences()  # nothing muted while the user believes falls are
+    for kind in ("fall", "news2", "hazard", None):  # detector kinds, a reported kind, all
+        assert client.post("/api/silences", headers=hdr, json={**body, "kind": kind}
+                           ).status_code == 200, kind
+    assert sorted(str(s["kind"]) for s in h.engine.silences()) == [
+        "None", "fall", "hazard", "news2"]
+
+
+def test_resident_record_shows_silences_and_delete_ends_one(h: Harness,
+                                                            client: TestClient) -> None:
+    town = h.tiers[3]  # the town office: other residents in scope
+    hdr = {"X-CSRF-Token": login(client, town)}
+    rid, dev = h.config.residents[0].id, h.config.residents[0].device
+    now = h.clock.now()
+    r = client.post("/api/silences", headers=hdr, json={
+        "resident_id": rid, "kind": "fall", "minutes": 30, "reason": "in hospital"})
+    sid = r.json()["silence"]["silence_id"]
+    # the device's silence (Python API) mutes this resident too
+    dev_sid = h.engine.silence(by="ops", reason="firmware update", now=now, until=now + 600,
+                               device_id=dev)["silence_id"]
+    rec = client.get(f"/api/residents/{rid}").json()
+    assert rec["silences"] == [
+        {"silence_id": dev_sid, "kind": None, "device_id": dev, "by": "ops",
+         "reason": "firmware update", "starts_at": now, "until": now + 600},
+        {"silence_id": sid, "kind": "fall", "device_id": None, "by": town,
+         "reason": "in hospital", "starts_at": now, "until": now + 1800}]
+    other = min(rows_of(h, town) - {0})  # a resident in the same scope, not muted
+    assert client.get(f"/api/residents/{h.config.residents[other].id}"
+                      ).json()["silences"] == []
+    listed = {r["resident_id"]: r["muted"] for r in client.get("/api/residents").json()[
+        "residents"]}
+    assert listed[rid] and not listed[h.config.residents[other].id]
+
+    # no CSRF token: refused, still muted
+    assert client.delete(f"/api/silences/{sid}").status_code == 403
+    assert client.delete(f"/api/silences/{sid}", headers={"X-CSRF-Token": "forged"}
+                         ).status_code == 403
+    assert {s["silence_id"] for s in h.engine.silences()} == {sid, dev_sid}
+
+    assert client.delete(f"/api/silences/{dev_sid}", headers=hdr).status_code == 200
+    h.engine.on_findings([finding("fall", [0])], h.clock.now())
+    assert not h.engine.open_alerts()  # the resident's own fall silence still holds
+    r = client.delete(f"/api/silences/{sid}", headers=hdr)
+    assert r.status_code == 200
+    assert r.json()["silence"]["ended_by"] == town and not r.json()["silence"]["active"]
+    assert client.get(f"/api/residents/{rid}").json()["silences"] == []
+    assert not h.engine.silences()
+    assert not any(r["muted"] for r in client.get("/api/residents").json()["residents"])
+    ended = [e for e in h.engine.audit() if e["action"] == "unsilenced"]
+    assert [(e["actor"], e["resident_id"], e["detail"]["silence_id"]) for e in ended] == [
+        (town, None, dev_sid), (town, rid, sid)]
+    assert client.delete(f"/api/silences/{sid}", headers=hdr).status_code == 404  # ended
+
+    h.engine.on_findings([finding("fall", [0])], h.clock.now())
+    assert [(a.resident_id, a.kind) for a in h.engine.open_alerts()] == [(rid, "fall")]
 
 
 # ---- pages, operations, start-up ------------------------------------------------------

@@ -115,6 +115,50 @@ def test_live_alert_ack_resolve_and_charts(browser: Any, mosquitto: MosquittoPro
         service.stop()
 
 
+def test_silence_notice_and_end_button(browser: Any, tmp_path: Path) -> None:
+    from alerts.testing import finding
+    from console.server import ConsoleServer
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    h = Harness(tmp_path)
+    carer, rid = h.tiers[1], h.config.residents[0].id
+    now = h.clock.now()  # 16:00 in Asia/Shanghai
+    sid = h.engine.silence(by=h.tiers[3], reason="住院", now=now, until=now + 1800,
+                           resident_id=rid, kind="fall")["silence_id"]
+    server = ConsoleServer(h.app, "127.0.0.1", 0)
+    server.start()
+    base = "http://{}:{}".format(*server.address)
+    page, errors = new_page(browser)
+    try:
+        sign_in(page, base, carer)
+        page.goto(base + "/residents")
+        page.wait_for_selector("body.page-residents[data-ready='1']")
+        assert page.locator(f".rrow[data-resident-id='{rid}'] .muted-icon").count() == 1
+        assert page.locator(".rrow .muted-icon").count() == 1
+        page.goto(base + f"/residents/{rid}")
+        page.wait_for_selector("body.page-resident[data-ready='1']")
+        notice = page.locator(f"#muted li[data-silence-id='{sid}']")
+        assert page.locator("#muted").is_visible()
+        assert notice.locator(".text").inner_text() == "跌倒告警已静音至 16:30（住院）"
+        page.click("#cw-lang")
+        assert notice.locator(".text").inner_text() == "Fall alerts muted until 16:30 (住院)"
+        page.click("#cw-lang")
+        page.screenshot(path=str(ARTIFACTS / "console-resident-muted.png"))
+        notice.locator("button", has_text="结束静音").click()
+        page.wait_for_selector("#muted", state="hidden")
+        assert page.locator("#muted li").count() == 0
+        assert not h.engine.silences()
+        assert [(e["actor"], e["detail"]["silence_id"]) for e in h.engine.audit()
+                if e["action"] == "unsilenced"] == [(carer, sid)]
+        h.engine.on_findings([finding("fall", [0])], h.clock.now())  # falls open again
+        assert [a.kind for a in h.engine.open_alerts()] == ["fall"]
+        assert not errors, errors
+    finally:
+        page.close()
+        server.stop()
+        h.close()
+
+
 def test_render_time_with_2000_residents_and_200_alerts(browser: Any, tmp_path: Path) -> None:
     from alerts.testing import finding
     from console.server import ConsoleServer

@@ -1,4 +1,5 @@
-/* One resident: record, device state, 24 h charts with alert markers, alert history + audit. */
+/* One resident: record, silences (with an end button), device state, 24 h charts with alert
+   markers, alert history + audit. */
 "use strict";
 (() => {
   const rid = decodeURIComponent(location.pathname.split("/").pop());
@@ -131,6 +132,59 @@
     el.dataset.worker = String(s.worker);
   }
 
+  function untilText(ts) { // HH:MM in the deployment's time, with the date if not today
+    const locale = CW.lang === "zh" ? "zh-CN" : "en-GB";
+    const timeZone = (CW.me && CW.me.timezone) || undefined;
+    const day = (t) => new Date(t * 1000).toLocaleDateString(locale, { timeZone });
+    const opts = { hour: "2-digit", minute: "2-digit", hour12: false, timeZone };
+    if (day(ts) !== day(CW.now())) { opts.month = "2-digit"; opts.day = "2-digit"; }
+    return new Date(ts * 1000).toLocaleString(locale, opts);
+  }
+
+  function muted() { // active silences: the resident's alerts (one kind, or all) do not open
+    const el = document.getElementById("muted");
+    const list = detail.silences || []; // a district console's stale record may lack them
+    el.hidden = !list.length;
+    const zh = CW.lang === "zh";
+    el.innerHTML = list.map((s) => {
+      const until = untilText(s.until);
+      let text;
+      if (!s.kind) text = `${CW.t("muted_until")} ${until}`;
+      else if (zh) text = `${CW.t("k_" + s.kind)}${CW.t("muted_kind")} ${until}`;
+      else { const k = CW.t("k_" + s.kind); text = `${k[0].toUpperCase()}${k.slice(1)} ${CW.t("muted_kind")} ${until}`; }
+      text += zh ? `（${s.reason}）` : ` (${s.reason})`;
+      return `<li data-silence-id="${CW.esc(s.silence_id)}" data-kind="${CW.esc(s.kind || "")}">
+        <span class="text">${CW.esc(text)}</span>
+        <span class="by">${CW.esc(CW.t("muted_by"))} ${CW.esc(s.by)}</span>
+        <button type="button" data-end="${CW.esc(s.silence_id)}">${CW.esc(CW.t("end_silence"))}</button></li>`;
+    }).join("");
+  }
+
+  async function refresh() { // the record again (after ending a silence); the charts stay
+    detail = await CW.api(`/api/residents/${encodeURIComponent(rid)}`);
+    CW.syncClock(detail.now);
+    stale(); about(); muted(); history();
+  }
+
+  document.getElementById("muted").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button[data-end]");
+    if (!b) return;
+    b.disabled = true;
+    const err = document.getElementById("err");
+    try {
+      await CW.api(`/api/silences/${encodeURIComponent(b.dataset.end)}`, { method: "DELETE" });
+    } catch (e) {
+      if (e.status !== 404) { // 404: it ended meanwhile (expired, or someone else): refresh
+        err.hidden = false;
+        err.textContent = e.status === 403 ? CW.t("forbidden") : e.message;
+        b.disabled = false;
+        return;
+      }
+    }
+    err.hidden = true;
+    await refresh();
+  });
+
   function history() {
     document.getElementById("history").innerHTML = detail.alerts.map((a) => `
       <li class="sev-${CW.esc(a.severity)}" data-alert-id="${CW.esc(a.alert_id)}">
@@ -157,12 +211,12 @@
       return;
     }
     CW.syncClock(detail.now);
-    stale(); about(); history(); drawCharts();
+    stale(); about(); muted(); history(); drawCharts();
     document.body.dataset.ready = "1";
   }
 
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => detail && drawCharts(), 200); });
-  window.addEventListener("cw-lang", () => { if (detail) { stale(); about(); history(); drawCharts(); } });
+  window.addEventListener("cw-lang", () => { if (detail) { stale(); about(); muted(); history(); drawCharts(); } });
   CW.init("residents").then(load);
 })();

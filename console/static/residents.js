@@ -30,7 +30,7 @@
       (!needle || `${r.resident_id} ${r.name} ${r.device_id} ${r.town_name}`.toLowerCase().includes(needle)));
     tbody.innerHTML = shown.slice(0, MAX_ROWS).map((r) => `<div class="rrow st-${r.status}" role="row" data-resident-id="${CW.esc(r.resident_id)}">
       <span role="cell"><a href="/residents/${encodeURIComponent(r.resident_id)}">${CW.esc(r.name)}</a>
-        <small>${CW.esc(r.resident_id)}</small></span>
+        <small>${CW.esc(r.resident_id)}</small>${r.muted ? `<span class="muted-icon" title="${CW.esc(CW.t("muted"))}" aria-label="${CW.esc(CW.t("muted"))}">🔕</span>` : ""}</span>
       <span role="cell">${CW.esc(r.town_name)}</span>
       <span role="cell"><span class="status st-${r.status}">${CW.esc(CW.t("st_" + r.status))}</span></span>
       <span role="cell">${r.open_alerts || ""}</span>
