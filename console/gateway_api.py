@@ -192,6 +192,21 @@ def api_router(gw: Gateway) -> APIRouter:
         return relay(await gw.ask(gw.resident_owner(resident_id), request, "POST",
                                   "/api/silences", body=body))
 
+    @api.delete("/silences/{silence_id}")
+    async def unsilence(silence_id: Id, p: Actor, request: Request) -> Response:
+        # silence ids name no resident: every worker is asked, only the owner has it
+        got = await asyncio.gather(*(gw.ask(w, request, "DELETE", f"/api/silences/{silence_id}")
+                                     for w in gw.workers))
+        answers = [r for r in got if not isinstance(r, WorkerDown) and r.status_code < 500]
+        for code in (200, 403):
+            hit = next((r for r in answers if r.status_code == code), None)
+            if hit is not None:
+                return relay(hit)
+        down = next((r for w, r in zip(gw.workers, got, strict=True) if gw.down(w, r)), None)
+        if down is not None:  # it may be that worker's: not "no such silence"
+            return relay(down)
+        return relay(answers[0])
+
     # ---- live ---------------------------------------------------------------------------
     @api.get("/stream")
     async def stream(p: Reader, request: Request) -> StreamingResponse:

@@ -75,6 +75,19 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
         charts = gw.get(f"/api/residents/{res[1].id}/series", params={"hours": 24}).json()
         assert charts["ts"] and "stale" not in charts
         assert gw.get("/api/residents/nobody").status_code == 404
+        # a silence set through the district console is seen on the record and ended there
+        act = {"X-CSRF-Token": csrf}
+        body = {"resident_id": res[1].id, "kind": "fall", "minutes": 30, "reason": "in hospital"}
+        assert gw.post("/api/silences", json={**body, "kind": "falll"},
+                       headers=act).status_code == 422
+        silence_id = gw.post("/api/silences", json=body, headers=act).json()["silence"][
+            "silence_id"]
+        listed = gw.get(f"/api/residents/{res[1].id}").json()["silences"]
+        assert [x["silence_id"] for x in listed] == [silence_id]
+        assert gw.delete(f"/api/silences/{silence_id}", headers=act).status_code == 200
+        assert gw.get(f"/api/residents/{res[1].id}").json()["silences"] == []
+        assert gw.delete(f"/api/silences/{silence_id}", headers=act).status_code == 404
+        assert gw.delete(f"/api/silences/{silence_id}").status_code == 403  # CSRF
         assert gw.get("/api/health").json()["workers_answering"] == 2
         # today's report covers both workers' stores, here and from `carewatch report`
         day = datetime.fromtimestamp(now, ZoneInfo(config.timezone)).date().isoformat()
