@@ -48,6 +48,7 @@ class Snapshot:
     worn: np.ndarray
     battery: np.ndarray
     online: np.ndarray
+    status_ts: np.ndarray  # when `online` was set (pipeline clock), NaN if never
     latest: dict[str, np.ndarray]
     latest_ts: dict[str, np.ndarray]
 
@@ -113,7 +114,8 @@ class ConsoleBackend:
             return Snapshot(
                 now=clock.now(), started_at=started, last_received=s.last_received.copy(),
                 last_ts=s.last_ts.copy(), worn=s.worn.copy(), battery=s.battery.copy(),
-                online=s.online.copy(), latest={v: s.latest[v].copy() for v in VITALS},
+                online=s.online.copy(), status_ts=s.status_ts.copy(),
+                latest={v: s.latest[v].copy() for v in VITALS},
                 latest_ts={v: s.latest_ts[v].copy() for v in VITALS})
 
         return self.call(take)

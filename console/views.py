@@ -77,13 +77,23 @@ def board_key(row: dict[str, Any]) -> tuple[int, int, float, str]:
     return unacked, -int(row["severity_code"]), float(row["opened_at"]), row["alert_id"]
 
 
+def online_now(snap: Snapshot) -> np.ndarray:
+    """Per row, 1 online, 0 offline, -1 unknown, as the status topic says, except that
+    data received after an offline status overrides it (as detectors/device.py does): a
+    retained Last Will outlives the outage it reported."""
+    heard_since = snap.last_received > snap.status_ts  # False where either is NaN
+    return np.where((snap.online == 0) & heard_since, np.int8(1), snap.online)
+
+
 def status_columns(snap: Snapshot, open_sev: np.ndarray, open_device: np.ndarray
                    ) -> np.ndarray:
     """Per row, an index into STATUSES (vectorised over every device).
 
-    `open_device` bits: 1 an open device-offline alert, 2 not-worn, 4 low-battery."""
+    `open_device` bits: 1 a device-offline alert whose condition holds, 2 not-worn,
+    4 low-battery."""
     since = np.where(np.isnan(snap.last_received), snap.started_at, snap.last_received)
-    offline = (snap.online == 0) | ((snap.now - since >= OFFLINE_AFTER_S) & (snap.online != 1))
+    online = online_now(snap)
+    offline = (online == 0) | ((snap.now - since >= OFFLINE_AFTER_S) & (online != 1))
     offline |= (open_device & 1) > 0
     not_worn = (snap.worn == 0) | ((open_device & 2) > 0)
     low = (snap.battery <= LOW_BATTERY_PCT) | ((open_device & 4) > 0)
@@ -114,7 +124,10 @@ class ResidentTable:
                 continue
             self.open_n[r] += 1
             if a.kind in DEVICE_BITS:
-                open_device[r] |= DEVICE_BITS[a.kind]
+                # the status is the device's now: a cleared condition awaiting its
+                # feedback note is on the board, not a state of the device
+                if a.condition_active:
+                    open_device[r] |= DEVICE_BITS[a.kind]
             else:
                 self.open_sev[r] = max(self.open_sev[r], a.severity)
         self.status = status_columns(snap, self.open_sev, open_device)
@@ -129,7 +142,7 @@ class ResidentTable:
 
     def rows(self, rows: np.ndarray, names: Names) -> list[dict[str, Any]]:
         snap, cfg = self.snap, self.config.residents
-        hr, spo2 = snap.latest["hr"], snap.latest["spo2"]
+        hr, spo2, online = snap.latest["hr"], snap.latest["spo2"], online_now(snap)
         out = []
         for r in rows.tolist():
             res = cfg[r]
@@ -139,7 +152,7 @@ class ResidentTable:
                 "status": STATUSES[self.status[r]], "open_alerts": int(self.open_n[r]),
                 "worst_severity": int(self.open_sev[r]), "last_seen": _f(snap.last_received[r]),
                 "battery": _f(snap.battery[r]), "worn": int(snap.worn[r]),
-                "online": int(snap.online[r]), "hr": _f(hr[r]), "spo2": _f(spo2[r]),
+                "online": int(online[r]), "hr": _f(hr[r]), "spo2": _f(spo2[r]),
                 "staff": res.staff, "conditions": list(res.conditions),
                 "muted": bool(self.muted[r]),
             })
@@ -194,7 +207,7 @@ def device_state(snap: Snapshot, row: int) -> dict[str, Any]:
     return {
         "last_seen": _f(snap.last_received[row]), "last_sample_ts": _f(snap.last_ts[row]),
         "worn": int(snap.worn[row]), "battery": _f(snap.battery[row]),
-        "online": int(snap.online[row]),
+        "online": int(online_now(snap)[row]),
         "latest": {v: {"value": _f(snap.latest[v][row]), "ts": _f(snap.latest_ts[v][row])}
                    for v in VITALS},
     }

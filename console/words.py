@@ -10,7 +10,7 @@ KIND_ZH: dict[str, str] = {
     "bradypnoea": "呼吸过缓", "tachypnoea": "呼吸过速", "fever": "发热", "hypothermia": "体温过低",
     "hypotension": "低血压", "hypertensive_crisis": "高血压危象", "news2": "NEWS2 预警评分",
     "baseline_deviation": "偏离个人基线", "inactivity": "长时间无活动", "not_worn": "未佩戴",
-    "device_offline": "设备离线", "low_battery": "电量低",
+    "device_offline": "设备离线", "low_battery": "电量低", "hazard": "安全隐患",
 }
 VITAL_ZH = {"hr": "心率", "spo2": "血氧", "rr": "呼吸频率", "temp_c": "体温", "sbp": "收缩压",
             "dbp": "舒张压", "activity": "活动量"}
@@ -72,6 +72,11 @@ def _offline(ev: dict[str, Any]) -> str:
     return f"{_num(minutes)} 分钟无数据"
 
 
+def _hazard(ev: dict[str, Any]) -> str:
+    note = " ".join(str(ev.get("note") or "").split())  # one line, as on the board
+    return "发现安全隐患" + (f"：{note}" if note else "")
+
+
 ZH: dict[str, Callable[[dict[str, Any]], str]] = {
     "hypoxemia": _vital("血氧", "spo2_min", "≤", "%"),
     "bradycardia": _vital("心率", "hr_min", "≤", " 次/分"),
@@ -89,6 +94,7 @@ ZH: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_worn": lambda ev: "设备未佩戴" + _dur(ev),
     "device_offline": _offline,
     "low_battery": lambda ev: f"电量低：{_num(ev.get('battery'))}%",
+    "hazard": _hazard,
 }
 
 

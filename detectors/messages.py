@@ -56,6 +56,12 @@ def _baseline(severity: str, ev: dict[str, Any]) -> str:
             f"{_num(ev.get('baseline'), 1)} for this hour (z {_num(ev.get('z'), 1)})" + _dur(ev))
 
 
+def _hazard(severity: str, ev: dict[str, Any]) -> str:
+    # a person's description (routines: 发现隐患), on one line as every message is
+    note = " ".join(str(ev.get("note") or "").split())
+    return "Hazard found at the resident's home" + (f": {note}" if note else "")
+
+
 MESSAGES: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "hypoxemia": _vital("SpO2", "spo2_min", "≤", "%"),
     "bradycardia": _vital("HR", "hr_min", "≤", " bpm"),
@@ -74,6 +80,7 @@ MESSAGES: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "device_offline": lambda s, ev: ("Device offline (Last Will)" if ev.get("last_will")
                                      else f"No data for {_num(ev.get('silent_s', 0) / 60)} min"),
     "low_battery": lambda s, ev: f"Battery low: {_num(ev.get('battery'))}%",
+    "hazard": _hazard,
 }
 
 

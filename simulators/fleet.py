@@ -6,6 +6,8 @@ the `publish` call is made per message. A shared connection cannot carry a Last 
 device, so `lwt_devices` devices (plus every device with a scripted `device_offline`) get a
 connection of their own with a retained `{"online": false}` will on their status topic;
 going offline closes that socket abruptly, and the broker itself announces the device dark.
+Like device firmware, such a device says `{"online": true}` (retained) on every connection,
+so a will the broker published while restarting does not outlive the restart.
 Each such device costs a TCP connection and a paho network thread, hence a subset.
 """
 
@@ -18,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,12 @@ log = logging.getLogger(__name__)
 
 
 def make_client(broker: BrokerSettings, client_id: str,
-                will: tuple[str, bytes] | None = None) -> mqtt.Client:
-    """A connected, looping MQTT 3.1.1 client (devices speak the simplest protocol)."""
+                will: tuple[str, bytes] | None = None,
+                birth: Callable[[], bytes] | None = None) -> mqtt.Client:
+    """A connected, looping MQTT 3.1.1 client (devices speak the simplest protocol).
+
+    With `birth`, every successful (re)connection publishes `birth()` retained on the will's
+    topic: paho reconnects by itself, and the retained will stays until replaced."""
     url = broker.url.rstrip("/")
     scheme, rest = url.split("://", 1)
     host, _, port = rest.partition(":")
@@ -56,7 +63,14 @@ def make_client(broker: BrokerSettings, client_id: str,
     if will:
         c.will_set(will[0], will[1], qos=1, retain=True)
     connected = threading.Event()
-    c.on_connect = lambda *_a, **_k: connected.set()
+
+    def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
+                   _props: Any = None) -> None:
+        if will and birth is not None and not reason.is_failure:
+            client.publish(will[0], birth(), qos=1, retain=True)
+        connected.set()
+
+    c.on_connect = on_connect
     c.connect(host, int(port or (8883 if scheme == "mqtts" else 1883)), keepalive=60)
     c.loop_start()
     if not connected.wait(10):
@@ -100,16 +114,19 @@ class LiveFleet:
         self._shared: list[mqtt.Client] = []
         self._own: dict[int, mqtt.Client] = {}
         self._lock = threading.Lock()
+        self._t_wall0: float | None = None  # set once the fleet starts publishing
 
     # -- lifecycle
     def start(self) -> LiveFleet:
         pop = self.sim.phys.pop
         self._shared = [make_client(self.broker, f"{self.prefix}-{i}")
                         for i in range(self.connections)]
-        for r in self.lwt_rows:
+        for r in self.lwt_rows:  # each announces itself online as it connects
             self._connect_own(r)
         for r in range(pop.n):  # retained: a subscriber arriving later still sees it
-            self._client(r).publish(self.status_topics[r], self._online(r, self.sim.t0), 1, True)
+            if r not in self._own:
+                self._client(r).publish(self.status_topics[r], self._online(r, self.sim.t0),
+                                        1, True)
         self._t_wall0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="sim-fleet", daemon=True)
         self._thread.start()
@@ -144,7 +161,8 @@ class LiveFleet:
     def _connect_own(self, r: int) -> None:
         dev = self.sim.phys.pop.device_ids[r]
         c = make_client(self.broker, f"{self.prefix}-{dev}",
-                        will=(self.status_topics[r], b'{"online":false}'))
+                        will=(self.status_topics[r], b'{"online":false}'),
+                        birth=lambda: self._online(r, self.sim_now()))
         with self._lock:
             self._own[r] = c
 
@@ -162,6 +180,8 @@ class LiveFleet:
             sock.close()
 
     def sim_now(self) -> float:
+        if self._t_wall0 is None:  # not started: the simulation's first instant
+            return self.sim.t0
         return self.sim.t0 + (time.monotonic() - self._t_wall0) * self.speed
 
     def _sleep_until(self, t_sim: float) -> bool:
@@ -192,9 +212,7 @@ class LiveFleet:
         if action == "dark":
             self._go_dark(arg)
         elif action == "back":
-            self._connect_own(arg)
-            payload = self._online(arg, self.sim_now())
-            self._client(arg).publish(self.status_topics[arg], payload, 1, True)
+            self._connect_own(arg)  # which says online as it connects
         elif action == "status":
             r, payload = arg
             self._client(r).publish(self.status_topics[r], payload, 1, True)

@@ -364,6 +364,42 @@ def test_residents_status_filters_and_search(h: Harness, client: TestClient) -> 
     assert offline["total"] >= len(ids) - 1
 
 
+def test_data_after_an_offline_status_shows_the_device_online(
+        h: Harness, client: TestClient) -> None:
+    """A retained `{"online": false}` outlives the outage it reported: once vitals arrive
+    after it, the list and the record say online (as the device_offline detector does),
+    and a low battery is no longer hidden behind "offline"."""
+    login(client, h.tiers[4])
+    res = h.config.residents[0]
+    status = f"carewatch/v1/{res.town}/{res.device}/status"
+
+    def listed() -> dict[str, Any]:
+        rows = client.get(f"/api/residents?q={res.id}").json()["residents"]
+        return next(r for r in rows if r["resident_id"] == res.id)
+
+    h.publish(0, hr=70, worn=True, battery=80)
+    h.tick(1)
+    h.pipeline.handle([(status, b'{"online": false}', h.clock.now())])
+    h.tick(1)
+    assert (listed()["status"], listed()["online"]) == ("offline", 0)
+    (off,) = [a for a in h.engine.open_alerts() if a.kind == "device_offline"]
+    assert off.resident_id == res.id and off.condition_active
+    h.tick(5)
+    h.publish(0, hr=71, worn=True, battery=9)
+    h.tick(1)
+    assert not h.engine.get_alert(off.alert_id).condition_active  # the detector cleared
+    row = listed()
+    assert (row["status"], row["online"], row["battery"]) == ("low_battery", 1, 9)
+    rec = client.get(f"/api/residents/{res.id}").json()
+    assert rec["device"]["online"] == 1 and rec["device"]["battery"] == 9
+    # a newer offline status (no data since) is offline again
+    h.tick(1)
+    h.pipeline.handle([(status, b'{"online": false}', h.clock.now())])
+    h.tick(1)
+    assert (listed()["status"], listed()["online"]) == ("offline", 0)
+    assert client.get(f"/api/residents/{res.id}").json()["device"]["online"] == 0
+
+
 def test_resident_record_is_audited(h: Harness, client: TestClient) -> None:
     sid = h.tiers[1]
     login(client, sid)

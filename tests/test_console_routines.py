@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 with warnings.catch_warnings():
@@ -21,6 +22,7 @@ from config.models import Config
 from console.app import create_app
 from console.settings import ConsoleSettings
 from console.testing import Harness, password_of
+from ingest.publish import ListPublisher
 from routines.service import Routines
 
 MONTH = "2025-11"  # console.testing.T0 is 2025-11-28 16:00 Asia/Shanghai
@@ -211,7 +213,23 @@ def test_complete_with_feedback_and_a_hazard_that_opens_an_alert(
     alert = m.h.engine.get_alert(done["alert_id"])
     assert (alert.kind, alert.resident_id, alert.severity_name) == ("hazard", rid, "medium")
     board = client.get("/api/alerts").json()["alerts"]
-    assert done["alert_id"] in {a["alert_id"] for a in board}  # on the board, in scope
+    row = next(a for a in board if a["alert_id"] == done["alert_id"])  # on the board, in scope
+    # the card says what was found, in both languages, not just the kind
+    assert row["message"] == "Hazard found at the resident's home: 楼梯扶手松动"
+    assert row["message_zh"] == "发现安全隐患：楼梯扶手松动"
+    # and so does the contract alert event on MQTT
+    publisher = m.h.pipeline.publisher
+    assert isinstance(publisher, ListPublisher)
+    res = m.config.residents[0]
+    (event,) = [orjson.loads(p) for t, p, _q, _r in publisher.messages
+                if t == f"carewatch/v1/{res.town}/alerts/{rid}"]
+    assert event["event"] == "opened" and event["kind"] == "hazard"
+    assert event["message"] == "Hazard found at the resident's home: 楼梯扶手松动"
+    assert event["evidence"]["note"] == "楼梯扶手松动"
+    contract = {"alert_id", "resident_id", "device_id", "town_id", "kind", "severity", "state",
+                "tier", "tier_name", "opened_at", "updated_at", "condition_active", "evidence",
+                "message"}
+    assert contract <= set(event) and (event["state"], event["tier"]) == ("open", 1)
     again = client.post(f"/api/routines/tasks/{inspection}/complete", headers=hdr,
                         json={"notes": "again"})
     assert again.status_code == 409

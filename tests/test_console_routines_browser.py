@@ -59,6 +59,15 @@ def test_tasks_complete_with_hazard_and_monthly_report(
         alert = service.pipeline.alerts.get_alert(done.alert_id)  # type: ignore[union-attr]
         assert alert.kind == "hazard" and alert.resident_id == target.resident_id
 
+        # the board's card names the kind and says what was found
+        page.click("header nav a[href='/']")
+        page.wait_for_selector("body.page-board[data-ready='1']")
+        card = page.locator(f"li.alert[data-alert-id='{done.alert_id}']")
+        assert card.locator(".kind").inner_text() == "安全隐患"
+        assert card.locator(".evidence").inner_text() == "发现安全隐患：燃气软管老化，需更换"
+        page.goto(base + "/tasks")
+        page.wait_for_selector("body.page-tasks[data-ready='1']")
+
         page.click("#views button[data-view='overdue']")
         page.wait_for_function("() => new URL(location.href).searchParams.get('view') === "
                                "'overdue'")

@@ -129,3 +129,36 @@ def test_stopping_the_fleet_disconnects_cleanly_so_no_last_will_fires(mosquitto:
              and orjson.loads(p).get("online") is False]
     assert wills == []
 
+
+
+def _last_status(messages: list[tuple[str, bytes, bool]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for topic, payload, _r in messages:
+        if topic.endswith("/status"):
+            out[topic] = orjson.loads(payload)
+    return out
+
+
+def test_devices_say_online_again_after_a_broker_restart(mosquitto: Any) -> None:
+    """A broker shutting down publishes the Last Will of every device connected to it, and
+    keeps it retained across the restart; a device with a will of its own (as firmware
+    does) says `{"online": true}` again, retained, when it reconnects, so a subscriber
+    arriving after the restart does not find the fleet offline."""
+    config = parse_config(demo_registry(6, seed=4))
+    fleet = LiveFleet(config, BrokerSettings(url=mosquitto.url), speed=1.0, interval_s=5.0,
+                      seed=4, connections=1, lwt_devices=3)
+    own = {fleet.status_topics[r] for r in fleet.lwt_rows}
+    assert len(own) == 3
+    sub: Collector | None = None
+    try:
+        fleet.start()
+        mosquitto.stop()  # graceful: the broker publishes the three wills, retained
+        mosquitto.start()
+        sub = Collector(mosquitto.host, mosquitto.port)  # as a pipeline starting now would
+        assert sub.wait_for(lambda m: len(s := _last_status(m)) == 6 and all(
+            p.get("online") is True for p in s.values()), 20), _last_status(sub.messages)
+        assert not fleet.errors
+    finally:
+        fleet.stop()
+        if sub is not None:
+            sub.close()
