@@ -79,17 +79,25 @@ def down_problem(down: WorkerDown, town_names: dict[str, str]) -> dict[str, Any]
             "worker": down.index, "towns": [town_names.get(t, t) for t in down.towns]}
 
 
-def merge_health(answers: list[dict[str, Any]], down: list[WorkerDown], now: float,
+def merge_health(answers: dict[int, dict[str, Any]], down: list[WorkerDown], now: float,
                  town_names: dict[str, str] | None = None) -> dict[str, Any]:
-    """The district's monitoring state: the worst worker's state, every problem (each
-    worker's, named by worker), and `worker_down` for each worker that did not answer. A
-    silent worker makes the state at least "degraded": the other towns are watched."""
-    problems: list[dict[str, Any]] = []
+    """The district's monitoring state: the worst worker's state, every problem (`answers`
+    by worker; one problem several workers report, e.g. the broker gone, is listed once with
+    all their indices in `workers`), and `worker_down` for each worker that did not answer.
+    A silent worker makes the state at least "degraded": the other towns are watched."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     states = []
-    for doc in answers:
+    for k, doc in answers.items():
         states.append(doc.get("state", "down"))
-        problems += [dict(p) for p in doc.get("problems", [])]
-    problems += [down_problem(d, town_names or {}) for d in down]
+        for p in doc.get("problems", []):
+            key = (p.get("code"), p.get("level"), p.get("detail"))
+            if key in merged:
+                merged[key]["workers"].append(k)
+                since = [s for s in (merged[key].get("since"), p.get("since")) if s is not None]
+                merged[key]["since"] = min(since, default=None)
+            else:
+                merged[key] = {**p, "workers": [k]}
+    problems = [*merged.values(), *(down_problem(d, town_names or {}) for d in down)]
     if down:
         states.append("down" if not answers else "degraded")
     state = min(states, key=MONITORING_STATES.index, default="down")

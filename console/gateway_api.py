@@ -72,7 +72,7 @@ def api_router(gw: Gateway) -> APIRouter:
 
     @api.get("/health")
     async def health(p: Reader, request: Request) -> dict[str, Any]:
-        answers, down = await gw.ask_all(request, "/api/health", timeout_s=gw.health_timeout_s)
+        answers, down = await gw.ask_each(request, "/api/health", timeout_s=gw.health_timeout_s)
         return merge_health(answers, down, gw.clock.now(), gw.names.towns)
 
     # ---- alerts -------------------------------------------------------------------------

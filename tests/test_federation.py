@@ -36,16 +36,24 @@ def test_health_is_the_worst_state_and_a_silent_worker_names_its_towns() -> None
     ok = {"state": "ok", "problems": []}
     lagging = {"state": "degraded", "problems": [{"code": "ingest_lagging", "level": "degraded",
                                                    "since": None, "detail": "40 s"}]}
-    assert merge_health([ok, ok], [], 5.0)["state"] == "ok"
-    assert merge_health([ok, lagging], [], 5.0)["state"] == "degraded"
+    assert merge_health({0: ok, 1: ok}, [], 5.0)["state"] == "ok"
+    assert merge_health({0: ok, 1: lagging}, [], 5.0)["state"] == "degraded"
     down = WorkerDown(1, ("t1", "t2"), "ConnectError")
-    got = merge_health([ok], [down], 5.0, {"t1": "一镇", "t2": "二镇"})
+    got = merge_health({0: ok}, [down], 5.0, {"t1": "一镇", "t2": "二镇"})
     assert got["state"] == "degraded"  # the other worker's towns are watched
     assert got["workers"] == 2 and got["workers_answering"] == 1
     problem = got["problems"][0]
     assert problem["code"] == "worker_down" and problem["towns"] == ["一镇", "二镇"]
-    assert merge_health([], [down], 5.0)["state"] == "down"  # nobody answers
-    assert merge_health([{"state": "down", "problems": []}], [down], 5.0)["state"] == "down"
+    assert merge_health({}, [down], 5.0)["state"] == "down"  # nobody answers
+    assert merge_health({0: {"state": "down", "problems": []}}, [down], 5.0)["state"] == "down"
+    # one problem every worker reports (the broker gone) is listed once, naming them all
+    broker = {"code": "broker_disconnected", "level": "down", "detail": "Unspecified error"}
+    both = merge_health({0: {"state": "down", "problems": [{**broker, "since": 9.0}]},
+                         1: {"state": "down", "problems": [{**broker, "since": 7.0}]},
+                         2: lagging}, [], 10.0)
+    assert [(p["code"], p["workers"]) for p in both["problems"]] == [
+        ("broker_disconnected", [0, 1]), ("ingest_lagging", [2])]
+    assert both["problems"][0]["since"] == 7.0
 
 
 def test_resident_pages_are_cut_from_the_merged_order() -> None:

@@ -246,6 +246,8 @@ const CW = (() => {
       let label = t("p_" + p.code);
       if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
         label += (lang === "zh" ? "：" : ": ") + p.towns.join(lang === "zh" ? "、" : ", ");
+      } else if (p.workers && health.workers > 1) { // the district console: which workers
+        label += lang === "zh" ? `（监测进程 ${p.workers.join("、")}）` : ` (worker ${p.workers.join(", ")})`;
       }
       if (p.since === null || p.since === undefined) return esc(label);
       const dur = fmtDur((health.now || now()) - p.since);
