@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +66,18 @@ def probe_metrics(port: int, names: tuple[str, ...], host: str = "127.0.0.1"
         match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
         out[name] = float(match.group(1)) if match else -1.0
     return out
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on (host, port) now (as uvicorn binds: SO_REUSEADDR,
+    so connections of an earlier process in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def partition_towns(config: Config, workers: int, towns: list[str] | None = None

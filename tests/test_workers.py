@@ -154,3 +154,25 @@ def test_workers_stop_when_their_supervisor_is_killed(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         stop_process(proc)
+
+
+def test_a_worker_port_in_use_stops_the_supervisor_at_start(tmp_path: Path) -> None:
+    """Worker k's console port (--http's + 1 + k) taken: the supervisor refuses to start
+    and names it, instead of a worker crash-looping behind a start that looked fine."""
+    import socket
+    import subprocess
+    import sys
+
+    reg = write_demo_registry(tmp_path / "reg.yaml", 6, seed=1, towns=2)
+    http = free_port_block(3)
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", http + 2))
+        blocker.listen()
+        got = subprocess.run([sys.executable, "-m", "carewatch.cli", "run", "--config", str(reg),
+                              "--workers", "2", "--http", f"127.0.0.1:{http}", "--broker",
+                              "mqtt://127.0.0.1:1", "--data-dir", str(tmp_path / "data")],
+                             capture_output=True, text=True, timeout=60)
+    assert got.returncode == 2, got.stderr
+    assert f"port {http + 2} on 127.0.0.1 is in use" in got.stderr
+    assert "started" not in got.stdout  # no worker was started

@@ -140,7 +140,7 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
     restarts any that die."""
     from pathlib import Path
 
-    from carewatch.workers import Supervisor, partition_towns, worker_argv
+    from carewatch.workers import Supervisor, partition_towns, port_free, worker_argv
 
     parts = partition_towns(config, args.workers, towns)
     data_dir = Path(args.data_dir or config.storage.data_dir)
@@ -154,6 +154,15 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
         worker_argv(args.config, k, args.workers, data_dir, http, passed_on, console_dir)
         for k in range(args.workers)
     ]
+    # worker k serves its console on --http's port + 1 + k: a port taken now would have that
+    # worker crash-loop (its towns unwatched) behind a start that looked fine
+    ports = [http[1] + k for k in range(args.workers + 1)]
+    taken = [p for p in ports if not port_free(http[0], p)]
+    if taken:
+        print(f"carewatch: port {', '.join(map(str, taken))} on {http[0]} is in use; the "
+              f"supervisor takes --http's port and worker k port + 1 + k "
+              f"({ports[0]}-{ports[-1]} here): choose another --http", file=sys.stderr)
+        return 2
     supervisor = Supervisor(argvs)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
