@@ -74,7 +74,9 @@ def supervisor_server(supervisor: Supervisor, host: str, port: int, towns: list[
                 "workers_subscribed": all(probe_subscribed(p, host) for p in ports)}
 
     def workers() -> tuple[int, bytes, str]:
+        # alive: the process runs; answering: it also answers, subscribed (not hung)
         doc = [{"worker": c.index, "towns": towns[c.index], "pid": pid, "alive": alive,
+                "answering": alive and probe_subscribed(ports[c.index], loopback_for(host)),
                 "restarts": c.restarts, "http": f"http://{host}:{ports[c.index]}/"}
                for c, pid, alive in zip(supervisor.children, supervisor.pids(),
                                         supervisor.alive(), strict=True)]

@@ -121,6 +121,9 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
             down = next(p for p in health["problems"] if p["code"] == "worker_down")
             assert down["worker"] == 1 and len(down["towns"]) == len(parts[1])
             assert 0 < health["now"] - down["since"] < 60  # the banner says for how long
+            listed = httpx.get(f"http://127.0.0.1:{http}/workers", timeout=15).json()["workers"]
+            assert [(w["alive"], w["answering"]) for w in listed] == [(True, True),
+                                                                       (True, False)]
             now_board = board()
             assert now_board[res[1].id]["stale"] is True and "stale" not in now_board[res[0].id]
             # its residents are listed as not monitored, not left out
