@@ -9,6 +9,10 @@ from routines.html import STATE_COLOURS
 from routines.schedule import KINDS
 
 
+def _minutes(seconds: float | None) -> float:
+    return float("nan") if seconds is None else seconds / 60
+
+
 def _figures(report: dict[str, Any]) -> list[tuple[str, Any]]:
     import matplotlib
 
@@ -48,11 +52,16 @@ def _figures(report: dict[str, Any]) -> list[tuple[str, Any]]:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     tiers = d["alerts"]["response"]["tiers"]
     names = [v["tier_name"] for v in tiers.values()]
-    med = [(v["time_to_ack_s"]["median"] or 0) / 60 for v in tiers.values()]
-    p90 = [(v["time_to_ack_s"]["p90"] or 0) / 60 for v in tiers.values()]
+    # no acknowledgement at a tier is no bar (NaN) and a note, not 0 min ("at once")
+    med = [_minutes(v["time_to_ack_s"]["median"]) for v in tiers.values()]
+    p90 = [_minutes(v["time_to_ack_s"]["p90"]) for v in tiers.values()]
     xs = range(len(names))
     ax.bar([x - 0.2 for x in xs], med, 0.4, label="median")
     ax.bar([x + 0.2 for x in xs], p90, 0.4, label="p90")
+    for x, v in zip(xs, tiers.values(), strict=True):
+        if v["time_to_ack_s"]["median"] is None:
+            ax.text(x, 0, "no acknowledgements", ha="center", va="bottom", fontsize=8,
+                    color="#888", rotation=90)
     ax.set_xticks(list(xs), names)
     ax.set_ylabel("minutes from opening")
     ax.set_title("Time to acknowledge, by tier acknowledged")

@@ -55,17 +55,22 @@ def _dur(seconds: Any) -> str:
     return f"{s:.0f} s"
 
 
-def bar_chart(title: str, items: list[tuple[str, float]], colour: str = "#1565c0",
-              width: int = 480, pct: bool = False) -> str:
-    """Horizontal bars as inline SVG."""
+def bar_chart(title: str, items: list[tuple[str, float | None]], colour: str = "#1565c0",
+              width: int = 480, pct: bool = False, missing: str = "–") -> str:
+    """Horizontal bars as inline SVG; a None value gets no bar, only the `missing` text."""
     row, left = 22, 200
     height = 34 + row * max(1, len(items))
-    top = max((v for _, v in items), default=0.0) or 1.0
+    top = max((v for _, v in items if v is not None), default=0.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'role="img" aria-label="{escape(title)}">',
              f'<text x="8" y="18" font-size="13" font-weight="bold">{escape(title)}</text>']
     for i, (label, value) in enumerate(items):
         y = 28 + i * row
+        if value is None:  # no value is not zero: a zero-length bar would read as one
+            parts.append(f'<text x="8" y="{y + 14}" font-size="12">{escape(label[:30])}</text>'
+                         f'<text x="{left}" y="{y + 14}" font-size="12" fill="#888">'
+                         f'{escape(missing)}</text>')
+            continue
         w = (width - left - 60) * (value / top)
         shown = _fmt(value, pct) if pct else (f"{value:g}")
         parts.append(f'<text x="8" y="{y + 14}" font-size="12">{escape(label[:30])}</text>'
@@ -147,12 +152,31 @@ def _routine_rows(group: dict[str, dict[str, Any]], labels: dict[str, str] | Non
              str(v["total"]), _fmt(v["on_time_share"], pct=True)] for k, v in group.items()]
 
 
-def section_html(title: str, sec: dict[str, Any], charts: bool = True) -> str:
+def _when(ts: float, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
+
+
+def monitoring_cards(sec: dict[str, Any], tz: ZoneInfo, as_of: float
+                     ) -> list[tuple[str, str]]:
+    """(label, value) of the residents-monitored and completeness cards, saying when the
+    figures are so far (more daily checks to run in the period) or pending (none ran yet)."""
+    state, registered = sec["monitoring_state"], sec["residents_registered"]
+    if state in ("pending", "no_checks"):
+        why = (f"pending: the period's first daily check runs {_when(sec['next_check_at'], tz)}"
+               if state == "pending" else "no daily check ran in this period")
+        return [(f"Residents monitored: {why}", f"— / {registered}"),
+                (f"Data completeness: {why}", "—")]
+    so_far = (f" so far (as of {_when(as_of, tz)}; next daily check "
+              f"{_when(sec['next_check_at'], tz)})" if state == "so_far" else "")
+    return [(f"Residents monitored{so_far}", f"{sec['residents_monitored']} / {registered}"),
+            (f"Data completeness{so_far}", _fmt(sec["completeness"], pct=True))]
+
+
+def section_html(title: str, sec: dict[str, Any], tz: ZoneInfo, as_of: float,
+                 charts: bool = True) -> str:
     """One town's (or the district's) part of the report."""
     al, ro = sec["alerts"], sec["routines"]
-    cards = [("Residents monitored", f"{sec['residents_monitored']} / "
-              f"{sec['residents_registered']}"),
-             ("Data completeness", _fmt(sec["completeness"], pct=True)),
+    cards = [*monitoring_cards(sec, tz, as_of),
              ("Alerts", str(al["total"])),
              ("Escalations to town / district", f"{al['escalations']['3']} / "
               f"{al['escalations']['4']}"),
@@ -163,13 +187,16 @@ def section_html(title: str, sec: dict[str, Any], charts: bool = True) -> str:
     out.append("</div>")
     if charts:
         out.append("<div class='charts'>")
-        out.append(bar_chart("Alerts by kind", sorted(al["by_kind"].items(),
-                                                      key=lambda kv: -kv[1])))
+        kinds: dict[str, int] = al["by_kind"]
+        out.append(bar_chart("Alerts by kind", [(k, float(n)) for k, n in
+                                                sorted(kinds.items(), key=lambda kv: -kv[1])]))
         out.append(stacked_chart("Routines by kind", [(KIND_LABELS[k], ro["by_kind"][k])
                                                       for k in KINDS]))
+        # a tier where nothing was acknowledged has no median (not 0 s: "at once")
         out.append(bar_chart("Median time to acknowledge (s), by tier acknowledged", [
-            (TIER_LABELS[t], float(v["time_to_ack_s"]["median"] or 0))
-            for t, v in al["response"]["tiers"].items()], colour="#6a1b9a"))
+            (TIER_LABELS[t], v["time_to_ack_s"]["median"])
+            for t, v in al["response"]["tiers"].items()], colour="#6a1b9a",
+            missing="— no acknowledgements"))
         out.append("</div>")
     out.append("<h3>Alerts by severity</h3>")
     out.append(_table(list(al["by_severity"]), [[str(v) for v in al["by_severity"].values()]]))
@@ -201,15 +228,18 @@ def render_html(report: dict[str, Any], town: str | None = None) -> str:
     """The whole report (district then each town), or one town's part only."""
     p = report["period"]
     tz = ZoneInfo(p["timezone"])
-    as_of = datetime.fromtimestamp(report["as_of"], tz).strftime("%Y-%m-%d %H:%M")
+    as_of = _when(report["as_of"], tz)
     what = "Monthly" if p["kind"] == "month" else "Daily"
+    unfinished = ("" if report["as_of"] >= p["end"] else
+                  f" The period is not over: figures are so far, as of {as_of}.")
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>CareWatch {what.lower()} supervision report {escape(p['label'])}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>{what} supervision report 监管报告 — {escape(p['label'])}</h1>",
              f"<div class='meta'>Time zone {escape(p['timezone'])}; figures as of {as_of}. "
              "Times to acknowledge and resolve run from the alert's opening; p90 by linear "
-             "interpolation.</div>"]
+             "interpolation. Residents monitored: those with any data in the period's daily "
+             f"checks, each covering the 24 h before it runs.{unfinished}</div>"]
     if town is None:
         parts.append("<div class='charts'>")
         parts.append(line_chart("Data completeness per day",
@@ -217,9 +247,9 @@ def render_html(report: dict[str, Any], town: str | None = None) -> str:
         parts.append(line_chart("Alerts per day", [(d["day"], float(d["alerts"]))
                                                    for d in report["daily"]], pct=False))
         parts.append("</div>")
-        parts.append(section_html("District 区级", report["district"]))
+        parts.append(section_html("District 区级", report["district"], tz, report["as_of"]))
     for tid, sec in report["towns"].items():
         if town is None or tid == town:
-            parts.append(section_html(f"Town {sec['name']} ({tid})", sec, charts=True))
+            parts.append(section_html(f"Town {sec['name']} ({tid})", sec, tz, report["as_of"]))
     parts.append("</body></html>")
     return "".join(parts)

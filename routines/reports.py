@@ -9,6 +9,9 @@ registry. Definitions (also in docs/routines.md):
   acknowledged or had their tier time run out by `as_of`), the share acknowledged within
   that tier's acknowledgement time counted from reaching it;
 - escalations reaching a tier: alerts that reached tier 2, 3, 4;
+- residents monitored: residents with any data in the period's daily checks; each check
+  covers the 24 h before it runs, so a period with no check yet (a day before its check
+  time, or the day the service started) has no figure: null, `monitoring_state` says why;
 - data completeness: received / expected minutes summed over the period's daily checks;
 - routines: tasks issued in the period by final state (done on time, late, missed, open).
 """
@@ -26,7 +29,7 @@ from alerts.model import DEFAULT_ACK_TIMEOUT_S, SEVERITY_NAMES, TIER_NAMES
 from config.models import Config
 from routines.alertdata import AlertRecord
 from routines.model import Task
-from routines.schedule import KINDS
+from routines.schedule import KINDS, issues_between, merged_rules
 
 
 class TaskHistory(Protocol):
@@ -163,16 +166,39 @@ def routine_section(tasks: list[Task]) -> dict[str, Any]:
     }
 
 
-def monitoring_section(checks: list[Task], registered: int) -> dict[str, Any]:
-    """Residents monitored and data completeness from the period's daily checks."""
+def next_daily_check(config: Config, towns: list[str], after: float, before: float
+                     ) -> float | None:
+    """The first daily-check issue instant in (after, before) of any of `towns`, if any."""
+    if not config.routines.enabled:
+        return None
+    tz = ZoneInfo(config.timezone)
+    found = [i.issued_at for town in towns
+             for i in issues_between("daily_check", merged_rules(config, town).daily_check,
+                                     tz, after, before)
+             if i.issued_at < before]  # one at `before` is the next period's
+    return min(found, default=None)
+
+
+def monitoring_section(checks: list[Task], registered: int,
+                       next_check_at: float | None = None) -> dict[str, Any]:
+    """Residents monitored and data completeness from the period's daily checks.
+
+    `next_check_at` is the period's next daily check after the report's time, if one is
+    still to run: the figures are then so far, or pending when no check has run yet."""
     results = [t.check for t in checks if t.check is not None]
+    if results:
+        state = "so_far" if next_check_at is not None else "final"
+    else:  # no check ran: "0 monitored" would claim what no check looked at
+        state = "pending" if next_check_at is not None else "no_checks"
     expected = sum(int(c["expected_min"]) for c in results)
     received = sum(int(c["received_min"]) for c in results)
     known = [c for c in results if c.get("worn_share") is not None]
     monitored = {t.resident_id for t in checks if t.check and t.check["received_min"] > 0}
     per_check = [float(c["completeness"]) for c in results if c["completeness"] is not None]
     return {
-        "residents_registered": registered, "residents_monitored": len(monitored),
+        "residents_registered": registered,
+        "residents_monitored": len(monitored) if results else None,
+        "monitoring_state": state, "next_check_at": next_check_at,
         "daily_checks": len(results),
         "completeness": round(received / expected, 4) if expected else None,
         "completeness_median_check": (round(float(np.median(per_check)), 4)
@@ -187,12 +213,15 @@ def monitoring_section(checks: list[Task], registered: int) -> dict[str, Any]:
 
 
 def _section(config: Config, town: str | None, records: list[AlertRecord], tasks: list[Task],
-             ack_time: AckTimes, as_of: float) -> dict[str, Any]:
+             ack_time: AckTimes, as_of: float, start: float, end: float) -> dict[str, Any]:
     if town is not None:
         records = [r for r in records if r.alert.town_id == town]
         tasks = [t for t in tasks if t.town_id == town]
     registered = sum(1 for r in config.residents if town is None or r.town == town)
-    out = monitoring_section([t for t in tasks if t.kind == "daily_check"], registered)
+    towns = [town] if town is not None else [t.id for t in config.towns]
+    # checks still to run in the period after `as_of` (all of them for a future period)
+    nxt = next_daily_check(config, towns, max(as_of, start - 1e-3), end)
+    out = monitoring_section([t for t in tasks if t.kind == "daily_check"], registered, nxt)
     out["alerts"] = alert_section(records, ack_time, as_of)
     out["routines"] = routine_section(tasks)
     return out
@@ -234,11 +263,12 @@ def build_report(config: Config, tasks: TaskHistory, alerts: AlertHistory, kind:
     return {
         "report": "supervision", "version": 1,
         "period": {"kind": kind, "label": label, "start": start, "end": end,
-                   "timezone": config.timezone},
+                   "timezone": config.timezone, "finished": as_of >= end},
         "as_of": as_of,
-        "district": _section(config, None, records, period_tasks, ack_time, as_of),
+        "district": _section(config, None, records, period_tasks, ack_time, as_of, start, end),
         "towns": {t.id: {"name": names[t.id],
-                         **_section(config, t.id, records, period_tasks, ack_time, as_of)}
+                         **_section(config, t.id, records, period_tasks, ack_time, as_of,
+                                    start, end)}
                   for t in config.towns},
         "daily": _daily_series(records, period_tasks, start, end, tz),
     }

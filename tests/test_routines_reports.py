@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alerts.engine import AlertEngine
 from carewatch.clock import SimClock
+from ingest.devices import DeviceTable
+from ingest.samples import SampleColumns
+from ingest.state import StateStore
 from routines.alertdata import AlertData
-from routines.html import render_html
+from routines.charts import _figures
+from routines.html import TIER_LABELS, render_html
 from routines.reports import build_report
 from routines.service import Routines
 from tests.browser_harness import ARTIFACTS, needs_chromium
@@ -178,3 +185,112 @@ def test_report_command_writes_html_json_pdf_and_pngs(scenario: Any, tmp_path: P
     assert pngs == [f"report-2026-11-{n}.png" for n in
                     ("alerts", "completeness", "response", "routines")]
     assert main(["report", "--month", "2026-13", "--config", str(reg), "--out", "x"]) == 2
+
+
+def _tier_chart_rows(html: str) -> dict[str, str]:
+    """The district's median-time-to-acknowledge chart, its SVG markup per tier label."""
+    svg = re.search(r'<svg[^>]*aria-label="Median time to acknowledge[^"]*".*?</svg>', html)
+    assert svg is not None
+    rows = svg.group(0).split('<text x="8" ')[2:]  # [0] before the title, [1] the title
+    return {lab: row for row in rows for lab in TIER_LABELS.values() if f">{lab}<" in row}
+
+
+def test_a_tier_without_acknowledgements_has_no_median_not_zero(scenario: Any) -> None:
+    """Tier 3 acknowledged nothing on 2026-11-10: the JSON keeps null, the HTML chart and the
+    matplotlib chart draw no bar (a 0 there reads as "acknowledged at once")."""
+    routines, engine, _clock = scenario
+    rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "day",
+                       "2026-11-10", AS_OF_ALERTS)
+    tiers = rep["district"]["alerts"]["response"]["tiers"]
+    assert tiers["3"]["time_to_ack_s"] == {"n": 0, "median": None, "p90": None}
+    rows = _tier_chart_rows(render_html(rep))
+    assert len(rows) == 4
+    assert "no acknowledgements" in rows["Town 镇街"] and "<rect" not in rows["Town 镇街"]
+    assert ">0<" not in rows["Town 镇街"]
+    assert "<rect" in rows["District 区级"] and ">400<" in rows["District 区级"]
+    response = dict(_figures(rep))["response"]
+    ax = response.axes[0]
+    heights = [b.get_height() for b in ax.patches]  # 4 median bars, then 4 p90 bars
+    assert heights[3] == pytest.approx(400 / 60) and math.isnan(heights[2])
+    assert math.isnan(heights[6])
+    assert "no acknowledgements" in [t.get_text() for t in ax.texts]
+
+
+def test_monitored_figures_of_a_running_day_are_pending_or_so_far(tmp_path: Path) -> None:
+    """Three of four residents stream every minute from the service's start (Nov 1 10:00).
+    Daily checks run at 08:00 over the 24 h before; a report never says "0 monitored"
+    for a period no check has looked at yet."""
+    config = registry()
+    devices = DeviceTable.from_config(config)
+    state = StateStore(len(devices))
+    start = local(2026, 11, 1, 10)
+    clock = SimClock(start)
+    routines, engine = make_routines(config, clock, tmp_path, alerts=True, state=state)
+    assert engine is not None
+    data = AlertData(engine.store.path)
+    fed = start
+
+    def stream_until(t: float) -> None:  # rows 0-2 (r-1..r-3) send a sample every minute
+        nonlocal fed
+        minutes = np.arange(fed, t, 60.0) + 5
+        cols = SampleColumns.empty(3 * len(minutes))
+        cols.row = np.repeat(np.array([0, 1, 2], np.int32), len(minutes))
+        cols.ts = np.tile(minutes, 3)
+        cols.hr = np.full(len(cols.ts), 70.0, np.float32)
+        cols.worn = np.ones(len(cols.ts), np.int8)
+        state.append(cols.sorted_by_row_ts(), t)
+        fed = t
+        run_until(routines, clock, t)
+
+    def report(kind: str, label: str) -> dict[str, Any]:
+        return build_report(config, routines.store, data, kind, label, clock.now())
+
+    try:
+        routines.tick(start)
+        stream_until(local(2026, 11, 1, 14))
+        # The start day: its 08:00 check was before the start, so none will run in it.
+        rep = report("day", "2026-11-01")
+        sec = rep["district"]
+        assert (sec["residents_monitored"], sec["completeness"]) == (None, None)
+        assert (sec["monitoring_state"], sec["next_check_at"]) == ("no_checks", None)
+        assert rep["period"]["finished"] is False
+        html = render_html(rep)
+        assert "— / 4" in html and "0 / 4" not in html
+        assert "Residents monitored: no daily check ran in this period" in html
+        assert "The period is not over: figures are so far, as of 2026-11-01 14:00" in html
+
+        # Nov 2 before 08:00: the day's check is still to run.
+        stream_until(local(2026, 11, 2, 7))
+        sec = report("day", "2026-11-02")["district"]
+        assert (sec["residents_monitored"], sec["monitoring_state"]) == (None, "pending")
+        assert sec["next_check_at"] == local(2026, 11, 2, 8)
+        html = render_html(report("day", "2026-11-02"))
+        assert "pending: the period&#x27;s first daily check runs 2026-11-02 08:00" in html
+        assert "0 / 4" not in html
+
+        # After it: 22 h expected (from 10:00), received by three of four; the day's figure
+        # is final (one check a day) though the day runs on.
+        stream_until(local(2026, 11, 2, 9))
+        rep = report("day", "2026-11-02")
+        sec = rep["district"]
+        assert (sec["residents_monitored"], sec["daily_checks"]) == (3, 4)
+        assert (sec["monitoring_state"], sec["next_check_at"]) == ("final", None)
+        assert sec["completeness"] == 0.75
+        assert rep["towns"]["lishi"]["residents_monitored"] == 0  # r-4 sent nothing
+        html = render_html(rep)
+        assert "<b>3 / 4</b><span>Residents monitored</span>" in html
+        # The month: so far, with the next check named.
+        sec = report("month", "2026-11")["district"]
+        assert (sec["residents_monitored"], sec["monitoring_state"]) == (3, "so_far")
+        assert sec["next_check_at"] == local(2026, 11, 3, 8)
+        html = render_html(report("month", "2026-11"))
+        assert ("Residents monitored so far (as of 2026-11-02 09:00; next daily check "
+                "2026-11-03 08:00)") in html
+        # A finished day reads as such; a future one is pending on its first check.
+        assert report("month", "2026-10")["district"]["monitoring_state"] == "no_checks"
+        sec = report("day", "2026-11-05")["district"]
+        assert (sec["monitoring_state"], sec["next_check_at"]) == (
+            "pending", local(2026, 11, 5, 8))
+    finally:
+        routines.close()
+        engine.close()
