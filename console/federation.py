@@ -160,11 +160,16 @@ def merge_list(answers: list[dict[str, Any]], key: str, **extra: Any) -> dict[st
 
 
 def merge_tasks(answers: list[dict[str, Any]], now: float) -> dict[str, Any]:
-    """Tasks of every worker, earliest due first (each worker lists its own in that order)."""
+    """Tasks of every worker, earliest due first (each worker lists its own in that order),
+    with the `mine` view's note (routines.web) summed over the workers."""
     tasks = [t for doc in answers for t in doc.get("tasks", [])]
     tasks.sort(key=lambda t: (float(t.get("due_at") or 0.0), str(t.get("task_id"))))
     view = answers[0].get("view") if answers else None
-    return {"now": now, "view": view, "tasks": tasks}
+    out: dict[str, Any] = {"now": now, "view": view, "tasks": tasks}
+    notes = [doc["note"] for doc in answers if doc.get("note")]
+    if notes:  # same config everywhere: one note, its overdue count over every worker
+        out["note"] = {**notes[0], "overdue": sum(int(n.get("overdue", 0)) for n in notes)}
+    return out
 
 
 def unknown_device() -> dict[str, Any]:

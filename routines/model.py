@@ -69,7 +69,8 @@ class Task:
         if self.tier >= max_tier:
             return None
         if self.tier == 1:
-            return self.due_at
+            # never before the issue: a rule due before its issue time escalates only then
+            return max(self.due_at, self.issued_at)
         return self.tier_reached_at + self.escalate_after_s
 
     def to_doc(self) -> dict[str, Any]:

@@ -5,12 +5,13 @@ for a month) and one issue instant per town. "Which tasks are due to exist by no
 `issues_between(rule, kind, tz, after, until)`: the issue instants in (after, until]. The
 scheduler keeps a durable watermark per kind and asks this question on every wake-up, on
 the wall clock and on a simulated one alike; task ids are built from the period key, so
-asking twice never makes a task twice.
+asking twice never makes a task twice. A first start (no watermark) issues the running
+period from `first_issue`: at the start, with the routine's normal lead, never back-dated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -120,6 +121,34 @@ def current_issue(kind: str, rule: RoutineRule, tz: ZoneInfo, now: float) -> Iss
     """The latest issue at or before `now` (the period now running), if any."""
     found = issues_between(kind, rule, tz, now - 32 * 86400.0, now)
     return found[-1] if found else None
+
+
+def first_issue(kind: str, rule: RoutineRule, tz: ZoneInfo, start: float) -> Issue | None:
+    """The running period's issue at a first start `start` (no watermark yet), not back-dated.
+
+    Issued at `start`, due no earlier than the routine's normal lead counted from the start
+    day (`due_days` later at `due_time`, after `start`) nor than its scheduled due time; its
+    close moves by as much as its due did, so the usual escalation window stays before it is
+    missed. Nothing for daily checks (no monitored day lies behind the first one), and
+    nothing when that due would not come before the next period's own due: the next
+    period's task, issued with its full lead, asks for the same by then.
+    """
+    if PERIOD_OF_KIND[kind] == "day":
+        return None
+    cur = current_issue(kind, rule, tz, start)
+    if cur is None or cur.issued_at >= start:
+        return cur
+    day = datetime.fromtimestamp(start, tz).date() + timedelta(days=rule.due_days)
+    grace = _at(day, rule.due_time, tz)
+    while grace <= start:  # due_days 0 and started after due_time: tomorrow's
+        day += timedelta(days=1)
+        grace = _at(day, rule.due_time, tz)
+    nxt = issues_between(kind, rule, tz, start, start + 40 * 86400.0)
+    if nxt and grace >= nxt[0].due_at:
+        return None
+    shift = max(0.0, grace - cur.due_at)
+    return replace(cur, issued_at=start, due_at=cur.due_at + shift,
+                   closes_at=cur.closes_at + shift)
 
 
 def merged_rules(config: Config, town: str) -> RoutineRules:

@@ -38,7 +38,7 @@ from routines.checks import check_tasks
 from routines.hazards import HazardAlerts
 from routines.model import Task, TaskError, TaskNotFoundError
 from routines.openview import OpenTasks
-from routines.schedule import KINDS, Issue, current_issue, issues_between, merged_rules, task_id
+from routines.schedule import KINDS, Issue, first_issue, issues_between, merged_rules, task_id
 from routines.store import SqliteTaskStore, StaleTaskError, TaskStore, TaskTxn
 
 log = logging.getLogger(__name__)
@@ -116,14 +116,6 @@ class Routines:
                 except Exception:  # a broken listener must not stop the scheduler
                     log.exception("routine listener %r failed", fn)
 
-    def _first_watermark(self, kind: str, town: str, now: float) -> float:
-        # First start: the running week's and month's tasks are issued now; daily checks
-        # start with the next one (there is no monitored day behind them yet).
-        if kind == "daily_check":
-            return now
-        cur = current_issue(kind, getattr(self.rules[town], kind), self.tz, now)
-        return cur.issued_at - 1e-3 if cur is not None else now
-
     # ---- the decision step ------------------------------------------------------------
     def tick(self, now: float) -> list[dict[str, Any]]:
         """Issue every task due to exist by `now`; apply every escalation and miss due by
@@ -174,10 +166,12 @@ class Routines:
                 if now < self._next_issue.get(key, -np.inf):
                     continue  # the common case: nothing to issue, no store access
                 stored = self.store.meta(f"wm:{kind}:{town}")
-                wm = float(stored) if stored is not None else self._first_watermark(
-                    kind, town, now)
                 rule = getattr(self.rules[town], kind)
-                issues = issues_between(kind, rule, self.tz, wm, now)
+                if stored is None:  # first start: nothing is issued from before it
+                    first = first_issue(kind, rule, self.tz, now)
+                    issues = [first] if first is not None else []
+                else:  # restart or wake-up: all that fell due since, at its own times
+                    issues = issues_between(kind, rule, self.tz, float(stored), now)
                 if issues or stored is None:
                     due.append((town, kind, issues, stored))
                 self._next_issue[key] = self._next_issue_at(kind, rule, now)

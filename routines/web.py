@@ -160,7 +160,9 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
     def tasks(p: Reader,
               view: Literal["mine", "overdue", "open", "institution"] = "mine",
               institution: str | None = None) -> dict[str, Any]:
-        """My tasks today, overdue tasks, all open tasks, or one institution's."""
+        """My tasks today, overdue tasks, all open tasks, or one institution's. `mine` for a
+        tier above `routines.max_tier` (by default the district) is empty by design and
+        carries a `note` with the overdue count in scope."""
         now = routines.clock.now()
         if view == "mine":
             found = routines.my_tasks(p.staff_id, now)
@@ -177,7 +179,14 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
         found = [t for t in found if allowed(p, t)]
         if view == "institution" and institution is not None:
             found = [t for t in found if t.institution_id == institution]
-        return {"now": now, "view": view, "tasks": [doc(t, now) for t in found]}
+        out: dict[str, Any] = {"now": now, "view": view, "tasks": [doc(t, now) for t in found]}
+        max_tier = routines.settings.max_tier
+        if view == "mine" and int(p.tier) > max_tier:
+            # Tasks escalate no higher than max_tier, so this tier never answers for one: say
+            # so (and how many are overdue in scope) rather than show a list that looks idle.
+            out["note"] = {"reason": "above_max_tier", "max_tier": max_tier,
+                           "overdue": sum(1 for t in routines.overdue(now) if allowed(p, t))}
+        return out
 
     @api.get("/tasks/{task_id}")
     def task(task_id: str, p: Reader) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from carewatch.clock import SimClock
 from config.models import Config
 from console.app import create_app
 from console.settings import ConsoleSettings
-from console.testing import Harness, password_of
+from console.testing import T0, Harness, password_of
 from ingest.publish import ListPublisher
 from routines.service import Routines
 
@@ -114,14 +114,35 @@ def test_task_lists_follow_each_tier_scope(m: Mounted, client: TestClient) -> No
         assert residents == covered(m.config, staff_id), tier  # every open task has 3 kinds
         assert (residents == everyone) == (tier == 4)
         assert all(t["resident_name"] and t["town_name"] for t in listed)
-        overdue = task_ids(client, "overdue")
-        assert overdue and all(t["overdue"] for t in overdue)
-        assert {t["task_id"] for t in overdue} < {t["task_id"] for t in listed}
+        # first start (Fri 28 Nov): the running week's and month's tasks are issued now, with
+        # their normal lead, so nothing is overdue or escalated yet
+        assert task_ids(client, "overdue") == [], tier
+        assert all(t["issued_at"] == T0 and t["tier"] == 1 for t in listed)
     carer = m.tiers[1]
     login(client, carer)
     mine = task_ids(client, "mine")
     assert mine and all(t["owner"] == carer or carer in t["on_duty"] for t in mine)
     assert {t["kind"] for t in mine} == {"weekly_call", "monthly_inspection", "monthly_visit"}
+    # Wed 3 Dec 20:00: the week's calls (due Tue 2 Dec 18:00) have reached the town office
+    m.h.clock.set(T0 + 5 * 86400 + 4 * 3600)
+    m.routines.tick(m.h.clock.now())
+    for tier, staff_id in m.tiers.items():
+        login(client, staff_id)
+        listed = task_ids(client)
+        overdue = task_ids(client, "overdue")
+        assert overdue and all(t["overdue"] for t in overdue), tier
+        assert {t["task_id"] for t in overdue} < {t["task_id"] for t in listed}
+    # the district (tier 4, above routines.max_tier 3) answers for no task itself: its
+    # "my tasks today" is empty by design and says so, pointing at the overdue count
+    login(client, m.tiers[4])
+    r = client.get("/api/routines/tasks", params={"view": "mine"}).json()
+    assert r["tasks"] == []
+    assert r["note"] == {"reason": "above_max_tier", "max_tier": 3,
+                         "overdue": len(task_ids(client, "overdue"))}
+    assert r["note"]["overdue"] > 0
+    login(client, m.tiers[3])  # a tier that tasks reach gets its list, no note
+    r = client.get("/api/routines/tasks", params={"view": "mine"}).json()
+    assert "note" not in r and all(m.tiers[3] in t["on_duty"] for t in r["tasks"])
 
 
 def test_by_institution_view_and_scope_endpoint(m: Mounted, client: TestClient) -> None:
@@ -203,13 +224,15 @@ def test_complete_with_feedback_and_a_hazard_that_opens_an_alert(
     log = client.get(f"/api/routines/tasks/{call}").json()["log"]
     assert log[-1]["action"] == "completed" and log[-1]["actor"] == carer
 
-    inspection = f"monthly_inspection:{rid}:{MONTH}"  # due 20 Nov: completing it now is late
+    # issued at the first start (T0, 28 Nov), not back-dated to 1 Nov: due 20 Nov as
+    # scheduled would make it late now; with the normal lead from the start it is on time
+    inspection = f"monthly_inspection:{rid}:{MONTH}"
     r = client.post(f"/api/routines/tasks/{inspection}/complete", headers=hdr,
                     json={"notes": "排查完成", "hazard": "楼梯扶手松动",
                           "hazard_severity": "medium"})
     assert r.status_code == 200, r.text
     done = r.json()["task"]
-    assert done["state"] == "late" and done["outcome"] == "hazard_found" and done["alert_id"]
+    assert done["state"] == "done" and done["outcome"] == "hazard_found" and done["alert_id"]
     alert = m.h.engine.get_alert(done["alert_id"])
     assert (alert.kind, alert.resident_id, alert.severity_name) == ("hazard", rid, "medium")
     board = client.get("/api/alerts").json()["alerts"]

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from console.testing import set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
 from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.ingest_harness import wait_for
 from tests.test_console_browser import new_page, sign_in
-from tests.test_console_server import carer_console
+from tests.test_console_server import carer_console, service_config, start_service
 
 pytestmark = needs_chromium
 
@@ -99,6 +100,37 @@ def test_tasks_complete_with_hazard_and_monthly_report(
         assert overflow <= 0, overflow
         phone.screenshot(path=str(ARTIFACTS / "console-tasks-phone.png"))
         phone.close()
+        assert not errors, errors
+    finally:
+        page.close()
+        service.stop()
+
+
+def test_district_my_tasks_says_why_it_is_empty(
+        browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    config = service_config(tmp_path, residents=12, towns=2)
+    district = staff_of_each_tier(config)[4]
+    set_passwords(tmp_path / "users.json", config, [district])
+    service = start_service(config, mosquitto.url, tmp_path)
+    host, port = service.http.address
+    base = f"http://{host}:{port}"
+    routines = service.routines
+    assert routines is not None
+    wait_for(lambda: len(routines.open_tasks()) > 0, what="the first start's tasks")
+    page, errors = new_page(browser)
+    try:
+        sign_in(page, base, district)
+        page.goto(base + "/tasks")
+        page.wait_for_selector("body.page-tasks[data-ready='1']")
+        # tier 4 is above routines.max_tier (3): no own tasks, by design, and the tab says so
+        assert page.locator("li.task").count() == 0
+        assert page.is_hidden("#empty") and page.is_visible("#mine-note")
+        text = page.locator("#mine-note span").inner_text()
+        assert "第 3 级" in text and "镇（街道）民政办" in text and "逾期 0 项" in text
+        page.click("#mine-note a")
+        page.wait_for_selector("body.page-tasks[data-ready='1']")
+        assert page.evaluate("new URL(location.href).searchParams.get('view')") == "overdue"
+        assert page.is_hidden("#mine-note")
         assert not errors, errors
     finally:
         page.close()

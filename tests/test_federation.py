@@ -82,6 +82,15 @@ def test_tasks_merge_earliest_due_first() -> None:
     b = {"view": "open", "tasks": [{"task_id": "y", "due_at": 2.0}, {"task_id": "z", "due_at": 9}]}
     got = merge_tasks([a, b], 1.0)
     assert [t["task_id"] for t in got["tasks"]] == ["y", "x", "z"] and got["view"] == "open"
+    assert "note" not in got
+
+
+def test_tasks_merge_keeps_the_mine_note_with_every_workers_overdue_count() -> None:
+    note = {"reason": "above_max_tier", "max_tier": 3}
+    a = {"view": "mine", "tasks": [], "note": {**note, "overdue": 4}}
+    b = {"view": "mine", "tasks": [], "note": {**note, "overdue": 7}}
+    got = merge_tasks([a, b], 1.0)
+    assert got["tasks"] == [] and got["note"] == {**note, "overdue": 11}
 
 
 def test_residents_of_a_silent_worker_are_listed_after_alerts_with_their_last_alerts() -> None:

@@ -116,19 +116,20 @@ def test_routine_figures_match_the_hand_computed_case(scenario: Any) -> None:
     rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
                        "2026-11", clock.now())
     ro = rep["district"]["routines"]
-    # Weekly calls issued in November: gufu W45-W49 (3 residents), lishi W45-W48: 19.
+    # Weekly calls issued in November: gufu W44-W49 (3 residents), lishi W44-W48: 23 (the
+    # running week W44 is issued at the first start, Nov 1 00:00, so it counts here).
     # Done on time 1, late 1; still open at Dec 1 00:00: gufu W49 (3) and lishi W48 (1).
-    assert ro["by_kind"]["weekly_call"] == {"done": 1, "late": 1, "missed": 13, "open": 4,
-                                            "total": 19, "on_time_share": round(1 / 15, 4)}
+    assert ro["by_kind"]["weekly_call"] == {"done": 1, "late": 1, "missed": 17, "open": 4,
+                                            "total": 23, "on_time_share": round(1 / 19, 4)}
     # Daily checks: 30 days x 4; each not reviewed is missed at the next day's check.
     assert ro["by_kind"]["daily_check"] == {"done": 0, "late": 0, "missed": 116, "open": 4,
                                             "total": 120, "on_time_share": 0.0}
     assert ro["by_kind"]["monthly_visit"] == {"done": 1, "late": 0, "missed": 0, "open": 3,
                                               "total": 4, "on_time_share": 1.0}
-    # s2 answers for r-3: 30 checks, 5 calls, 1 inspection, 1 visit (done).
-    assert ro["by_staff"]["s2"] == {"done": 1, "late": 0, "missed": 33, "open": 3, "total": 37,
-                                    "on_time_share": round(1 / 34, 4)}
-    assert ro["by_institution"]["inst-b"]["total"] == 30 + 4 + 2
+    # s2 answers for r-3: 30 checks, 6 calls, 1 inspection, 1 visit (done).
+    assert ro["by_staff"]["s2"] == {"done": 1, "late": 0, "missed": 34, "open": 3, "total": 38,
+                                    "on_time_share": round(1 / 35, 4)}
+    assert ro["by_institution"]["inst-b"]["total"] == 30 + 5 + 2
     assert rep["district"]["daily_checks"] == 120
     assert rep["district"]["residents_registered"] == 4
     assert len(rep["daily"]) == 30 and rep["daily"][9]["alerts"] == 5

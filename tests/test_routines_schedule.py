@@ -23,12 +23,13 @@ def expected_ids() -> set[str]:
     gufu, lishi = ["r-1", "r-2", "r-3"], ["r-4"]
     for r in gufu + lishi:
         out |= {f"daily_check:{r}:2026-11-{d:02d}" for d in range(1, 31)}
-        # The running month (October, issued Oct 1) is issued at the first start, then November.
-        out |= {f"monthly_inspection:{r}:2026-{m}" for m in ("10", "11")}
-        out |= {f"monthly_visit:{r}:2026-{m}" for m in ("10", "11")}
-    for r in gufu:  # Mondays 09:00: the running week W44 (Oct 26), then Nov 2, 9, 16, 23, 30
+        # Started on November's issue day, before its issue time: October's task would be
+        # due with November's (first_issue), so November's is the first.
+        out |= {f"monthly_inspection:{r}:2026-11", f"monthly_visit:{r}:2026-11"}
+    # The running week W44 is issued at the start (due Thu Nov 5, before W45's due), then
+    for r in gufu:  # Mondays 09:00: Nov 2, 9, 16, 23, 30
         out |= {f"weekly_call:{r}:2026-W{w}" for w in range(44, 50)}
-    for r in lishi:  # Wednesdays: W44 (Oct 28), then Nov 4, 11, 18, 25
+    for r in lishi:  # Wednesdays: Nov 4, 11, 18, 25
         out |= {f"weekly_call:{r}:2026-W{w}" for w in range(44, 49)}
     return out
 
@@ -148,5 +149,97 @@ def test_minimal_registry_still_valid_and_disabled_routines_issue_nothing(tmp_pa
     try:
         run_until(routines, clock, local(2026, 11, 10))
         assert routines.tasks() == []
+    finally:
+        routines.close()
+
+
+LATE_START = local(2026, 11, 29, 10)  # a Sunday, the QA report's first start
+
+
+def test_first_start_late_in_the_period_issues_nothing_back_dated(tmp_path: Path) -> None:
+    config = registry()
+    clock = SimClock(LATE_START)
+    routines, _ = make_routines(config, clock, tmp_path)
+    try:
+        routines.tick(LATE_START)
+        first = {t.task_id: t for t in routines.tasks()}
+        # The running week and month, issued now with the routine's normal lead from the
+        # start day (not due 20 / 25 Nov as scheduled from 1 Nov); the close moves with the
+        # due, keeping the usual escalation window. Daily checks start with the next one.
+        want = {"monthly_inspection": (local(2026, 12, 18, 18), local(2026, 12, 29, 8)),
+                "monthly_visit": (local(2026, 12, 23, 18), local(2026, 12, 29, 8)),
+                "weekly_call": (local(2026, 12, 3, 18), local(2026, 12, 6, 9))}
+        assert sorted(first) == sorted(
+            f"{k}:r-{i}:{'2026-W48' if k == 'weekly_call' else '2026-11'}"
+            for k in want for i in range(1, 5))
+        for t in first.values():
+            assert (t.issued_at, t.tier, t.escalations) == (LATE_START, 1, []), t.task_id
+            assert (t.due_at, t.closes_at) == want[t.kind], t.task_id
+            assert not t.overdue(LATE_START)
+        assert routines.overdue(LATE_START) == []
+        assert [e["ts"] for e in routines.log() if e["action"] == "created"] == [
+            LATE_START] * len(first)
+        run_until(routines, clock, local(2027, 1, 2))
+        tasks = routines.tasks()
+        for t in tasks:  # no change is ever stamped before the task existed
+            assert all(e["at"] >= t.issued_at for e in t.escalations), t.task_id
+        issued = {t.task_id: t.issued_at for t in tasks}
+        assert all(e["ts"] >= issued[e["task_id"]] for e in routines.log())
+        insp = routines.get("monthly_inspection:r-1:2026-11")
+        assert [(e["tier"], e["at"]) for e in insp.escalations] == [
+            (2, local(2026, 12, 18, 18)), (3, local(2026, 12, 19, 18))]
+        assert insp.state == "missed"
+        # later periods run on the normal schedule
+        dec = routines.get("monthly_inspection:r-1:2026-12")
+        assert (dec.issued_at, dec.due_at) == (local(2026, 12, 1, 8), local(2026, 12, 20, 18))
+        assert routines.get("weekly_call:r-1:2026-W49").issued_at == local(2026, 11, 30, 9)
+        assert not [t for t in tasks if t.kind == "daily_check" and t.issued_at < LATE_START]
+    finally:
+        routines.close()
+
+
+def test_restart_after_a_first_start_catches_up_at_logical_times(tmp_path: Path) -> None:
+    config = registry()
+    clock = SimClock(LATE_START)
+    routines, _ = make_routines(config, clock, tmp_path)
+    routines.tick(LATE_START)
+    run_until(routines, clock, local(2026, 12, 2, 12), 1800.0)
+    routines.close()
+    resume = local(2026, 12, 21, 12)  # down across the first-start tasks' due times
+    clock.set(resume)
+    routines, _ = make_routines(config, clock, tmp_path)
+    try:
+        routines.tick(resume)
+        # a restart is no first start: the stored tasks keep their times, and what fell
+        # due meanwhile happened at its own time, not at the restart
+        insp = routines.get("monthly_inspection:r-1:2026-11")
+        assert (insp.issued_at, insp.due_at) == (LATE_START, local(2026, 12, 18, 18))
+        assert [(e["tier"], e["at"]) for e in insp.escalations] == [
+            (2, local(2026, 12, 18, 18)), (3, local(2026, 12, 19, 18))]
+        missed = routines.get("weekly_call:r-1:2026-W49")  # issued Nov 30, closed Dec 7
+        assert missed.state == "missed"
+        w51 = routines.get("weekly_call:r-1:2026-W51")  # issued while down, with its own time
+        assert w51.issued_at == local(2026, 12, 14, 9) and w51.state == "missed"
+        assert routines.get("daily_check:r-1:2026-12-10").issued_at == local(2026, 12, 10, 8)
+        created = Counter(e["task_id"] for e in routines.log() if e["action"] == "created")
+        assert set(created.values()) == {1}
+    finally:
+        routines.close()
+
+
+def test_escalation_never_precedes_the_issue(tmp_path: Path) -> None:
+    # A rule whose due time comes before its issue time the same day: escalating at the due
+    # time would stamp the task as escalated before it existed.
+    config = registry(routines={"rules": {"weekly_call": {
+        "time": "09:00", "due_days": 0, "due_time": "08:00"}},
+                                "towns": {}})
+    clock = SimClock(START)
+    routines, _ = make_routines(config, clock, tmp_path)
+    try:
+        routines.tick(START)
+        run_until(routines, clock, local(2026, 11, 3))
+        call = routines.get("weekly_call:r-1:2026-W45")
+        assert call.issued_at == local(2026, 11, 2, 9) and call.escalations
+        assert call.escalations[0]["at"] == call.issued_at
     finally:
         routines.close()

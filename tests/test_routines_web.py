@@ -51,10 +51,11 @@ def test_task_views_scope_completion_and_reports(tmp_path: Path) -> None:
 
         mine = {t["task_id"] for t in get("s1", "/api/routines/tasks")["tasks"]}
         assert "weekly_call:r-1:2026-W45" in mine and "weekly_call:r-3:2026-W45" not in mine
-        # Weekly calls were due Friday 18:00: now with the institution desk (tier 2).
+        # W45's calls were due Friday 18:00: now with the institution desk (tier 2); W44's,
+        # issued at the first start (Sunday 00:00), were due Thursday 18:00.
         overdue = get("d1", "/api/routines/tasks?view=overdue")["tasks"]
         assert {t["task_id"] for t in overdue if t["kind"] == "weekly_call"} == {
-            f"weekly_call:r-{i}:2026-W45" for i in (1, 2, 3)}
+            f"weekly_call:r-{i}:2026-W{w}" for i in (1, 2, 3) for w in (44, 45)}
         assert all(t["overdue"] and t["town_id"] == "gufu" for t in overdue)
         lishi = get("t2", "/api/routines/tasks?view=open")["tasks"]
         assert lishi and {t["town_id"] for t in lishi} == {"lishi"}

@@ -8,6 +8,7 @@
   const params = new URLSearchParams(location.search);
   let view = ["mine", "overdue", "institution"].includes(params.get("view")) ? params.get("view") : "mine";
   let tasks = [];
+  let note = null; // the `mine` view's note: this tier never answers for a task itself
 
   const pct = (v) => (v === null || v === undefined ? "—" : `${(100 * v).toFixed(0)}%`);
 
@@ -58,7 +59,16 @@
     });
     instSel.hidden = view !== "institution";
     list.innerHTML = tasks.map(card).join("");
-    document.getElementById("empty").hidden = tasks.length > 0;
+    // an empty "my tasks" by design says why and where to look, instead of looking idle
+    const explain = Boolean(view === "mine" && note && tasks.length === 0);
+    const noteEl = document.getElementById("mine-note");
+    noteEl.hidden = !explain;
+    if (explain) {
+      noteEl.querySelector("span").textContent = CW.t("mine_above_max")
+        .replace("{max}", note.max_tier).replace("{tier}", CW.t("tier_" + note.max_tier))
+        .replace("{n}", note.overdue);
+    }
+    document.getElementById("empty").hidden = tasks.length > 0 || explain;
     const late = tasks.filter((t) => t.overdue).length;
     document.getElementById("counts").textContent = `${tasks.length} · ${late} ${CW.t("overdue")}`;
   }
@@ -71,9 +81,11 @@
       const data = await CW.api(`/api/routines/tasks?${q}`);
       CW.syncClock(data.now);
       tasks = data.tasks;
+      note = data.note || null;
       err.hidden = true;
     } catch (e) {
       tasks = [];
+      note = null;
       err.textContent = e.status === 403 ? CW.t("forbidden") : e.status === 404 ? CW.t("routines_off") : e.message;
       err.hidden = false;
     }
