@@ -262,6 +262,7 @@ class RoutineRule(Strict):
     escalate_after_h: float = Field(24.0, gt=0)
 
 
+
 def _rule(**kw: Any) -> Any:
     return Field(default_factory=lambda: RoutineRule(**kw))
 
@@ -297,6 +298,35 @@ class RoutineSettings(Strict):
     towns: dict[str, RoutineRules] = Field(default_factory=dict,
                                            description="per-town schedules (whole rule set)")
     daily_check: DailyCheckThresholds = Field(default_factory=DailyCheckThresholds)
+
+    def rules_for(self, town: str) -> RoutineRules:
+        """The deployment's rules with the town's explicitly set fields on top."""
+        over = self.towns.get(town)
+        if over is None:
+            return self.rules
+        merged: dict[str, RoutineRule] = {}
+        for kind in RoutineRules.model_fields:
+            base: RoutineRule = getattr(self.rules, kind)
+            if kind not in over.model_fields_set:
+                merged[kind] = base
+                continue
+            o: RoutineRule = getattr(over, kind)
+            merged[kind] = base.model_copy(update={f: getattr(o, f) for f in o.model_fields_set})
+        return RoutineRules(**merged)
+
+    @model_validator(mode="after")
+    def _due_after_issue(self) -> RoutineSettings:
+        # checked on the rules in force (a town's fields over the deployment's): a task due
+        # before it is issued would escalate the moment it is issued
+        for where, rules in [("rules", self.rules),
+                             *((f"towns.{t}", self.rules_for(t)) for t in self.towns)]:
+            for kind in RoutineRules.model_fields:
+                r: RoutineRule = getattr(rules, kind)
+                if r.due_days == 0 and r.due_time <= r.time:
+                    raise ValueError(
+                        f"{where}.{kind}: due_time {r.due_time} must be after time {r.time} "
+                        "when due_days is 0 (the task would be due before it is issued)")
+        return self
 
 
 class Config(Strict):

@@ -153,19 +153,7 @@ def first_issue(kind: str, rule: RoutineRule, tz: ZoneInfo, start: float) -> Iss
 
 def merged_rules(config: Config, town: str) -> RoutineRules:
     """The deployment's rules with the town's explicitly set fields on top."""
-    base = config.routines.rules
-    over = config.routines.towns.get(town)
-    if over is None:
-        return base
-    merged: dict[str, RoutineRule] = {}
-    for kind in KINDS:
-        b: RoutineRule = getattr(base, kind)
-        if kind not in over.model_fields_set:
-            merged[kind] = b
-            continue
-        o: RoutineRule = getattr(over, kind)
-        merged[kind] = b.model_copy(update={f: getattr(o, f) for f in o.model_fields_set})
-    return RoutineRules(**merged)
+    return config.routines.rules_for(town)
 
 
 def task_id(kind: str, resident_id: str, period: str) -> str:

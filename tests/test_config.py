@@ -46,6 +46,13 @@ def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
         (lambda d: d["towns"].append({"id": "gufu"}), "towns", "unique"),
         (lambda d: d.pop("residents"), "residents", "required"),
         (lambda d: d.update(pipeline={"tick_s": -1}), "pipeline.tick_s", "greater than 0"),
+        (lambda d: d.update(routines={"rules": {"daily_check": {"time": "09:00",
+                                                                "due_time": "08:00"}}}),
+         "routines", "rules.daily_check: due_time 08:00 must be after time 09:00"),
+        # a town's field over the deployment's rule: checked as it will be in force
+        (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 0}},
+                                      "towns": {"gufu": {"weekly_call": {"time": "19:00"}}}}),
+         "routines", "towns.gufu.weekly_call: due_time 18:00 must be after time 19:00"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(
