@@ -1,10 +1,12 @@
-"""The district console after its supervisor restarts while a worker cannot come back: that
-worker's open alerts, read from its store, stay on the board (stale) and its residents keep
-their open alerts, instead of vanishing with the gateway's memory."""
+"""The district console after its supervisor restarts while a worker does not come back
+(it hangs from its start): that worker's open alerts, read from its store, stay on the
+board (stale) and its residents keep their open alerts, instead of vanishing with the
+gateway's memory."""
 
 from __future__ import annotations
 
-import socket
+import os
+import signal
 
 from carewatch.clock import WallClock
 from carewatch.workers import probe_subscribed, supervisor_argv
@@ -32,15 +34,11 @@ def test_a_silent_workers_alerts_survive_a_supervisor_restart(
     finally:
         dev.close()
     district.stop()
-    # worker 1's HTTP port is taken (a listener that never answers): after the restart it
-    # cannot come back
-    blocker = socket.socket()
-    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
-    blocker.bind(("127.0.0.1", http + 2))
-    blocker.listen()
     argv = supervisor_argv(district.registry, 2, mosquitto.url, http, district.data)
-    proc, _ = start_supervisor(argv, 2)
+    proc, pids = start_supervisor(argv, 2)
     district.proc = proc  # the fixture stops this one
+    # worker 1 hangs as soon as it starts: the new gateway never hears from it
+    os.kill(pids[1], signal.SIGSTOP)
     try:
         wait_for(lambda: probe_subscribed(http + 1), timeout_s=90, what="worker 0 back")
         gw, _ = sign_in(http, district.staff)
@@ -59,5 +57,5 @@ def test_a_silent_workers_alerts_survive_a_supervisor_restart(
         assert record["stale"]["worker"] == 1
         gw.close()
     finally:
-        blocker.close()
+        os.kill(pids[1], signal.SIGCONT)
         stop_process(proc)
