@@ -63,6 +63,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, format_validation_error(exc)) from None
+    config._source = source
     for resident_id, condition in config.unknown_conditions():
         log.warning(
             "%s: resident %s has unknown condition %r (kept)", source, resident_id, condition

@@ -11,7 +11,14 @@ import logging
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +339,8 @@ class RoutineSettings(Strict):
 class Config(Strict):
     """One deployment: the registry plus optional settings."""
 
+    # the file it was read from (`config.loader`), for errors found after loading
+    _source: str = PrivateAttr("<config>")
     timezone: str = "Asia/Shanghai"
     towns: list[Town]
     residents: list[Resident]
@@ -421,6 +430,11 @@ class Config(Strict):
                 if town not in towns:
                     raise ValueError(f"institutions[{i}].towns: unknown town {town!r}")
         return self
+
+    @property
+    def source(self) -> str:
+        """The file this config was read from ("<config>" when built otherwise)."""
+        return self._source
 
     def unknown_conditions(self) -> list[tuple[str, str]]:
         """(resident id, condition) pairs that no detector knows; kept, but worth a warning."""

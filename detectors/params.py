@@ -12,9 +12,13 @@ from ingest.devices import DeviceTable
 
 
 class DetectorParams(BaseModel):
-    """Base of every detector's parameter model: unknown keys are refused."""
+    """Base of every detector's parameter model: unknown keys are refused, and so are NaN
+    and infinities (a `.nan` threshold compares False with everything: the rule would
+    never fire, silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validate_default: a threshold set alone is checked against the others' defaults
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              validate_default=True)
 
 
 P = TypeVar("P", bound=DetectorParams)

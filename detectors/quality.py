@@ -1,9 +1,11 @@
 """Signal-quality gating, vectorised: which samples may count toward physiological rules.
 
 Excluded: missing values (dropouts), samples taken while not worn, samples during motion
-(for vitals that motion corrupts), implausible jumps (a value far from both the previous
-reading and the last accepted one; a confirmed step is accepted from its second sample)
-and flat-lines (the very same value too many samples in a row: a stuck sensor).
+(for vitals that motion corrupts), and, only where a deployment opts in (the sustained
+rules' `max_jump` and `flat_samples`, off by default because the contract excludes
+neither), implausible jumps (a value far from both the previous reading and the last
+accepted one; a confirmed step is accepted from its second sample) and flat-lines (the
+very same value too many samples in a row: a stuck sensor).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def resolve_params(config: Config, devices: DeviceTable) -> dict[str, list[Any]]
                 problems.append(f"{where}.{name}: expected one of the detectors "
                                 f"{', '.join(DETECTORS)}")
     if problems:
-        raise ConfigError("thresholds", problems)
+        raise ConfigError(config.source, problems)
     town_layer = {t.id: t.thresholds for t in config.towns}
     town_where = {t.id: f"towns[{i}].thresholds" for i, t in enumerate(config.towns)}
     out: dict[str, list[Any]] = {}
@@ -98,7 +98,7 @@ def resolve_params(config: Config, devices: DeviceTable) -> dict[str, list[Any]]
             per_row.append(cache[key])
         out[name] = per_row
     if problems:
-        raise ConfigError("thresholds", sorted(set(problems)))
+        raise ConfigError(config.source, sorted(set(problems)))
     return out
 
 

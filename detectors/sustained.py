@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from detectors.base import Findings, TickState
 from detectors.fused import SustainedGroup
@@ -15,20 +15,40 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from ingest.devices import DeviceTable
 
 
+def _secs(default: float) -> Any:
+    """A duration field (subclasses redeclare defaults; a bare default would drop `ge`)."""
+    return Field(default, ge=0)
+
+
 class SustainedParams(DetectorParams):
-    """Thresholds of a sustained rule. `critical_*` unset = no critical level."""
+    """Thresholds of a sustained rule. `critical_*` unset = no critical level.
+
+    The contract excludes only samples taken while not worn (and, for SpO2 and heart rate,
+    while moving). The jump and flat-line filters (`detectors.quality`) are off by default:
+    on, they drop real readings (a step to a sustained value counts from its second sample;
+    a steady value reported at 1 Hz, e.g. a smoothed heart rate, would stop counting after
+    `flat_samples`), so a rule that meets the contract's duration would not open."""
+
+    low: ClassVar[bool | None] = None  # True: low values qualify (the rule's direction)
 
     threshold: float
-    duration_s: float = Field(60.0, ge=0)
+    duration_s: float = _secs(60.0)
     critical_threshold: float | None = None
-    critical_duration_s: float = Field(30.0, ge=0)
+    critical_duration_s: float = _secs(30.0)
     max_gap_s: float = Field(30.0, gt=0, description="gap between qualifying samples tolerated")
     clear_margin: float = Field(2.0, ge=0, description="hysteresis: clears this far back")
     clear_s: float = Field(60.0, ge=0, description="clear-side values held this long")
     rest_g: float | None = Field(None, gt=0, description="exclude samples with activity above")
     recovery_s: float = Field(0.0, ge=0, description="also exclude this long after motion")
-    max_jump: float = Field(1e9, gt=0, description="implausible change between readings")
-    flat_samples: int = Field(0, ge=0, description="identical readings in a row = stuck (0 off)")
+    max_jump: float = Field(1e9, gt=0, description="implausible change between readings "
+                            "(opt-in: 1e9 is off)")
+    flat_samples: int = Field(0, ge=0, description="identical readings in a row = stuck "
+                              "(opt-in: 0 is off)")
+
+    @field_validator("critical_threshold")
+    @classmethod
+    def _critical_beyond(cls, v: float | None, info: ValidationInfo) -> float | None:
+        return _beyond(cls.low, v, info.data.get("threshold"), "threshold")
 
 
 class SustainedThreshold:
@@ -68,15 +88,33 @@ class SustainedThreshold:
         (`detectors.runs.Episodes`, severity by level, hysteresis) run in the shared group."""
         return self._group.take(self, state, now)
 
+def _beyond(low: bool | None, crit: float | None, thr: float | None, name: str
+            ) -> float | None:
+    """`crit` unless it lies on the wrong side of `thr` (a low rule's critical level is at
+    or below its threshold, a high rule's at or above)."""
+    if crit is None or thr is None or low is None:
+        return crit
+    if (crit > thr) if low else (crit < thr):
+        side = "at or below" if low else "at or above"
+        raise ValueError(f"expected {side} {name} ({thr:g}): the critical level is the "
+                         f"more extreme one, got {crit:g}")
+    return crit
+
+
 class HypoxemiaParams(SustainedParams):
+    low = True
     threshold: float = 90.0
-    duration_s: float = 60.0
+    duration_s: float = _secs(60.0)
     critical_threshold: float | None = 85.0
-    critical_duration_s: float = 30.0
+    critical_duration_s: float = _secs(30.0)
     copd_threshold: float = Field(84.0, description="NEWS2 scale 2, residents with copd")
     copd_critical_threshold: float = 80.0
-    rest_g: float | None = 0.1
-    max_jump: float = 15.0
+    rest_g: float | None = Field(0.1, gt=0)
+
+    @field_validator("copd_critical_threshold")
+    @classmethod
+    def _copd_critical_beyond(cls, v: float, info: ValidationInfo) -> float | None:
+        return _beyond(True, v, info.data.get("copd_threshold"), "copd_threshold")
 
 
 class Hypoxemia(SustainedThreshold):
@@ -98,12 +136,11 @@ class Hypoxemia(SustainedThreshold):
 
 
 class BradycardiaParams(SustainedParams):
+    low = True
     threshold: float = 40.0
-    duration_s: float = 60.0
-    clear_margin: float = 5.0
-    rest_g: float | None = 0.1
-    max_jump: float = 40.0
-    flat_samples: int = 60
+    duration_s: float = _secs(60.0)
+    clear_margin: float = Field(5.0, ge=0)
+    rest_g: float | None = Field(0.1, gt=0)
 
 
 class Bradycardia(SustainedThreshold):
@@ -118,14 +155,13 @@ class Bradycardia(SustainedThreshold):
 
 
 class TachycardiaParams(SustainedParams):
+    low = False
     threshold: float = 130.0
-    duration_s: float = 120.0
+    duration_s: float = _secs(120.0)
     critical_threshold: float | None = 150.0
-    critical_duration_s: float = 60.0
-    clear_margin: float = 10.0
-    rest_g: float | None = 0.1
-    max_jump: float = 40.0
-    flat_samples: int = 60
+    critical_duration_s: float = _secs(60.0)
+    clear_margin: float = Field(10.0, ge=0)
+    rest_g: float | None = Field(0.1, gt=0)
 
 
 class Tachycardia(SustainedThreshold):
@@ -140,10 +176,9 @@ class Tachycardia(SustainedThreshold):
 
 
 class BradypnoeaParams(SustainedParams):
+    low = True
     threshold: float = 8.0
-    duration_s: float = 60.0
-    max_jump: float = 15.0
-    flat_samples: int = 60
+    duration_s: float = _secs(60.0)
 
 
 class Bradypnoea(SustainedThreshold):
@@ -158,11 +193,10 @@ class Bradypnoea(SustainedThreshold):
 
 
 class TachypnoeaParams(SustainedParams):
+    low = False
     threshold: float = 25.0
-    duration_s: float = 120.0
-    clear_margin: float = 3.0
-    max_jump: float = 15.0
-    flat_samples: int = 60
+    duration_s: float = _secs(120.0)
+    clear_margin: float = Field(3.0, ge=0)
 
 
 class Tachypnoea(SustainedThreshold):
@@ -177,19 +211,20 @@ class Tachypnoea(SustainedThreshold):
 
 
 class TemperatureParams(SustainedParams):
-    duration_s: float = 600.0
+    duration_s: float = _secs(600.0)
     # temperature arrives less often than the other vitals (contract): tolerate longer gaps
-    max_gap_s: float = 900.0
-    clear_margin: float = 0.3
-    clear_s: float = 300.0
-    max_jump: float = 2.5
+    max_gap_s: float = Field(900.0, gt=0)
+    clear_margin: float = Field(0.3, ge=0)
+    clear_s: float = Field(300.0, ge=0)
 
 
 class FeverParams(TemperatureParams):
+    low = False
     threshold: float = 38.0
 
 
 class HypothermiaParams(TemperatureParams):
+    low = True
     threshold: float = 35.0
 
 

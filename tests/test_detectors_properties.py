@@ -225,8 +225,8 @@ def test_registry_overrides_resolve_per_row_and_bad_ones_are_named() -> None:
     data["residents"][1]["thresholds"] = {"fever": {"threshold": "hot"}}
     data["thresholds"] = {"hypoxemia": {"treshold": 91}, "nosuch": {}}
     with pytest.raises(ConfigError) as err:
-        build_detectors(parse_config(data))
-    assert err.value.source == "thresholds"
+        build_detectors(parse_config(data, "reg.yaml"))
+    assert err.value.source == "reg.yaml"  # the file, as every config error names it
     assert any("thresholds.nosuch" in p for p in err.value.problems)
     data["thresholds"] = {"hypoxemia": {"treshold": 91}}
     with pytest.raises(ConfigError) as err:
@@ -234,6 +234,24 @@ def test_registry_overrides_resolve_per_row_and_bad_ones_are_named() -> None:
     text = "\n".join(err.value.problems)
     assert "thresholds.hypoxemia.treshold" in text
     assert "residents[1].thresholds.fever.threshold" in text
+    # values that would silence a rule without a word: NaN or infinite thresholds, negative
+    # durations (subclasses redeclare them), a critical level on the wrong side
+    for override, where, expected in [
+            ({"hypoxemia": {"threshold": float("nan")}}, "hypoxemia.threshold", "finite"),
+            ({"fall": {"impact_g": float("inf")}}, "fall.impact_g", "finite"),
+            ({"hypoxemia": {"duration_s": -5}}, "hypoxemia.duration_s", "greater than or equal"),
+            ({"tachycardia": {"critical_duration_s": -1}}, "tachycardia.critical_duration_s",
+             "greater than or equal"),
+            ({"hypoxemia": {"threshold": 85, "critical_threshold": 90}},
+             "hypoxemia.critical_threshold", "at or below threshold (85)"),
+            ({"tachycardia": {"critical_threshold": 120}}, "tachycardia.critical_threshold",
+             "at or above threshold (130)")]:
+        data["thresholds"] = override
+        data["residents"][1]["thresholds"] = {}
+        with pytest.raises(ConfigError) as err:
+            build_detectors(parse_config(data, "reg.yaml"))
+        text = "\n".join(err.value.problems)
+        assert where in text and expected in text, text
 
 
 # ---------------------------------------------------------------- shortcuts = full formulas

@@ -178,12 +178,20 @@ def test_late_samples_are_ignored() -> None:
     assert feeder.tick(series(0, T0, [80.0] * 9), T0 + 140) == []
 
 
-def test_implausible_jump_is_excluded_but_a_confirmed_step_counts() -> None:
+def test_a_sudden_step_counts_from_its_first_sample_and_a_spike_opens_nothing() -> None:
+    # the contract's rules exclude no jumps: a real desaturation can be sudden
     spike = [97.0] * 3 + [60.0] + [97.0] * 3
-    assert run_one(Hypoxemia(1), series(0, T0, spike)) == []
+    assert run_one(Hypoxemia(1), series(0, T0, spike)) == []  # one sample: no 60 s run
     step = [97.0] * 3 + [80.0] * 8
     got = opened(run_one(Hypoxemia(1), series(0, T0, step)))
-    assert got and got[0]["onset"] == T0 + 40  # the first step sample was held back
+    assert got and got[0]["onset"] == T0 + 30
+    # the jump filter, opted into: a step is accepted from its second sample
+    def strict() -> Hypoxemia:
+        return Hypoxemia(1, Hypoxemia.Params(max_jump=15.0))
+
+    assert run_one(strict(), series(0, T0, spike)) == []
+    got = opened(run_one(strict(), series(0, T0, step)))
+    assert got and got[0]["onset"] == T0 + 40
 
 
 def test_flat_line_is_excluded() -> None:
@@ -208,3 +216,31 @@ def test_empty_tick_returns_nothing() -> None:
                       started_at=0.0)
     assert det.update(state, T0) == []
     assert records([]) == []
+
+
+@pytest.mark.parametrize(("cls", "vital", "before", "value", "seconds", "dt", "copd", "sev"), [
+    (Bradycardia, "hr", 60.0, 38.0, 600, 1.0, False, 3),  # steady at 1 Hz for 10 min
+    (Bradycardia, "hr", 60.0, 40.0, 60, 1.0, False, 3),
+    (Tachycardia, "hr", 72.0, 130.0, 120, 5.0, False, 3),  # a sudden step, held exactly
+    (Tachycardia, "hr", 72.0, 150.0, 60, 5.0, False, 4),
+    (Bradypnoea, "rr", 14.0, 8.0, 60, 1.0, False, 3),
+    (Tachypnoea, "rr", 14.0, 25.0, 120, 1.0, False, 3),
+    (Hypoxemia, "spo2", 97.0, 90.0, 60, 1.0, False, 3),
+    (Hypoxemia, "spo2", 97.0, 80.0, 30, 5.0, True, 4),  # copd: <= 80 for 30 s, critical
+])
+def test_contract_durations_hold_for_steady_values_and_sudden_steps(
+        cls: Any, vital: str, before: float, value: float, seconds: int, dt: float, copd: bool,
+        sev: int) -> None:
+    """The contract's table, at its thresholds and durations: a value that steps there at
+    once and stays (the same reading every sample) opens the rule at the duration; one
+    sample fewer does not. Only not-worn and moving samples are excluded."""
+    lead = [before] * int(30 / dt)
+    held = [value] * (int(seconds / dt) + 1)  # first to last sample: exactly `seconds`
+    devices = table(1, copd=(0,) if copd else ())
+    got = opened(run_one(cls(devices), series(0, T0, lead + held, dt=dt, vital=vital)))
+    assert [(r["severity"], r["onset"]) for r in got][:1] == [(sev, T0 + len(lead) * dt)]
+    params = cls.Params()
+    if seconds == (params.duration_s if sev == 3 else params.critical_duration_s):
+        short = opened(run_one(cls(devices), series(0, T0, lead + held[:-1], dt=dt,
+                                                     vital=vital)))
+        assert [r for r in short if r["severity"] >= sev] == []
