@@ -149,7 +149,9 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 def _routine_rows(group: dict[str, dict[str, Any]], labels: dict[str, str] | None = None
                   ) -> list[list[str]]:
     return [[(labels or {}).get(k, k), *(str(v[s]) for s in ("done", "late", "missed", "open")),
-             str(v["total"]), _fmt(v["on_time_share"], pct=True)] for k, v in group.items()]
+             str(v["total"]), _fmt(v["on_time_share"], pct=True),
+             *(str(v["outcomes"][o]) for o in ("not_reached", "concern", "hazard_found"))]
+            for k, v in group.items()]
 
 
 def _when(ts: float, tz: ZoneInfo) -> str:
@@ -208,7 +210,8 @@ def section_html(title: str, sec: dict[str, Any], tz: ZoneInfo, as_of: float,
             for t, v in al["response"]["tiers"].items()]
     out.append(_table(["Tier", "Reached", "Acknowledged here", "Ack median", "Ack p90",
                        "Resolve median", "Resolve p90", "Acked within tier time"], rows))
-    head = ["", "Done", "Late", "Missed", "Open", "Total", "On time"]
+    head = ["", "Done", "Late", "Missed", "Open", "Total", "On time",
+            "Not reached 未联系上", "Concern 需关注", "Hazard 发现隐患"]
     out.append("<h3>Routines by kind</h3>")
     out.append(_table(head, _routine_rows(ro["by_kind"], KIND_LABELS)))
     out.append("<h3>Routines by institution</h3>")

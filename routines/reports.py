@@ -28,7 +28,7 @@ import numpy as np
 from alerts.model import DEFAULT_ACK_TIMEOUT_S, SEVERITY_NAMES, TIER_NAMES
 from config.models import Config
 from routines.alertdata import AlertRecord
-from routines.model import Task
+from routines.model import OUTCOMES, Task
 from routines.schedule import KINDS, issues_between, merged_rules
 
 
@@ -148,6 +148,10 @@ def _count_states(tasks: list[Task]) -> dict[str, Any]:
     out["total"] = len(tasks)
     closed = out["done"] + out["late"] + out["missed"]
     out["on_time_share"] = round(out["done"] / closed, 4) if closed else None
+    # what the completed ones found: a call "done" with the resident not reached is not a
+    # resident seen to be well, and supervision must be able to tell
+    found = Counter(t.outcome for t in tasks if t.outcome is not None)
+    out["outcomes"] = {o: found.get(o, 0) for o in OUTCOMES}
     return out
 
 

@@ -39,7 +39,8 @@ def _scenario(tmp_path: Path) -> tuple[Routines, AlertEngine, SimClock]:
     run_until(routines, clock, local(2026, 11, 3, 10))
     routines.complete("weekly_call:r-1:2026-W45", by="s1", now=clock.now(), notes="all well")
     run_until(routines, clock, local(2026, 11, 7, 10))
-    routines.complete("weekly_call:r-2:2026-W45", by="s1", now=clock.now(), notes="late call")
+    routines.complete("weekly_call:r-2:2026-W45", by="s1", now=clock.now(), notes="late call",
+                      outcome="not_reached")
     run_until(routines, clock, T)
     ack_at = {"r-1/k1": 60, "r-2/k1": 200, "r-3/k2": 1000, "r-4/k1": 400}
     resolve_at = {"r-1/k1": 600, "r-2/k1": 1000, "r-3/k2": 2000}
@@ -115,7 +116,16 @@ def test_routine_figures_match_the_hand_computed_case(scenario: Any) -> None:
     routines, engine, clock = scenario
     rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
                        "2026-11", clock.now())
+    assert "Not reached 未联系上" in render_html(rep)
     ro = rep["district"]["routines"]
+    outcomes = {k: v.pop("outcomes") for k, v in ro["by_kind"].items()}
+    for group in (ro["by_staff"], ro["by_institution"]):
+        for v in group.values():
+            v.pop("outcomes")
+    # what the completed ones found: the late call did not reach its resident
+    none = {"ok": 0, "concern": 0, "hazard_found": 0, "not_reached": 0, "other": 0}
+    assert outcomes["weekly_call"] == {**none, "ok": 1, "not_reached": 1}
+    assert outcomes["monthly_visit"] == {**none, "ok": 1} and outcomes["daily_check"] == none
     # Weekly calls issued in November: gufu W44-W49 (3 residents), lishi W44-W48: 23 (the
     # running week W44 is issued at the first start, Nov 1 00:00, so it counts here).
     # Done on time 1, late 1; still open at Dec 1 00:00: gufu W49 (3) and lishi W48 (1).
