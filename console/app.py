@@ -126,7 +126,10 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
         raise ConsoleStartError(
             f"{users.path} holds demo passwords ({', '.join(demo_users)}); outside demo mode "
             "set real ones with `carewatch users set-password` (or use another data dir)")
-    if not settings.demo and not any(users.has_password(s) for s in users.staff):
+    if not backend.config.staff:
+        log.warning("console: the registry has no staff, so nobody can sign in and alerts "
+                    "notify no one (they are still published over MQTT); add `staff:` to it")
+    elif not settings.demo and not any(users.has_password(s) for s in users.staff):
         log.warning("console: no staff member has a password yet; set one with "
                     "`carewatch users set-password --config REG --staff ID`")
     auth = Auth(users, secret_key(settings.secret_file or backend.data_dir / "console.secret"),
