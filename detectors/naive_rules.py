@@ -302,13 +302,13 @@ def _baseline(d: Device, row: int, t: float, xs: tuple[float, ...], a: float,
 
 def _fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
           out: list[Any]) -> None:
-    (use_flag, impact_cmp, impact_g, still_g, still_s, settle_s, max_gap, clear_g, clear_s,
+    (use_flag, impact_g, still_g, still_s, settle_s, max_gap, clear_g, clear_s,
      hold_s) = d.plan.fall
     f = d.fall
     flag = flag_in == 1 and w != 0 and use_flag
     imp = f[0]
     was = f[4]
-    if not (a >= impact_cmp or flag or imp == imp or was):
+    if not (a >= impact_g or flag or imp == imp or was):
         return  # nothing going on
     off = w == 0
     have = a == a

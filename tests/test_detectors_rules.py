@@ -116,6 +116,8 @@ def fall_stream(activity: list[float], fall: list[int] | None = None, worn: int 
     ([0.2, 3.0] + [0.01] * 6, None, 1, T0 + 10),  # impact, 60 s still
     ([0.2, 3.0] + [0.01] * 5, None, 1, None),  # 50 s still
     ([0.2, 2.4] + [0.01] * 10, None, 1, None),  # below the impact threshold
+    ([0.2, 2.5] + [0.05] * 6, None, 1, T0 + 10),  # exactly 2.5 g, then exactly 0.05 g
+    ([0.2, 2.5] + [0.06] * 6, None, 1, None),  # 0.06 g is not still
     ([0.2, 3.0, 0.3] + [0.01] * 6, None, 1, T0 + 10),  # settling right after impact
     ([0.2, 3.0, 0.01, 0.01, 0.4] + [0.01] * 6, None, 1, None),  # got up again
     ([0.2, 3.0] + [0.01] * 10, None, 0, None),  # device dropped on the floor
@@ -125,6 +127,15 @@ def test_fall(activity: list[float], fall: list[int] | None, worn: int,
     got = opened(run_one(Fall(1), fall_stream(activity, fall, worn)))
     assert [r["onset"] for r in got] == ([expect_onset] if expect_onset else [])
     assert all(r["severity"] == 4 for r in got)
+
+
+def test_fall_thresholds_compare_as_float32_shared_or_per_resident() -> None:
+    # float32(0.05) > 0.05: a float64 comparison would never count 0.05 g as still
+    stream = fall_stream([0.2, 2.5] + [0.05] * 6)
+    for still in ([0.05, 0.05], [0.05, 0.02]):
+        det = Fall(2, [Fall.Params(still_g=g) for g in still])
+        got = opened(run_one(det, stream))
+        assert [(r["onset"], r["evidence"]["impact_g"]) for r in got] == [(T0 + 10, 2.5)]
 
 
 def test_fall_clears_after_sustained_movement_and_flag_burst_fires_once() -> None:

@@ -128,3 +128,33 @@ def test_replay_escalates_acks_resolves_and_is_deterministic(tmp_path: Path) -> 
     _, _, ticked = run_replay(tmp_path, "c", "--tick-by-tick")  # ...and one at a time: the same
     assert '"spanned_ticks":0' in ticked
     assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+
+
+def _vitals_line(resident: dict, t: float, payload: dict) -> bytes:  # type: ignore[type-arg]
+    topic = f"carewatch/v1/{resident['town']}/{resident['device']}/vitals"
+    return orjson.dumps({"t": t + 0.2, "topic": topic, "payload": {"ts": t, **payload}})
+
+
+def _fall_events(tmp_path: Path, still: float) -> list[dict]:  # type: ignore[type-arg]
+    from carewatch.replay import replay
+    from config.loader import parse_config
+
+    reg = demo_registry(3, seed=2, towns=2)
+    r = reg["residents"][0]
+    lines = [_vitals_line(r, T0, {"activity": 0.2, "worn": True}),
+             _vitals_line(r, T0 + 10, {"activity": 2.5, "worn": True})]
+    lines += [_vitals_line(r, T0 + 10 + 10 * k, {"activity": still, "worn": True})
+              for k in range(1, 7)]
+    lines.append(orjson.dumps({"t": T0 + 90}))
+    result = replay(lines, parse_config(reg), data_dir=tmp_path / f"still-{still}")
+    return [e for e in result.events if e["kind"] == "fall" and e["state"] == "open"]
+
+
+def test_replay_impact_of_exactly_2_5_g_then_exactly_0_05_g_for_60_s_is_a_fall(
+        tmp_path: Path) -> None:
+    # the contract's boundaries: activity >= 2.5 g followed by <= 0.05 g for >= 60 s
+    (fall,) = _fall_events(tmp_path, 0.05)
+    assert fall["severity"] == "critical"
+    assert fall["evidence"]["onset_ts"] == T0 + 10
+    assert fall["evidence"]["source"] == "impact_stillness"
+    assert _fall_events(tmp_path, 0.06) == []
