@@ -26,7 +26,8 @@ def new_episode() -> list[Any]:
 class Device:
     """One device's detector state."""
 
-    __slots__ = ("awake", "bat_active", "bat_onset", "battery", "bp", "bp_last", "fall",
+    __slots__ = ("awake", "bat_active", "bat_onset", "bat_tick", "bat_ts", "battery", "bp",
+                 "bp_last", "fall",
                  "last_ts", "news", "news_ts", "news_val", "off_active", "off_due",
                  "off_onset", "online", "plan", "rules", "rx", "status_ts", "streams", "zep")
 
@@ -54,6 +55,8 @@ class Device:
         self.off_onset = NAN
         self.off_due = NAN
         self.battery = NAN
+        self.bat_ts = NAN  # the held reading's sample or status ts
+        self.bat_tick: list[tuple[float, float]] = []  # (ts, battery) of this tick's samples
         self.bat_active = False
         self.bat_onset = NAN
 

@@ -286,9 +286,11 @@ def test_generated_streams_with_per_row_parameters(data: Any) -> None:
     twin = Twin(devices, t0, data.draw(param_rows()), baseline)
     statuses = data.draw(st.lists(st.tuples(st.integers(0, N - 1), st.booleans(),
                                             st.sampled_from([None, 10.0, 50.0]),
-                                            st.floats(0.0, 1500.0)), max_size=4))
-    status = sorted(((t0 + dt, row, online, b) for row, online, b, dt in statuses),
-                    key=lambda s: s[:2])
+                                            st.floats(0.0, 1500.0),
+                                            st.sampled_from([None, 0.0, 3.0])), max_size=4))
+    # a status's own ts (None: not given) some seconds before its receipt
+    status = sorted(((t0 + dt, row, online, b, None if age is None else t0 + dt - age)
+                     for row, online, b, dt, age in statuses), key=lambda s: s[:2])
     tick_s = data.draw(st.sampled_from([5.0, 10.0, 30.0, 60.0]))
     end = max(float(arrive.max()) if len(arrive) else t0, status[-1][0] if status else t0)
     now, si = t0, 0
@@ -297,8 +299,8 @@ def test_generated_streams_with_per_row_parameters(data: Any) -> None:
         for lo, hi in ((now - tick_s, now - tick_s / 3), (now - tick_s / 3, now)):
             twin.receive(samples.take((arrive > lo) & (arrive <= hi)), hi)
             while si < len(status) and status[si][0] <= hi:
-                at, row, online, battery = status[si]
-                twin.status(row, online, battery, at)
+                at, row, online, battery, ts = status[si]
+                twin.status(row, online, battery, at, ts)
                 si += 1
         twin.tick(now)
 

@@ -235,6 +235,31 @@ def test_low_battery_with_hysteresis() -> None:
     assert [r["active"] for r in feeder.tick(cols(0, T0 + 30, battery=21), T0 + 30)] == [False]
 
 
+def test_low_battery_onset_is_the_ts_of_the_reading_not_the_tick() -> None:
+    feeder = Feeder([LowBattery(3)], 3)
+    # received and judged 40 s after the reading was taken
+    got = feeder.tick(cols(0, T0 + 10, battery=15), T0 + 50)
+    assert [(r["active"], r["onset"]) for r in got] == [(True, T0 + 10)]
+    # a batch upload: the condition began at the first of the trailing low readings
+    batch = cols([1] * 5 + [2] * 4, [T0 + 10.0 * k for k in range(5)] + [
+        T0 + 10.0 * k for k in range(4)], battery=[17, 15, 14, 16, 15, 18, 15, 14, 13])
+    got = feeder.tick(batch, T0 + 300)
+    assert sorted((r["row"], r["onset"]) for r in got) == [(1, T0 + 40), (2, T0 + 10)]
+
+
+def test_low_battery_from_a_status_message_is_dated_by_its_ts() -> None:
+    feeder = Feeder([LowBattery(2)], 2)
+    feeder.store.set_status(0, True, 12.0, T0 + 30, T0 + 5)  # the message's own ts
+    feeder.store.set_status(1, True, 12.0, T0 + 30)  # none given: its receipt
+    got = feeder.tick(None, T0 + 31)
+    assert sorted((r["row"], r["onset"]) for r in got) == [(0, T0 + 5), (1, T0 + 30)]
+    # a status after the samples holds the reading: its ts, not the samples' run
+    feeder = Feeder([LowBattery(1)], 1)
+    feeder.store.append(cols(0, [T0, T0 + 10], battery=[14, 13]), T0 + 20)
+    feeder.store.set_status(0, True, 12.0, T0 + 25, T0 + 22)
+    assert [r["onset"] for r in feeder.tick(None, T0 + 26)] == [T0 + 22]
+
+
 def test_low_battery_judges_only_devices_whose_reading_changed() -> None:
     # an inverted hysteresis (clear_above below threshold) flaps on every judgement, so it
     # shows which devices a tick judges: device 0 keeps 25 %, device 1's reading moves
