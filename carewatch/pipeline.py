@@ -117,7 +117,7 @@ class Pipeline:
                     if not update.online:
                         self.offline_status_at = now
                     self.store.set_status(
-                        update.row, update.online, update.battery, update.received_at
+                        update.row, update.online, update.battery, update.received_at, update.ts
                     )
             elif self.commands is not None and "/cmd/" in msg[0]:
                 self.commands.handle_command(msg[0], msg[1], now)

@@ -66,7 +66,9 @@ def _baseline(ev: dict[str, Any]) -> str:
 
 def _offline(ev: dict[str, Any]) -> str:
     if ev.get("last_will"):
-        return "设备离线（遗嘱消息）"
+        # MQTT's "Last Will" is not 遗嘱 here (a deceased person's will, next to a resident's
+        # name): say what happened, the connection dropped without a goodbye
+        return "设备离线（连接异常断开）"
     silent = ev.get("silent_s", 0)
     minutes = silent / 60 if isinstance(silent, int | float) else float("nan")
     return f"{_num(minutes)} 分钟无数据"

@@ -136,7 +136,9 @@ class LowBatteryParams(DetectorParams):
 
 
 class LowBattery:
-    """Battery <= 15 % (low); clears above 20 %."""
+    """Battery <= 15 % (low); clears above 20 %. Judged each tick on the latest reading;
+    the onset is the `ts` of the first of the run of low readings that ends in it (a
+    status message's reading is dated by its own `ts`, else by its receipt)."""
 
     name: ClassVar[str] = "low_battery"
     kinds: ClassVar[tuple[str, ...]] = ("low_battery",)
@@ -154,7 +156,8 @@ class LowBattery:
 
     def quiet_until(self, state: TickState, new: SampleColumns) -> float:
         """Replay spans: the span's battery readings (one device each) must change no
-        device's low-battery state, or the span would move the onset (it is the tick)."""
+        device's low-battery state (ticks judge the latest reading each: a span would judge
+        only its last one)."""
         b = state.store.battery.copy()
         has = new.battery == new.battery
         b[new.row[has]] = new.battery[has]  # sorted by (row, ts): the last one wins
@@ -183,8 +186,38 @@ class LowBattery:
             return []
         rows = np.flatnonzero(change).astype(np.int32)
         on = rise[rows]
-        self.onset[rows[on]] = now
+        if on.any():
+            self.onset[rows[on]] = self._run_onset(state, rows[on])
         onset = self.onset[rows].copy()
         self.active[rows] = on
         return [Findings("low_battery", rows, np.ones(len(rows), np.int8), on.copy(), onset,
                          {"battery": b[rows].astype(np.float64)})]
+
+    def _run_onset(self, state: TickState, rows: np.ndarray) -> np.ndarray:
+        """Onset of `rows` found low: the held reading's `ts`, or, when that reading is the
+        last of this tick's samples, the first of their trailing run of low readings (a
+        batch upload spans minutes; the condition began at its first low reading)."""
+        store = state.store
+        onset = store.battery_ts[rows]
+        new = state.new  # sorted by (row, ts)
+        has = new.battery == new.battery
+        if not has.any():
+            return onset
+        r, t, b = new.row[has], new.ts[has], new.battery[has]
+        n = len(r)
+        low = b <= (self.threshold[r] if isinstance(self.threshold, np.ndarray)
+                    else self.threshold)
+        idx = np.arange(n)
+        first = np.ones(n, bool)
+        first[1:] = r[1:] != r[:-1]
+        last = np.ones(n, bool)
+        last[:-1] = first[1:]
+        # per row, the run starts after its latest reading that is not low (or at its first)
+        start = np.maximum.accumulate(np.where(low, np.where(first, idx, -1), idx + 1))
+        ends = np.flatnonzero(last)
+        er = r[ends]
+        pos = np.minimum(np.searchsorted(er, rows), len(ends) - 1)
+        e = ends[pos]
+        held = ((er[pos] == rows) & low[e] & (t[e] == onset)
+                & (b[e].view(np.int32) == store.battery[rows].view(np.int32)))
+        return np.where(held, t[np.minimum(start[e], n - 1)], onset)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.quality import f32_threshold
 from detectors.runs import EPS, Emitter, Fresh, rank_groups
 from ingest.devices import DeviceTable
 
@@ -46,6 +47,11 @@ class Fall:
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
         n = n_rows(devices)
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
+        # activity is float32: thresholds rounded through float32, so that a reading of
+        # exactly 0.05 g is still and one of exactly 2.5 g an impact (float32(0.05) > 0.05)
+        self.impact_g = f32_threshold(self.params["impact_g"])
+        self.still_g = f32_threshold(self.params["still_g"])
+        self.clear_g = f32_threshold(self.params["clear_g"])
         self.fresh = Fresh(n)
         self.impact = np.full(n, np.nan)  # ts of a candidate impact
         self.peak = np.full(n, np.nan)
@@ -74,7 +80,7 @@ class Fall:
             a = new.activity[sel]
             worn = new.worn[sel]
             flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
-            hit = a >= p.at("impact_g", r)
+            hit = a >= _at(self.impact_g, r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
             dense = len(r) == len(self.active)  # distinct rows, all of them
             imp, act = (self.impact, self.active) if dense else (self.impact[r], self.active[r])
@@ -86,8 +92,8 @@ class Fall:
             worn = worn[live]
             off = worn == 0
             have = ~np.isnan(a)
-            hit = have & (a >= p.at("impact_g", r)) & ~off
-            still = have & (a <= p.at("still_g", r))
+            hit = have & (a >= _at(self.impact_g, r)) & ~off
+            still = have & (a <= _at(self.still_g, r))
             gap = (t - self.last[r]) > p.at("max_gap_s", r)
             imp = self.impact[r]
             pending = ~np.isnan(imp)
@@ -107,7 +113,7 @@ class Fall:
             imp = np.where(fire, np.nan, imp)
             self.impact[r], self.peak[r], self.still_seen[r], self.last[r] = imp, peak, seen, last
             # clearing: sustained movement without a new fall flag
-            moving = have & (a >= p.at("clear_g", r)) & ~flag & ~off
+            moving = have & (a >= _at(self.clear_g, r)) & ~flag & ~off
             ms = np.where(was & moving, np.where(np.isnan(self.move_start[r]), t,
                                                  self.move_start[r]), np.nan)
             self.move_start[r] = ms
@@ -124,3 +130,8 @@ class Fall:
             self.active[r[cleared]] = False
             self.move_start[r[cleared]] = np.nan
         return out.build()
+
+
+def _at(value: Any, rows: np.ndarray) -> Any:
+    """A threshold for `rows`: the shared scalar, or the per-row array's entries."""
+    return value[rows] if isinstance(value, np.ndarray) else value

@@ -14,7 +14,8 @@ in time order, what the vectorised rules run:
   resident's hour-of-day baseline), fall (device flag, impact then stillness, clearing and
   lapse), inactivity and not worn (awake hours, breaks);
 - each tick, device offline (silence since pipeline start or last receipt, Last Will) and
-  low battery (hysteresis), only for devices whose inputs changed or whose silence came due.
+  low battery (hysteresis; onset at the first of the tick's trailing low readings), only for
+  devices whose inputs changed or whose silence came due.
 
 Parameters are each row's own (`detectors.naive_plan`, from the same models as the
 vectorised detectors). Findings carry kind, row, severity, active, onset and the same
@@ -87,23 +88,28 @@ class NaiveLoop:
             return
         self._pending.append(batch)
         devs, off_dirty, bat_dirty = self.devices, self._offline_dirty, self._battery_dirty
-        for row, b in zip(batch.row.tolist(), batch.battery.tolist(), strict=True):
+        for row, t, b in zip(batch.row.tolist(), batch.ts.tolist(), batch.battery.tolist(),
+                             strict=True):
             d = devs[row]
             d.rx = received_at
             if d.off_active or d.online == 0:
                 off_dirty.add(row)
             if b == b:
-                d.battery = b
+                d.battery, d.bat_ts = b, t
+                d.bat_tick.append((t, b))
                 bat_dirty.add(row)
 
-    def status(self, row: int, online: bool, battery: float | None, at: float) -> None:
-        """A status message (or the broker's Last Will) for `row`, received at `at`."""
+    def status(self, row: int, online: bool, battery: float | None, at: float,
+               ts: float | None = None) -> None:
+        """A status message (or the broker's Last Will) for `row`, received at `at`, with
+        its own `ts` if it gave one."""
         d = self.devices[row]
         d.online = 1 if online else 0
         d.status_ts = at
         self._offline_dirty.add(row)
         if battery is not None:
             d.battery = f32(battery)  # the store holds battery as float32
+            d.bat_ts = at if ts is None else ts
             self._battery_dirty.add(row)
 
     def sync_baseline(self) -> None:
@@ -190,8 +196,18 @@ class NaiveLoop:
     def _battery(self, row: int, d: Device, now: float, out: list[LoopFinding]) -> None:
         thr, clear = d.plan.battery
         b = d.battery
+        readings, d.bat_tick = d.bat_tick, []
         if not d.bat_active and b <= thr:
-            d.bat_active, d.bat_onset = True, now
+            onset = d.bat_ts
+            # the held reading is the last of this tick's samples: back to the first of
+            # their trailing run of low readings
+            readings.sort(key=lambda x: x[0])  # stable, as the store sorts them by ts
+            if readings and readings[-1] == (d.bat_ts, b):
+                for t, level in reversed(readings):
+                    if not level <= thr:
+                        break
+                    onset = t
+            d.bat_active, d.bat_onset = True, onset
         elif d.bat_active and b > clear:
             d.bat_active = False
         else:

@@ -5,8 +5,8 @@ Built once from the same per-row parameter models the vectorised detectors get (
 the same objects share one `Plan`, and the per-sample loop reads its tuples of floats.
 
 Activity and battery readings are float32, and the vectorised rules compare them with the
-rest and battery thresholds in float32 (`quality.at_rest`, `quality.f32_threshold`): those
-thresholds are rounded to float32 here (`f32`), so the loop's float comparisons agree.
+rest, fall and battery thresholds in float32 (`quality.at_rest`, `quality.f32_threshold`):
+those thresholds are rounded to float32 here (`f32`), so the loop's float comparisons agree.
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ class Plan:
                           float(b.duration_s), float(b.max_gap_s), float(b.clear_s),
                           f32(b.rest_g))
         f = m["fall"]
-        # impact: float32 for the "anything going on" test, float64 after (as `Fall` does)
-        self.fall = (bool(f.use_flag), f32(f.impact_g), float(f.impact_g),
-                     float(f.still_g), float(f.still_s), float(f.settle_s), float(f.max_gap_s),
-                     float(f.clear_g), float(f.clear_s), float(f.hold_s))
+        # activity thresholds rounded to float32, as `Fall` compares them
+        self.fall = (bool(f.use_flag), f32(f.impact_g), f32(f.still_g), float(f.still_s),
+                     float(f.settle_s), float(f.max_gap_s), f32(f.clear_g), float(f.clear_s),
+                     float(f.hold_s))
         ia, nw = m["inactivity"], m["not_worn"]
         self.awake = ((ia.awake_start_h * 3600.0, ia.awake_end_h * 3600.0, float(ia.still_g),
                        float(ia.clear_g), float(ia.duration_s), float(ia.max_gap_s),

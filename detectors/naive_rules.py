@@ -26,7 +26,8 @@ def new_episode() -> list[Any]:
 class Device:
     """One device's detector state."""
 
-    __slots__ = ("awake", "bat_active", "bat_onset", "battery", "bp", "bp_last", "fall",
+    __slots__ = ("awake", "bat_active", "bat_onset", "bat_tick", "bat_ts", "battery", "bp",
+                 "bp_last", "fall",
                  "last_ts", "news", "news_ts", "news_val", "off_active", "off_due",
                  "off_onset", "online", "plan", "rules", "rx", "status_ts", "streams", "zep")
 
@@ -54,6 +55,8 @@ class Device:
         self.off_onset = NAN
         self.off_due = NAN
         self.battery = NAN
+        self.bat_ts = NAN  # the held reading's sample or status ts
+        self.bat_tick: list[tuple[float, float]] = []  # (ts, battery) of this tick's samples
         self.bat_active = False
         self.bat_onset = NAN
 
@@ -302,13 +305,13 @@ def _baseline(d: Device, row: int, t: float, xs: tuple[float, ...], a: float,
 
 def _fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
           out: list[Any]) -> None:
-    (use_flag, impact_cmp, impact_g, still_g, still_s, settle_s, max_gap, clear_g, clear_s,
+    (use_flag, impact_g, still_g, still_s, settle_s, max_gap, clear_g, clear_s,
      hold_s) = d.plan.fall
     f = d.fall
     flag = flag_in == 1 and w != 0 and use_flag
     imp = f[0]
     was = f[4]
-    if not (a >= impact_cmp or flag or imp == imp or was):
+    if not (a >= impact_g or flag or imp == imp or was):
         return  # nothing going on
     off = w == 0
     have = a == a

@@ -118,6 +118,7 @@ class StatusUpdate:
     online: bool
     battery: float | None
     received_at: float
+    ts: float | None = None  # the message's own `ts`, when given and plausible
 
 
 def split_topic(topic: str) -> tuple[str, str, str] | None:
@@ -375,7 +376,12 @@ class VitalsDecoder:
         battery = status.battery
         if battery is not None and not (0 <= battery <= 100 and battery == int(battery)):
             battery = None
-        return StatusUpdate(row, status.online, battery, received_at)
+        # the optional `ts` dates the battery reading (low battery's onset); one that is not
+        # a positive time or lies too far ahead is not trusted, the receipt stands in
+        ts = status.ts
+        if ts is not None and not (0 < ts <= received_at + self.future_tolerance_s):
+            ts = None
+        return StatusUpdate(row, status.online, battery, received_at, ts)
 
 
 _PLACEHOLDER = SampleColumns.empty()  # replaced before a DecodedVitals leaves the decoder

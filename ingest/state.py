@@ -65,6 +65,7 @@ class StateStore:
         self.worn = np.full(n, -1, np.int8)
         self.worn_ts = self._latest_t[nv]
         self.battery = np.full(n, np.nan, np.float32)
+        self.battery_ts = np.full(n, np.nan, np.float64)  # the held reading's sample/status ts
         self.online = np.full(n, -1, np.int8)  # from the status topic / Last Will
         self.status_ts = np.full(n, np.nan, np.float64)
         self.samples_total = np.zeros(n, np.int64)
@@ -143,6 +144,7 @@ class StateStore:
         has_batt = ~np.isnan(battery)
         if has_batt.any():
             self.battery[rows[has_batt]] = battery[has_batt]  # sorted: last one wins
+            self.battery_ts[rows[has_batt]] = ts[has_batt]
         flags = _FLAG_LUT[worn.view(np.uint8), cols.fall.view(np.uint8)]
         self._append_raw(cols, x, flags, starts, counts, urows)
         self._append_minutes(rows, ts, x[:-1], have[:-1], flags)
@@ -164,11 +166,14 @@ class StateStore:
             else (parts[0] if parts else SampleColumns.empty())
         )
 
-    def set_status(self, row: int, online: bool, battery: float | None, at: float) -> None:
+    def set_status(self, row: int, online: bool, battery: float | None, at: float,
+                   ts: float | None = None) -> None:
+        """A status message received at `at`; `ts` is its own time, if it gave one."""
         self.online[row] = 1 if online else 0
-        self.status_ts[row] = at
+        self.status_ts[row] = at  # receipt: a Last Will is judged against later data
         if battery is not None:
             self.battery[row] = battery
+            self.battery_ts[row] = at if ts is None else ts
 
     def _update_latest(
         self,

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from alerts.routing import Router
-from routines.model import OUTCOMES, Task, TaskError
+from routines.model import OUTCOMES, Task, TaskError, TaskInputError
 
 Change = tuple[float, str, dict[str, Any]]  # at, action, detail
 
@@ -60,17 +60,18 @@ def complete(task: Task, *, by: str, now: float, outcome: str, notes: str,
              hazard: str | None = None) -> Change:
     """Record completion with feedback: done by the due time, late after it (period open)."""
     if not by:
-        raise TaskError("`by` (who did it) is required")
+        raise TaskInputError("`by` (who did it) is required")
     if outcome not in OUTCOMES:
-        raise TaskError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        raise TaskInputError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     if not (notes or "").strip():
-        raise TaskError("completing a task needs a feedback note (what was found, what was done)")
+        raise TaskInputError(
+            "completing a task needs a feedback note (what was found, what was done)")
     if hazard is not None and not hazard.strip():
         hazard = None
     if hazard is not None and outcome != "hazard_found":
         outcome = "hazard_found"
     if outcome == "hazard_found" and hazard is None:
-        raise TaskError("outcome hazard_found needs a description of the hazard")
+        raise TaskInputError("outcome hazard_found needs a description of the hazard")
     if task.state == "missed" or (task.state == "open" and now >= task.closes_at):
         raise TaskError(f"task {task.task_id} was missed: its period closed")
     if task.state != "open":

@@ -16,6 +16,11 @@ class TaskError(ValueError):
     """A request the task life cycle refuses (the message says why)."""
 
 
+class TaskInputError(TaskError):
+    """A request refused for its own content (no note, an unknown outcome, a hazard outcome
+    without the hazard), whatever the task's state: bad input (HTTP 422), not a conflict."""
+
+
 class TaskNotFoundError(LookupError):
     """No such task."""
 

@@ -36,7 +36,7 @@ from routines import hazards, lifecycle
 from routines.alertdata import AlertData
 from routines.checks import check_tasks
 from routines.hazards import HazardAlerts
-from routines.model import Task, TaskError, TaskNotFoundError
+from routines.model import Task, TaskError, TaskInputError, TaskNotFoundError
 from routines.openview import OpenTasks
 from routines.schedule import KINDS, Issue, first_issue, issues_between, merged_rules, task_id
 from routines.store import SqliteTaskStore, StaleTaskError, TaskStore, TaskTxn
@@ -312,7 +312,8 @@ class Routines:
             txn = TaskTxn(changed=[t], log=[(at, t.task_id, by, action, detail)])
             if t.hazard and self.alerts is not None:
                 if hazard_severity not in SEVERITY_CODES:
-                    raise TaskError(f"hazard_severity must be one of {list(SEVERITY_CODES)}")
+                    raise TaskInputError(
+                        f"hazard_severity must be one of {list(SEVERITY_CODES)}")
                 if t.resident_id not in self.devices.row_of_resident:
                     raise TaskError(f"no alert can be raised for resident {t.resident_id}")
                 txn.meta[hazards.marker_key(t.task_id)] = hazards.marker(
@@ -406,4 +407,4 @@ class Routines:
         self.store.close()
 
 
-__all__ = ["Routines", "TaskError", "TaskNotFoundError", "task_topic"]
+__all__ = ["Routines", "TaskError", "TaskInputError", "TaskNotFoundError", "task_topic"]

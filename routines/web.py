@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from config.models import Config
 from routines.alertdata import AlertData
 from routines.html import render_html
-from routines.model import OUTCOMES, Task, TaskError, TaskNotFoundError
+from routines.model import OUTCOMES, Task, TaskError, TaskInputError, TaskNotFoundError
 from routines.reports import AlertHistory, TaskHistory, build_report
 from routines.service import Routines
 
@@ -214,7 +214,9 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
             done = finish() if call is None else call(finish)
         except TaskNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        except TaskError as exc:
+        except TaskInputError as exc:  # bad input, as an empty note is to the model: 422
+            raise HTTPException(422, str(exc)) from exc
+        except TaskError as exc:  # the task's state refuses it (already closed, missed)
             raise HTTPException(409, str(exc)) from exc
         return {"task": doc(done, routines.clock.now())}
 

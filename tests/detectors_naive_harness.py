@@ -99,9 +99,10 @@ class Twin:
             self.store.append(batch, at)
             self.loop.receive(batch, at)
 
-    def status(self, row: int, online: bool, battery: float | None, at: float) -> None:
-        self.store.set_status(row, online, battery, at)
-        self.loop.status(row, online, battery, at)
+    def status(self, row: int, online: bool, battery: float | None, at: float,
+               ts: float | None = None) -> None:
+        self.store.set_status(row, online, battery, at, ts)
+        self.loop.status(row, online, battery, at, ts)
 
     def tick(self, now: float) -> None:
         state = TickState(new=self.store.take_pending(), store=self.store,

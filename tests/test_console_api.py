@@ -590,3 +590,13 @@ def test_weak_passwords_refused(h: Harness) -> None:
         h.users.set_password("nobody", "a perfectly long password")
     stored = (h.tmp / "users.json").read_text()
     assert password_of(sid) not in stored and "$argon2" in stored
+
+
+def test_offline_by_last_will_reads_neutrally_in_chinese() -> None:
+    # MQTT's Last Will is not 遗嘱 (a deceased person's will) beside a resident's name
+    from console.words import evidence_zh
+
+    line = evidence_zh("device_offline", {"last_will": True, "silent_s": 12.0})
+    assert line == "设备离线（连接异常断开）" and "遗嘱" not in line
+    assert evidence_zh("device_offline", {"last_will": False, "silent_s": 720.0}) == (
+        "12 分钟无数据")

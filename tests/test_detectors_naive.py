@@ -220,7 +220,7 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
 }
 LEVELS = {"hr": [38.0, 45.0, 75.0, 127.0, 132.0, 152.0], "spo2": [79.0, 84.0, 88.0, 97.0],
           "rr": [7.0, 15.0, 26.0], "temp_c": [34.8, 36.8, 38.2], "sbp": [85.0, 120.0, 185.0],
-          "dbp": [70.0, 125.0], "activity": [0.0, 0.01, 0.1, 0.15, 0.3, 3.0],
+          "dbp": [70.0, 125.0], "activity": [0.0, 0.01, 0.05, 0.1, 0.15, 0.3, 2.5, 3.0],
           "battery": [14.0, 15.3, 16.0, 21.0, 31.0]}
 STARTS = [START + 6.98 * H, START + 12 * H, START + 20.98 * H]  # near the awake edges
 
@@ -286,9 +286,11 @@ def test_generated_streams_with_per_row_parameters(data: Any) -> None:
     twin = Twin(devices, t0, data.draw(param_rows()), baseline)
     statuses = data.draw(st.lists(st.tuples(st.integers(0, N - 1), st.booleans(),
                                             st.sampled_from([None, 10.0, 50.0]),
-                                            st.floats(0.0, 1500.0)), max_size=4))
-    status = sorted(((t0 + dt, row, online, b) for row, online, b, dt in statuses),
-                    key=lambda s: s[:2])
+                                            st.floats(0.0, 1500.0),
+                                            st.sampled_from([None, 0.0, 3.0])), max_size=4))
+    # a status's own ts (None: not given) some seconds before its receipt
+    status = sorted(((t0 + dt, row, online, b, None if age is None else t0 + dt - age)
+                     for row, online, b, dt, age in statuses), key=lambda s: s[:2])
     tick_s = data.draw(st.sampled_from([5.0, 10.0, 30.0, 60.0]))
     end = max(float(arrive.max()) if len(arrive) else t0, status[-1][0] if status else t0)
     now, si = t0, 0
@@ -297,8 +299,8 @@ def test_generated_streams_with_per_row_parameters(data: Any) -> None:
         for lo, hi in ((now - tick_s, now - tick_s / 3), (now - tick_s / 3, now)):
             twin.receive(samples.take((arrive > lo) & (arrive <= hi)), hi)
             while si < len(status) and status[si][0] <= hi:
-                at, row, online, battery = status[si]
-                twin.status(row, online, battery, at)
+                at, row, online, battery, ts = status[si]
+                twin.status(row, online, battery, at, ts)
                 si += 1
         twin.tick(now)
 
@@ -319,3 +321,22 @@ def test_activity_at_a_per_resident_rest_threshold_counts_as_rest() -> None:
         news = News2(2, [News2.Params(rest_g=g, duration_s=0.0) for g in rest])
         got = opened(run_one(news, series(0, START, [84.0] * 3, activity=0.15)))
         assert got and got[0]["evidence"]["spo2"] == 84.0
+
+
+def test_impact_and_stillness_exactly_at_the_fall_thresholds() -> None:
+    # 2.5 g then 0.05 g (float32(0.05) > 0.05) is a fall on both sides, 0.06 g is not, with
+    # the thresholds shared or per row (row 2 then allows 0.06 g)
+    from detectors.fall import Fall
+
+    devices = DeviceTable.from_config(parse_config(demo_registry(3, seed=3, towns=1)))
+    default, loose = Fall.Params(), Fall.Params(still_g=0.06)
+    for models, expect in (([default] * 3, {0}), ([default, default, loose], {0, 2})):
+        twin = Twin(devices, START, {"fall": models})
+        c = SampleColumns.empty(3 * 8)
+        c.row[:] = np.repeat([0, 1, 2], 8)
+        c.ts[:] = np.tile(START + 10.0 * np.arange(8), 3)
+        c.activity[:] = [g for still in (0.05, 0.06, 0.06) for g in [0.2, 2.5] + [still] * 6]
+        c.worn[:] = 1
+        twin.receive(c, START + 75.0)
+        twin.tick(START + 75.0)
+        assert {k[1] for k in twin.seen if k[0] == "fall" and k[3]} == expect

@@ -116,6 +116,8 @@ def fall_stream(activity: list[float], fall: list[int] | None = None, worn: int 
     ([0.2, 3.0] + [0.01] * 6, None, 1, T0 + 10),  # impact, 60 s still
     ([0.2, 3.0] + [0.01] * 5, None, 1, None),  # 50 s still
     ([0.2, 2.4] + [0.01] * 10, None, 1, None),  # below the impact threshold
+    ([0.2, 2.5] + [0.05] * 6, None, 1, T0 + 10),  # exactly 2.5 g, then exactly 0.05 g
+    ([0.2, 2.5] + [0.06] * 6, None, 1, None),  # 0.06 g is not still
     ([0.2, 3.0, 0.3] + [0.01] * 6, None, 1, T0 + 10),  # settling right after impact
     ([0.2, 3.0, 0.01, 0.01, 0.4] + [0.01] * 6, None, 1, None),  # got up again
     ([0.2, 3.0] + [0.01] * 10, None, 0, None),  # device dropped on the floor
@@ -125,6 +127,15 @@ def test_fall(activity: list[float], fall: list[int] | None, worn: int,
     got = opened(run_one(Fall(1), fall_stream(activity, fall, worn)))
     assert [r["onset"] for r in got] == ([expect_onset] if expect_onset else [])
     assert all(r["severity"] == 4 for r in got)
+
+
+def test_fall_thresholds_compare_as_float32_shared_or_per_resident() -> None:
+    # float32(0.05) > 0.05: a float64 comparison would never count 0.05 g as still
+    stream = fall_stream([0.2, 2.5] + [0.05] * 6)
+    for still in ([0.05, 0.05], [0.05, 0.02]):
+        det = Fall(2, [Fall.Params(still_g=g) for g in still])
+        got = opened(run_one(det, stream))
+        assert [(r["onset"], r["evidence"]["impact_g"]) for r in got] == [(T0 + 10, 2.5)]
 
 
 def test_fall_clears_after_sustained_movement_and_flag_burst_fires_once() -> None:
@@ -222,6 +233,31 @@ def test_low_battery_with_hysteresis() -> None:
     assert [r["active"] for r in feeder.tick(cols(0, T0 + 10, battery=15), T0 + 10)] == [True]
     assert feeder.tick(cols(0, T0 + 20, battery=19), T0 + 20) == []
     assert [r["active"] for r in feeder.tick(cols(0, T0 + 30, battery=21), T0 + 30)] == [False]
+
+
+def test_low_battery_onset_is_the_ts_of_the_reading_not_the_tick() -> None:
+    feeder = Feeder([LowBattery(3)], 3)
+    # received and judged 40 s after the reading was taken
+    got = feeder.tick(cols(0, T0 + 10, battery=15), T0 + 50)
+    assert [(r["active"], r["onset"]) for r in got] == [(True, T0 + 10)]
+    # a batch upload: the condition began at the first of the trailing low readings
+    batch = cols([1] * 5 + [2] * 4, [T0 + 10.0 * k for k in range(5)] + [
+        T0 + 10.0 * k for k in range(4)], battery=[17, 15, 14, 16, 15, 18, 15, 14, 13])
+    got = feeder.tick(batch, T0 + 300)
+    assert sorted((r["row"], r["onset"]) for r in got) == [(1, T0 + 40), (2, T0 + 10)]
+
+
+def test_low_battery_from_a_status_message_is_dated_by_its_ts() -> None:
+    feeder = Feeder([LowBattery(2)], 2)
+    feeder.store.set_status(0, True, 12.0, T0 + 30, T0 + 5)  # the message's own ts
+    feeder.store.set_status(1, True, 12.0, T0 + 30)  # none given: its receipt
+    got = feeder.tick(None, T0 + 31)
+    assert sorted((r["row"], r["onset"]) for r in got) == [(0, T0 + 5), (1, T0 + 30)]
+    # a status after the samples holds the reading: its ts, not the samples' run
+    feeder = Feeder([LowBattery(1)], 1)
+    feeder.store.append(cols(0, [T0, T0 + 10], battery=[14, 13]), T0 + 20)
+    feeder.store.set_status(0, True, 12.0, T0 + 25, T0 + 22)
+    assert [r["onset"] for r in feeder.tick(None, T0 + 26)] == [T0 + 22]
 
 
 def test_low_battery_judges_only_devices_whose_reading_changed() -> None:

@@ -128,3 +128,56 @@ def test_replay_escalates_acks_resolves_and_is_deterministic(tmp_path: Path) -> 
     _, _, ticked = run_replay(tmp_path, "c", "--tick-by-tick")  # ...and one at a time: the same
     assert '"spanned_ticks":0' in ticked
     assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+
+
+def _vitals_line(resident: dict, t: float, payload: dict) -> bytes:  # type: ignore[type-arg]
+    topic = f"carewatch/v1/{resident['town']}/{resident['device']}/vitals"
+    return orjson.dumps({"t": t + 0.2, "topic": topic, "payload": {"ts": t, **payload}})
+
+
+def _fall_events(tmp_path: Path, still: float) -> list[dict]:  # type: ignore[type-arg]
+    from carewatch.replay import replay
+    from config.loader import parse_config
+
+    reg = demo_registry(3, seed=2, towns=2)
+    r = reg["residents"][0]
+    lines = [_vitals_line(r, T0, {"activity": 0.2, "worn": True}),
+             _vitals_line(r, T0 + 10, {"activity": 2.5, "worn": True})]
+    lines += [_vitals_line(r, T0 + 10 + 10 * k, {"activity": still, "worn": True})
+              for k in range(1, 7)]
+    lines.append(orjson.dumps({"t": T0 + 90}))
+    result = replay(lines, parse_config(reg), data_dir=tmp_path / f"still-{still}")
+    return [e for e in result.events if e["kind"] == "fall" and e["state"] == "open"]
+
+
+def test_replay_impact_of_exactly_2_5_g_then_exactly_0_05_g_for_60_s_is_a_fall(
+        tmp_path: Path) -> None:
+    # the contract's boundaries: activity >= 2.5 g followed by <= 0.05 g for >= 60 s
+    (fall,) = _fall_events(tmp_path, 0.05)
+    assert fall["severity"] == "critical"
+    assert fall["evidence"]["onset_ts"] == T0 + 10
+    assert fall["evidence"]["source"] == "impact_stillness"
+    assert _fall_events(tmp_path, 0.06) == []
+
+
+def test_replay_low_battery_onset_is_the_readings_ts(tmp_path: Path) -> None:
+    from carewatch.replay import replay
+    from config.loader import parse_config
+
+    reg = demo_registry(3, seed=2, towns=2)
+    r0, r1, r2 = reg["residents"]
+
+    def status(r: dict, t: float, payload: dict) -> bytes:  # type: ignore[type-arg]
+        topic = f"carewatch/v1/{r['town']}/{r['device']}/status"
+        return orjson.dumps({"t": t, "topic": topic, "payload": payload})
+
+    lines = [
+        _vitals_line(r0, T0 + 40, {"ts": T0, "battery": 14}),  # received 40 s after its ts
+        status(r1, T0 + 50, {"online": True, "battery": 10, "ts": T0 + 3}),
+        status(r2, T0 + 60, {"online": True, "battery": 10, "ts": T0 + 9999}),  # implausible
+        orjson.dumps({"t": T0 + 90}),
+    ]
+    result = replay(lines, parse_config(reg), data_dir=tmp_path)
+    onsets = {e["resident_id"]: e["evidence"]["onset_ts"] for e in result.events
+              if e["kind"] == "low_battery" and e["state"] == "open"}
+    assert onsets == {r0["id"]: T0, r1["id"]: T0 + 3, r2["id"]: T0 + 60}

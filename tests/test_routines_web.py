@@ -85,3 +85,41 @@ def test_task_views_scope_completion_and_reports(tmp_path: Path) -> None:
     finally:
         routines.close()
         engine.close()
+
+
+def test_completion_input_errors_are_422_with_the_reason_and_conflicts_409(
+        tmp_path: Path) -> None:
+    config = registry()
+    clock = SimClock(local(2026, 11, 1))
+    routines, engine = make_routines(config, clock, tmp_path, alerts=True)
+    assert engine is not None
+    try:
+        run_until(routines, clock, local(2026, 11, 7, 10))
+        app = FastAPI()
+        app.include_router(router(routines, whoami, whoami))
+        client = TestClient(app)
+        url = "/api/routines/tasks/monthly_inspection:r-1:2026-11/complete"
+
+        def post(body: dict) -> tuple[int, object]:  # type: ignore[type-arg]
+            r = client.post(url, headers={"x-who": "s1"}, json=body)
+            return r.status_code, r.json().get("detail")
+
+        assert post({"notes": "   "}) == (
+            422, "completing a task needs a feedback note (what was found, what was done)")
+        code, detail = post({"notes": "seen", "outcome": "fine"})
+        assert code == 422 and "outcome must be one of" in str(detail) and "'fine'" in str(detail)
+        assert post({"notes": "seen", "outcome": "hazard_found"}) == (
+            422, "outcome hazard_found needs a description of the hazard")
+        assert post({"notes": "seen", "outcome": "hazard_found", "hazard": "  "}) == (
+            422, "outcome hazard_found needs a description of the hazard")
+        assert post({"notes": ""})[0] == 422  # the model's own check, as before
+        # none of them touched the task
+        assert routines.get("monthly_inspection:r-1:2026-11").state == "open"
+        assert post({"notes": "seen"})[0] == 200
+        # a closed task is a conflict; bad input to it is still bad input
+        code, detail = post({"notes": "again"})
+        assert code == 409 and "already done" in str(detail)
+        assert post({"notes": "again", "outcome": "fine"})[0] == 422
+    finally:
+        routines.close()
+        engine.close()
