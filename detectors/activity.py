@@ -15,6 +15,7 @@ from pydantic import Field
 from detectors.base import Findings, TickState
 from detectors.fused_awake import AwakeGroup
 from detectors.params import DetectorParams, ParamTable, n_rows
+from detectors.quality import f32_threshold
 from ingest.devices import DeviceTable
 
 
@@ -100,8 +101,10 @@ class Inactivity(_AwakeRule):
         a = new.activity[sel].astype(np.float64)
         off = new.worn[sel] == 0
         inc = ~np.isnan(a) | off
-        q = (a <= p.at("still_g", r)) & day & ~off
-        clear = (a >= p.at("clear_g", r)) & ~off
+        # thresholds rounded through float32, the reading's type (`quality.f32_threshold`):
+        # a reading of exactly `still_g` is still, as the rule says
+        q = (a <= f32_threshold(p.at("still_g", r))) & day & ~off
+        clear = (a >= f32_threshold(p.at("clear_g", r))) & ~off
         return inc, q, ~day | off, clear, np.where(off, np.nan, a)
 
 

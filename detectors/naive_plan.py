@@ -110,8 +110,8 @@ class Plan:
                      float(f.settle_s), float(f.max_gap_s), f32(f.clear_g), float(f.clear_s),
                      float(f.hold_s))
         ia, nw = m["inactivity"], m["not_worn"]
-        self.awake = ((ia.awake_start_h * 3600.0, ia.awake_end_h * 3600.0, float(ia.still_g),
-                       float(ia.clear_g), float(ia.duration_s), float(ia.max_gap_s),
+        self.awake = ((ia.awake_start_h * 3600.0, ia.awake_end_h * 3600.0, f32(ia.still_g),
+                       f32(ia.clear_g), float(ia.duration_s), float(ia.max_gap_s),
                        int(DETECTORS["inactivity"].severity)),
                       (nw.awake_start_h * 3600.0, nw.awake_end_h * 3600.0,
                        float(nw.duration_s), float(nw.max_gap_s), float(nw.clear_s),

@@ -169,6 +169,14 @@ def test_inactivity_needs_stillness_and_wear() -> None:
     assert run_one(Inactivity(1), day_stream(8, 4, activity=0.01, worn=0)) == []
 
 
+def test_inactivity_at_exactly_a_configured_stillness_threshold() -> None:
+    # activity is float32: float32(0.05) > 0.05, yet a reading of 0.05 is "at or below"
+    rule = Inactivity(1, Inactivity.Params(still_g=0.05))
+    assert [r["severity"] for r in opened(run_one(rule, day_stream(8, 3, activity=0.05)))] == [3]
+    rule = Inactivity(1, Inactivity.Params(still_g=0.05))
+    assert run_one(rule, day_stream(8, 3, activity=0.06)) == []
+
+
 @pytest.mark.parametrize(("start_h", "minutes", "expect"), [
     (9.0, 30, True), (9.0, 29, False), (2.0, 120, False), (20.75, 30, False)])
 def test_not_worn(start_h: float, minutes: float, expect: bool) -> None:
