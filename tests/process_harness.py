@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -49,3 +50,27 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def process_report(pids: dict[int, int], proc: subprocess.Popen[str] | None = None) -> str:
+    """For a failure message: each pid's state and its threads' kernel wait channels, and
+    what the supervisor's pipe (which its workers share) holds unread."""
+    lines = []
+    for k, pid in sorted(pids.items()):
+        base = Path(f"/proc/{pid}")
+        try:
+            state = next(x for x in (base / "status").read_text().splitlines()
+                         if x.startswith("State:"))
+            waits = sorted({(t / "wchan").read_text() for t in (base / "task").iterdir()})
+        except (FileNotFoundError, StopIteration):
+            lines.append(f"worker {k} (pid {pid}): gone")
+            continue
+        lines.append(f"worker {k} (pid {pid}): {state}; waiting in {', '.join(waits)}")
+    if proc is not None and proc.stdout is not None and not proc.stdout.closed:
+        os.set_blocking(proc.stdout.fileno(), False)
+        try:
+            tail = proc.stdout.read() or ""
+        except (OSError, TypeError):
+            tail = ""
+        lines.append("output:\n" + tail[-4000:])
+    return "\n".join(lines)

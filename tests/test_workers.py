@@ -26,7 +26,7 @@ from config.generate import demo_registry, write_demo_registry
 from config.loader import load_config, parse_config
 from ingest.broker import MosquittoProcess, free_port_block
 from tests.ingest_harness import Client, wait_for
-from tests.process_harness import gone, start_supervisor, stop_process
+from tests.process_harness import gone, process_report, start_supervisor, stop_process
 
 
 def test_partition_is_disjoint_balanced_and_deterministic() -> None:
@@ -147,8 +147,11 @@ def test_workers_stop_when_their_supervisor_is_killed(
                  what="both workers subscribed")
         proc.kill()
         proc.wait()
-        wait_for(lambda: all(gone(p) for p in pids.values()), timeout_s=30,
-                 what="both workers stopped")
+        try:
+            wait_for(lambda: all(gone(p) for p in pids.values()), timeout_s=30,
+                     what="both workers stopped")
+        except AssertionError as exc:  # say where they are stuck (seen once in CI)
+            raise AssertionError(f"{exc}\n{process_report(pids, proc)}") from None
     finally:
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
