@@ -1,4 +1,5 @@
-"""Alert evidence in words, in Chinese (the English line is the alert's own `message`)."""
+"""Alert kinds and evidence in words, in Chinese (the English line is the alert's own
+`message`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ KIND_ZH: dict[str, str] = {
     "hypotension": "低血压", "hypertensive_crisis": "高血压危象", "news2": "NEWS2 预警评分",
     "baseline_deviation": "偏离个人基线", "inactivity": "长时间无活动", "not_worn": "未佩戴",
     "device_offline": "设备离线", "low_battery": "电量低", "hazard": "安全隐患",
+}
+# the same kinds in English, for bilingual labels ("跌倒 Fall"; the board's are in common.js)
+KIND_EN: dict[str, str] = {
+    "fall": "Fall", "hypoxemia": "Hypoxemia", "bradycardia": "Bradycardia",
+    "tachycardia": "Tachycardia", "bradypnoea": "Bradypnoea", "tachypnoea": "Tachypnoea",
+    "fever": "Fever", "hypothermia": "Hypothermia", "hypotension": "Hypotension",
+    "hypertensive_crisis": "Hypertensive crisis", "news2": "NEWS2 early warning score",
+    "baseline_deviation": "Baseline deviation", "inactivity": "Inactivity",
+    "not_worn": "Not worn", "device_offline": "Device offline", "low_battery": "Low battery",
+    "hazard": "Safety hazard",
 }
 VITAL_ZH = {"hr": "心率", "spo2": "血氧", "rr": "呼吸频率", "temp_c": "体温", "sbp": "收缩压",
             "dbp": "舒张压", "activity": "活动量"}

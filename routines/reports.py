@@ -13,7 +13,8 @@ registry. Definitions (also in docs/routines.md):
   covers the 24 h before it runs, so a period with no check yet (a day before its check
   time, or the day the service started) has no figure: null, `monitoring_state` says why;
 - data completeness: received / expected minutes summed over the period's daily checks;
-- routines: tasks issued in the period by final state (done on time, late, missed, open).
+- routines: tasks issued in the period by final state (done on time, late, missed, open),
+  with the registry names of the institutions and staff listed (`routines.names`).
 """
 
 from __future__ import annotations
@@ -155,18 +156,25 @@ def _count_states(tasks: list[Task]) -> dict[str, Any]:
     return out
 
 
-def routine_section(tasks: list[Task]) -> dict[str, Any]:
-    """Routines by kind, institution and staff, by state."""
+def routine_section(tasks: list[Task], config: Config | None = None) -> dict[str, Any]:
+    """Routines by kind, institution and staff, by state; `names` gives the registry name
+    (else the id) of each institution and staff id listed, for readers who are not a
+    database ("-": none assigned, no name)."""
     by_inst: dict[str, list[Task]] = defaultdict(list)
     by_staff: dict[str, list[Task]] = defaultdict(list)
     for t in tasks:
         by_inst[t.institution_id or "-"].append(t)
         by_staff[t.owner or "-"].append(t)
+    inst_names = {i.id: i.name or i.id for i in config.institutions} if config else {}
+    staff_names = {s.id: s.name or s.id for s in config.staff} if config else {}
     return {
         "by_kind": {k: _count_states([t for t in tasks if t.kind == k]) for k in KINDS},
         "by_institution": {k: _count_states(v) for k, v in sorted(by_inst.items())},
         "by_staff": {k: _count_states(v) for k, v in sorted(by_staff.items())},
         "hazards_found": sum(1 for t in tasks if t.hazard),
+        # per section, not per report: a town-scoped copy then names only its own people
+        "names": {"institutions": {k: inst_names.get(k, k) for k in sorted(by_inst) if k != "-"},
+                  "staff": {k: staff_names.get(k, k) for k in sorted(by_staff) if k != "-"}},
     }
 
 
@@ -227,7 +235,7 @@ def _section(config: Config, town: str | None, records: list[AlertRecord], tasks
     nxt = next_daily_check(config, towns, max(as_of, start - 1e-3), end)
     out = monitoring_section([t for t in tasks if t.kind == "daily_check"], registered, nxt)
     out["alerts"] = alert_section(records, ack_time, as_of)
-    out["routines"] = routine_section(tasks)
+    out["routines"] = routine_section(tasks, config)
     return out
 
 

@@ -266,7 +266,7 @@ def test_reports_are_scoped_by_tier(m: Mounted, client: TestClient) -> None:
     one = client.get(f"/api/routines/reports/{MONTH}", params={"town": towns[1]}).json()
     assert one["district"] is None and set(one["towns"]) == {towns[1]}
     html = client.get(f"/api/routines/reports/{MONTH}/html")
-    assert html.status_code == 200 and "<h2>District" in html.text
+    assert html.status_code == 200 and "<h2>全区 District" in html.text
     assert html.headers["content-type"].startswith("text/html")
     assert client.get(f"/api/routines/reports/{MONTH}", params={"town": "nope"}).status_code == 404
     assert client.get("/api/routines/reports/2025-13-99").status_code == 422
@@ -281,7 +281,8 @@ def test_reports_are_scoped_by_tier(m: Mounted, client: TestClient) -> None:
                  f"/api/routines/reports/{MONTH}-27/html"):
         assert client.get(path, params={"town": other}).status_code == 403, path
     day = client.get(f"/api/routines/reports/{MONTH}-27/html", params={"town": own})
-    assert day.status_code == 200 and f"({own})" in day.text and "<h2>District" not in day.text
+    assert day.status_code == 200 and f"title='{own}'" in day.text
+    assert "<h2>全区 District" not in day.text
     assert [t["id"] for t in client.get("/api/routines/scope").json()["towns"]] == [own]
 
 

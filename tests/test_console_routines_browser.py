@@ -82,7 +82,8 @@ def test_tasks_complete_with_hazard_and_monthly_report(
         month = page.input_value("#month")
         assert page.evaluate("document.body.dataset.report") == month
         frame = page.frame_locator("iframe#report")
-        assert "Monthly supervision report" in frame.locator("h1").inner_text()
+        title = frame.locator("h1").inner_text()
+        assert title.startswith("月度监管报告 Monthly supervision report")
         assert frame.locator("svg").count() > 0  # the report's charts
         town = config.residents[0].town
         assert page.input_value("#town") == town  # tier 1: its institution's town(s) only

@@ -116,7 +116,7 @@ def test_routine_figures_match_the_hand_computed_case(scenario: Any) -> None:
     routines, engine, clock = scenario
     rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
                        "2026-11", clock.now())
-    assert "Not reached 未联系上" in render_html(rep)
+    assert "<th>未联系上 Not reached</th>" in render_html(rep)
     ro = rep["district"]["routines"]
     outcomes = {k: v.pop("outcomes") for k, v in ro["by_kind"].items()}
     for group in (ro["by_staff"], ro["by_institution"]):
@@ -158,10 +158,10 @@ def test_html_report_renders_in_headless_chromium(scenario: Any, browser: Any) -
     page_file.write_text(html, encoding="utf-8")
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(page_file.as_uri())
-    assert "supervision report" in page.title()
+    assert "月度监管报告 Monthly supervision report" in page.title()
     assert page.locator("svg").count() >= 2 + 3 * 3
     headers = page.locator("h2").all_inner_texts()
-    assert headers[0].startswith("District") and len(headers) == 3
+    assert headers[0].startswith("全区 District") and len(headers) == 3
     box = page.locator("svg").first.bounding_box()
     assert box is not None and box["width"] > 100
     shot = ARTIFACTS / "routines-report-2026-11.png"
@@ -200,7 +200,7 @@ def test_report_command_writes_html_json_pdf_and_pngs(scenario: Any, tmp_path: P
 
 def _tier_chart_rows(html: str) -> dict[str, str]:
     """The district's median-time-to-acknowledge chart, its SVG markup per tier label."""
-    svg = re.search(r'<svg[^>]*aria-label="Median time to acknowledge[^"]*".*?</svg>', html)
+    svg = re.search(r'<svg[^>]*aria-label="[^"]*Median time to acknowledge[^"]*".*?</svg>', html)
     assert svg is not None
     rows = svg.group(0).split('<text x="8" ')[2:]  # [0] before the title, [1] the title
     return {lab: row for row in rows for lab in TIER_LABELS.values() if f">{lab}<" in row}
@@ -216,9 +216,10 @@ def test_a_tier_without_acknowledgements_has_no_median_not_zero(scenario: Any) -
     assert tiers["3"]["time_to_ack_s"] == {"n": 0, "median": None, "p90": None}
     rows = _tier_chart_rows(render_html(rep))
     assert len(rows) == 4
-    assert "no acknowledgements" in rows["Town 镇街"] and "<rect" not in rows["Town 镇街"]
-    assert ">0<" not in rows["Town 镇街"]
-    assert "<rect" in rows["District 区级"] and ">400<" in rows["District 区级"]
+    town, district = TIER_LABELS["3"], TIER_LABELS["4"]
+    assert "no acknowledgements" in rows[town] and "<rect" not in rows[town]
+    assert ">0<" not in rows[town]
+    assert "<rect" in rows[district] and ">400<" in rows[district]
     response = dict(_figures(rep))["response"]
     ax = response.axes[0]
     heights = [b.get_height() for b in ax.patches]  # 4 median bars, then 4 p90 bars
@@ -267,8 +268,11 @@ def test_monitored_figures_of_a_running_day_are_pending_or_so_far(tmp_path: Path
         assert rep["period"]["finished"] is False
         html = render_html(rep)
         assert "— / 4" in html and "0 / 4" not in html
-        assert "Residents monitored: no daily check ran in this period" in html
+        assert ("已监测居民：本期没有进行每天一监测 Residents monitored: no daily check ran in "
+                "this period") in html
         assert "The period is not over: figures are so far, as of 2026-11-01 14:00" in html
+        assert "本期尚未结束：数据截至 2026-11-01 14:00" in html
+        assert "<h1>监管日报 Daily supervision report — 2026-11-01</h1>" in html
 
         # Nov 2 before 08:00: the day's check is still to run.
         stream_until(local(2026, 11, 2, 7))
@@ -289,7 +293,7 @@ def test_monitored_figures_of_a_running_day_are_pending_or_so_far(tmp_path: Path
         assert sec["completeness"] == 0.75
         assert rep["towns"]["lishi"]["residents_monitored"] == 0  # r-4 sent nothing
         html = render_html(rep)
-        assert "<b>3 / 4</b><span>Residents monitored</span>" in html
+        assert "<b>3 / 4</b><span>已监测居民 Residents monitored</span>" in html
         # The month: so far, with the next check named.
         sec = report("month", "2026-11")["district"]
         assert (sec["residents_monitored"], sec["monitoring_state"]) == (3, "so_far")
@@ -305,3 +309,128 @@ def test_monitored_figures_of_a_running_day_are_pending_or_so_far(tmp_path: Path
     finally:
         routines.close()
         engine.close()
+
+
+def _named_registry() -> Any:
+    """The test registry with Chinese names for a town, an institution and two carers (inst-b
+    and s3 keep no name: they show by id)."""
+    base = registry()
+    staff = [s.model_dump(exclude_defaults=True) for s in base.staff]
+    staff[0]["name"], staff[1]["name"] = "张丽", "王芳"  # s1, s2
+    return registry(towns=[{"id": "gufu", "name": "古富镇"}, {"id": "lishi"}],
+                    institutions=[{"id": "inst-a", "name": "康宁居家养老服务中心",
+                                   "towns": ["gufu"]}, {"id": "inst-b", "towns": ["lishi"]}],
+                    staff=staff)
+
+
+def test_report_uses_glossary_terms_and_registry_names(tmp_path: Path) -> None:
+    """The QA findings: glossary titles and tier names, Chinese first; routine, state and
+    alert-kind names, not ids; institutions and staff by their registry names. The JSON keeps
+    its ids and adds the names beside them."""
+    config = _named_registry()
+    clock = SimClock(local(2026, 11, 1))
+    routines, engine = make_routines(config, clock, tmp_path, alerts=True)
+    assert engine is not None
+    try:
+        routines.tick(clock.now())
+        run_until(routines, clock, local(2026, 11, 3, 10))
+        routines.complete("weekly_call:r-1:2026-W45", by="s1", now=clock.now(), notes="ok")
+        engine.raise_manual("r-2", kind="fall", severity="critical", by="test", note="x",
+                            now=clock.now())
+        rep = build_report(config, routines.store, AlertData(engine.store.path), "month",
+                           "2026-11", clock.now())
+        ro = rep["district"]["routines"]
+        # machine-readable: keys are ids as before; names beside them, per section
+        assert set(ro["by_institution"]) == {"inst-a", "inst-b"}
+        assert ro["names"] == {
+            "institutions": {"inst-a": "康宁居家养老服务中心", "inst-b": "inst-b"},
+            "staff": {"s1": "张丽", "s2": "王芳", "s3": "s3"}}
+        assert rep["towns"]["lishi"]["routines"]["names"] == {
+            "institutions": {"inst-b": "inst-b"}, "staff": {"s3": "s3"}}
+        assert rep["district"]["alerts"]["by_kind"] == {"fall": 1}
+        assert ro["by_kind"]["weekly_call"]["done"] == 1
+
+        html = render_html(rep)
+        assert "<h1>月度监管报告 Monthly supervision report — 2026-11</h1>" in html
+        assert "<html lang='zh-CN'>" in html
+        for tier in ("服务人员 Service staff", "服务机构（第三方专业机构） Service institution",
+                     "镇（街道）民政办 Town / street office", "区级救助服务中心 District centre"):
+            assert f"<td>{tier}</td>" in html, tier  # the response-by-tier table
+        for old in ("机构<", "镇街", "区级<", "监管报告 —", "Monthly supervision report 监管报告"):
+            assert old not in html, old
+        assert "<td>每周一电话 Weekly call</td>" in html and "每天一监测 Daily monitoring" in html
+        assert ">跌倒 Fall<" in html  # the alerts-by-kind chart, not `fall`
+        assert ">fall<" not in html
+        assert "<th>按时完成 Done on time</th><th>逾期完成 Done late</th>" in html
+        assert "<th>危急 Critical</th>" in html
+        # registry names with the id in small text; an unnamed one by its id alone
+        assert ("<td><span title='inst-a'>康宁居家养老服务中心</span> <small>inst-a</small></td>"
+                in html)
+        assert "<td><span title='s1'>张丽</span> <small>s1</small></td>" in html
+        assert "<td>s3</td>" in html and "<td>inst-b</td>" in html
+        assert "<span title='gufu'>古富镇</span> <small>镇（街道） Town · gufu</small>" in html
+        assert "<td>s1</td>" not in html and "<td>inst-a</td>" not in html
+        # one town's page names that town's people only
+        lishi = render_html(rep, "lishi")
+        assert "张丽" not in lishi and "<td>s3</td>" in lishi
+        assert "<script" not in html and "http://" not in html.replace(
+            'xmlns="http://www.w3.org/2000/svg"', "")
+    finally:
+        routines.close()
+        engine.close()
+
+
+def test_report_labels_reuse_the_console_names() -> None:
+    """The report's Chinese routine, outcome and severity names are the console's
+    (common.js), its alert kinds console.words.KIND_ZH; every alert kind has both names."""
+    from console.words import KIND_EN, KIND_ZH
+    from detectors.registry import all_kinds
+    from routines.html import OUTCOME_NAMES, ROUTINE_NAMES, SEVERITY_LABELS, alert_kind_label
+
+    js = (Path(__file__).resolve().parents[1] / "console/static/common.js").read_text("utf-8")
+    zh = js[js.index("zh: {"):js.index("en: {")]
+
+    def console(key: str) -> str:
+        m = re.search(rf'\b{key}: "([^"]*)"', zh)
+        assert m is not None, key
+        return m.group(1)
+
+    for k, (name, _en) in ROUTINE_NAMES.items():
+        assert console(f"rk_{k}") == name
+    for k, (name, _en) in OUTCOME_NAMES.items():
+        assert console(f"oc_{k}") == name
+    for k, (name, _en) in SEVERITY_LABELS.items():
+        assert console(f"sev_{k}") == name
+    assert set(all_kinds()) <= set(KIND_ZH) and set(KIND_EN) == set(KIND_ZH)
+    assert alert_kind_label("hypertensive_crisis") == "高血压危象 Hypertensive crisis"
+    assert alert_kind_label("k1") == "k1"  # unknown: its id, never a guess
+
+
+def test_charts_are_bilingual_with_a_cjk_font_else_english(scenario: Any, monkeypatch: Any,
+                                                           tmp_path: Path) -> None:
+    import warnings
+
+    import routines.charts as charts
+
+    routines, engine, clock = scenario
+    rep = build_report(routines.config, routines.store, AlertData(engine.store.path), "month",
+                       "2026-11", clock.now())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing glyphs on a machine without a CJK font
+        figs = dict(_figures(rep, zh=True))
+    assert figs["completeness"].axes[0].get_title().startswith("每日数据完整率 Data completeness")
+    ticks = [t.get_text() for t in figs["response"].axes[0].get_xticklabels()]
+    assert ticks[1] == "服务机构（第三方专业机构）\nService institution"
+    legend = [t.get_text() for t in figs["routines"].axes[0].get_legend().get_texts()]
+    assert legend[0] == "按时完成 Done on time"
+    english = dict(_figures(rep))
+    assert english["completeness"].axes[0].get_title().startswith("Data completeness")
+    if charts.cjk_font() is not None:  # drawn with it: no glyph is missing (no empty boxes)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            charts.write_pdf(rep, tmp_path / "zh.pdf")
+            charts.write_pngs(rep, tmp_path / "png")
+        assert not [w for w in seen if "missing from font" in str(w.message)]
+    monkeypatch.setattr(charts, "cjk_font", lambda: None)  # a machine without CJK fonts
+    with charts.chart_fonts() as zh:
+        assert zh is False

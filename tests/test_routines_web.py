@@ -77,8 +77,8 @@ def test_task_views_scope_completion_and_reports(tmp_path: Path) -> None:
         town = get("t2", "/api/routines/reports/2026-11")
         assert town["district"] is None and set(town["towns"]) == {"lishi"}
         html = client.get("/api/routines/reports/2026-11-06/html", headers={"x-who": "d1"})
-        assert html.status_code == 200 and "Town gufu" in html.text
-        assert "<h2>District" not in html.text
+        assert html.status_code == 200 and "<span title='gufu'>gufu</span>" in html.text
+        assert "<h2>全区 District" not in html.text and "title='lishi'" not in html.text
         assert client.get("/api/routines/reports/2026-11/html",
                           headers={"x-who": "s1"}).status_code == 403
         assert client.get("/api/routines/reports/bad", headers={"x-who": "boss"}).status_code == 422
