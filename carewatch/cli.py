@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # the routine scheduler's own INFO lines (a job run every 30 s) say nothing staff need;
+    # its warnings and errors still show (`--log-level DEBUG` shows everything)
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from carewatch.logjson import use_json_logs
 
     use_json_logs(force=args.log_format == "json")
