@@ -20,18 +20,23 @@ MERGED_INTO: dict[str, str] = {"inactivity": "fall"}
 MERGE_WITHIN_S: dict[str, float] = {"inactivity": 3600.0}
 
 
-def silence_matches(silence: dict[str, Any], resident_id: str, device_id: str, kind: str,
-                    now: float) -> bool:
-    """Does this active silence cover (resident, device, kind) at `now`?"""
+def silence_covers(silence: dict[str, Any], resident_id: str, device_id: str,
+                   now: float) -> bool:
+    """Is this silence active at `now` and about this resident or their device (any kind)?"""
     if not silence.get("active", True):
         return False
     if not silence["starts_at"] <= now < silence["until"]:
         return False
     if silence.get("resident_id") not in (None, resident_id):
         return False
-    if silence.get("device_id") not in (None, device_id):
-        return False
-    return silence.get("kind") in (None, kind)
+    return silence.get("device_id") in (None, device_id)
+
+
+def silence_matches(silence: dict[str, Any], resident_id: str, device_id: str, kind: str,
+                    now: float) -> bool:
+    """Does this active silence cover (resident, device, kind) at `now`?"""
+    return (silence_covers(silence, resident_id, device_id, now)
+            and silence.get("kind") in (None, kind))
 
 
 def merges(kind: str, onset_ts: Any, host_onset_ts: Any) -> bool:

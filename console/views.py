@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 
 from alerts.model import SEVERITY_CODES, TIER_NAMES, Alert
+from alerts.noise import silence_covers
 from config.models import Config, Resident
 from console.backend import ConsoleBackend, Snapshot
 from console.words import evidence_zh
 from ingest.samples import VITALS
+from ingest.state import offline_by_status
 
 STATUSES = ("alert", "offline", "not_worn", "low_battery", "normal")
 OFFLINE_AFTER_S = 600.0  # contract: no message for 10 min
@@ -79,10 +81,11 @@ def board_key(row: dict[str, Any]) -> tuple[int, int, float, str]:
 
 def online_now(snap: Snapshot) -> np.ndarray:
     """Per row, 1 online, 0 offline, -1 unknown, as the status topic says, except that
-    data received after an offline status overrides it (as detectors/device.py does): a
-    retained Last Will outlives the outage it reported."""
-    heard_since = snap.last_received > snap.status_ts  # False where either is NaN
-    return np.where((snap.online == 0) & heard_since, np.int8(1), snap.online)
+    data received after an offline status overrides it (`offline_by_status`, as the
+    device-offline rule judges): a retained Last Will outlives the outage it reported."""
+    overridden = (snap.online == 0) & ~offline_by_status(snap.online, snap.status_ts,
+                                                         snap.last_received)
+    return np.where(overridden, np.int8(1), snap.online)
 
 
 def status_columns(snap: Snapshot, open_sev: np.ndarray, open_device: np.ndarray
@@ -134,10 +137,12 @@ class ResidentTable:
         self.config = backend.config
         # muted now (a silence of the resident or their device): a few, not one per device
         self.muted = np.zeros(n, bool)
+        devices = backend.devices
         for s in backend.alerts.silences():
             r = (row_of.get(s["resident_id"]) if s.get("resident_id")
-                 else backend.devices.row_of_device.get(s.get("device_id") or ""))
-            if r is not None and s["starts_at"] <= snap.now < s["until"]:
+                 else devices.row_of_device.get(s.get("device_id") or ""))
+            if r is not None and silence_covers(s, devices.resident_ids[r],
+                                                devices.device_ids[r], snap.now):
                 self.muted[r] = True
 
     def rows(self, rows: np.ndarray, names: Names) -> list[dict[str, Any]]:
@@ -186,10 +191,7 @@ def resident_silences(silences: list[dict[str, Any]], resident_id: str, device_i
     out = [{"silence_id": s["silence_id"], "kind": s.get("kind"),
             "device_id": s.get("device_id"), "by": s.get("by"), "reason": s.get("reason"),
             "starts_at": s["starts_at"], "until": s["until"]}
-           for s in silences
-           if s.get("resident_id") in (None, resident_id)
-           and s.get("device_id") in (None, device_id)
-           and s["starts_at"] <= now < s["until"]]
+           for s in silences if silence_covers(s, resident_id, device_id, now)]
     return sorted(out, key=lambda s: (s["until"], s["silence_id"]))
 
 

@@ -12,6 +12,7 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import f32_threshold
 from ingest.devices import DeviceTable
 from ingest.samples import SampleColumns
+from ingest.state import offline_by_status
 
 
 class DeviceOfflineParams(DetectorParams):
@@ -69,7 +70,7 @@ class DeviceOffline:
         store = state.store
         use_will = self.params["use_last_will"]
         if (isinstance(use_will, np.ndarray) or use_will) and (
-                (store.online == 0) & ~(store.last_received > store.status_ts)
+                offline_by_status(store.online, store.status_ts, store.last_received)
                 & ~self.active).any():
             return -np.inf
         last = store.last_received
@@ -97,7 +98,7 @@ class DeviceOffline:
         held = will
         use_will = self.params["use_last_will"]  # one flag, or one per row
         if isinstance(use_will, np.ndarray) or use_will:
-            will = (store.online == 0) & ~(last > store.status_ts)
+            will = offline_by_status(store.online, store.status_ts, last)
             if isinstance(use_will, np.ndarray):
                 will &= use_will
             if lost == lost:

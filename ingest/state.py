@@ -45,6 +45,13 @@ class MinuteSeries:
     fall: np.ndarray  # bool
 
 
+def offline_by_status(online: np.ndarray, status_ts: np.ndarray, last_received: np.ndarray
+                      ) -> np.ndarray:
+    """Rows whose status topic says offline (a Last Will, or the device's own word) and
+    from which no data has been received since: data that follows overrides the status."""
+    return (online == 0) & ~(last_received > status_ts)  # NaN compares False
+
+
 class StateStore:
     """Ring buffers and scalars for `n_devices` devices (rows 0..n-1)."""
 
