@@ -12,6 +12,7 @@ from carewatch.clock import SimClock
 from config.models import Config
 from ingest.devices import DeviceTable
 from ingest.publish import ListPublisher
+from routines.schedule import KINDS, first_issue, merged_rules
 from routines.service import Routines
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -65,3 +66,11 @@ def run_until(routines: Routines, clock: SimClock, end: float, step_s: float = 3
     while clock.now() < end:
         clock.set(min(clock.now() + step_s, end))
         routines.tick(clock.now())
+
+
+def first_start_kinds(config: Config, town: str, start: float) -> set[str]:
+    """The routines a first start at `start` issues in `town` (`schedule.first_issue`): it
+    depends on the date (a week's calls are not issued on a Monday before their issue time,
+    nor a month's tasks on the 1st before theirs), so live tests ask rather than assume."""
+    rules, tz = merged_rules(config, town), ZoneInfo(config.timezone)
+    return {k for k in KINDS if first_issue(k, getattr(rules, k), tz, start) is not None}

@@ -21,7 +21,7 @@ from ingest.devices import DeviceTable
 from ingest.state import StateStore
 from routines.service import Routines
 from tests.ingest_harness import Client, wait_for
-from tests.routines_helpers import local, registry
+from tests.routines_helpers import first_start_kinds, local, registry
 from tests.test_console_server import service_config
 
 
@@ -146,6 +146,12 @@ def test_task_events_ride_their_own_connection(mosquitto: MosquittoProcess,
                                                tmp_path: Path) -> None:
     """Task events queued behind a stalled notices connection never hold back an alert."""
     config = service_config(tmp_path)
+    r = config.residents[0]
+    now = WallClock().now()
+    kinds = first_start_kinds(config, r.town, now)  # what a first start issues today
+    if not kinds:  # a 1st of the month that is a Monday, before 08:00 local time
+        pytest.skip("a first start now issues no routine task to send")
+    expected = sum(len(first_start_kinds(config, x.town, now)) for x in config.residents)
     watch = Client(mosquitto.port, "watch", subscribe=("carewatch/v1/+/tasks/#",
                                                        "carewatch/v1/+/alerts/#"))
     service = Service(config, broker=BrokerSettings(url=mosquitto.url, client_id="cw-tasks"),
@@ -157,9 +163,8 @@ def test_task_events_ride_their_own_connection(mosquitto: MosquittoProcess,
     try:
         service.start()
         assert service.edge.wait_connected(10)
-        wait_for(lambda: len(service.routines.open_tasks()) == 3 * len(config.residents),
+        wait_for(lambda: len(service.routines.open_tasks()) == expected,
                  what="the running week's and month's tasks")
-        r = config.residents[0]
         dev.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
                     {"ts": WallClock().now(), "fall": True, "worn": True}).wait_for_publish(5)
         wait_for(lambda: bool(watch.received(f"/alerts/{r.id}")), what="the fall's alert event")
@@ -170,8 +175,8 @@ def test_task_events_ride_their_own_connection(mosquitto: MosquittoProcess,
             return {b["kind"] for _t, b in watch.received(f"/tasks/{r.id}")
                     if b["event"] == "created"}
 
-        wait_for(lambda: len(created()) == 3, what="the task events")
-        assert created() == {"weekly_call", "monthly_inspection", "monthly_visit"}
+        wait_for(lambda: len(created()) == len(kinds), what="the task events")
+        assert created() == kinds
     finally:
         dev.close()
         service.stop()
