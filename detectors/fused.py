@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from detectors.sustained import SustainedThreshold
 
 
+JUMP_OFF = 1e9  # `max_jump` at or above this is off (the default): no vital moves that far
+
+
 def _key(value: Any) -> Any:
     return value.tobytes() if isinstance(value, np.ndarray) else value
 
@@ -108,6 +111,7 @@ class SustainedGroup:
         self.motion_of = np.array(motion_of, np.intp)
         self.motion_offsets = (np.arange(len(first_of), dtype=np.intp) * n)[:, None]
         self.max_jump = param_matrix([m.params["max_jump"] for m in first], n)
+        self.uses_jump = bool((self.max_jump < JUMP_OFF).any())
         flat = param_matrix([m.params["flat_samples"] for m in first], n)
         self.uses_flat = bool((flat > 0).any())
         # stuck once same + 1 >= flat, i.e. run >= flat - 1 (never where flat is 0: off)
@@ -229,30 +233,12 @@ class SustainedGroup:
             base[self.rest_streams] &= still[self.motion_of]
         if not base.any():
             return
-        # quality gate (detectors.quality.Gate, one row per stream)
-        prev = self._cols(self.prev, r, dense)
-        acc = self._cols(self.accepted, r, dense)
-        mj = at(self.max_jump, r)
-        # a jump from both the previous and the last accepted value (NaN: no jump)
-        d = np.subtract(x, prev, out=self._buf(dense, "d", x.shape, np.float64))
-        np.abs(d, out=d)
-        d2 = np.subtract(x, acc, out=tx)
-        np.abs(d2, out=d2)
-        np.minimum(d, d2, out=d)  # NaN propagates: compares False below
-        good = base & ~(d > mj)
-        if self.uses_flat:
-            same = self._cols(self.same, r, dense)
-            run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
-            run *= x == prev
-            good &= run < at(self.flat_limit, r)
-            run -= same  # same = where(base, run, same), branch-free on integers
-            run *= base
-            same += run
-            self._back(self.same, fi, same)
-        blend(prev, x, base)
-        blend(acc, x, good)
-        self._back(self.prev, fi, prev)
-        self._back(self.accepted, fi, acc)
+        # quality gate (detectors.quality.Gate, one row per stream). Both filters are
+        # opt-in and off on every row by default: then no stream needs its previous or last
+        # accepted value, and the gate is `base` (a third of the group's passes saved)
+        good = base
+        if self.uses_jump or self.uses_flat:
+            good = self._gate(r, x, tx, base, dense, fi)
         if not good.any():
             return
         # pairs with something going on: a qualifying sample, a run, an active condition.
@@ -283,6 +269,36 @@ class SustainedGroup:
         self.bank.step(out, fi, tp, [q0, q1], [p["dur0"], p["dur1"]], clear, p["clear_s"],
                        p["max_gap"], value=sx, ext_key="ext", thresholds=[p["thr"], p["crit"]],
                        severities=[p["sev0"].astype(np.int8), p["sev1"].astype(np.int8)])
+
+    def _gate(self, r: np.ndarray, x: np.ndarray, tx: np.ndarray, base: np.ndarray,
+              dense: bool, fi: np.ndarray | None) -> np.ndarray:
+        """The jump and flat-line filters over `base` (tx: a scratch array of x's shape)."""
+        prev = self._cols(self.prev, r, dense)
+        good = base
+        if self.uses_jump:
+            acc = self._cols(self.accepted, r, dense)
+            # a jump from both the previous and the last accepted value (NaN: no jump)
+            d = np.subtract(x, prev, out=self._buf(dense, "d", x.shape, np.float64))
+            np.abs(d, out=d)
+            d2 = np.subtract(x, acc, out=tx)
+            np.abs(d2, out=d2)
+            np.minimum(d, d2, out=d)  # NaN propagates: compares False below
+            good = base & ~(d > at(self.max_jump, r))
+        if self.uses_flat:
+            same = self._cols(self.same, r, dense)
+            run = np.add(same, 1, out=self._buf(dense, "run", same.shape, np.int32))
+            run *= x == prev
+            good = good & (run < at(self.flat_limit, r))
+            run -= same  # same = where(base, run, same), branch-free on integers
+            run *= base
+            same += run
+            self._back(self.same, fi, same)
+        blend(prev, x, base)
+        self._back(self.prev, fi, prev)
+        if self.uses_jump:
+            blend(acc, x, good)
+            self._back(self.accepted, fi, acc)
+        return good
 
     def _buf(self, dense: bool, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
         """A reused scratch array for dense ticks (big temporaries cost page faults each
