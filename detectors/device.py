@@ -10,6 +10,7 @@ from pydantic import Field
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import f32_threshold
+from detectors.runs import rank_groups
 from ingest.devices import DeviceTable
 from ingest.samples import SampleColumns
 from ingest.state import offline_by_status
@@ -201,6 +202,8 @@ class LowBattery:
         store = state.store
         onset = store.battery_ts[rows]
         new = state.new  # sorted by (row, ts)
+        if len(rank_groups(new.row)) <= 1:
+            return onset  # one sample per device: a held reading is its own run
         has = new.battery == new.battery
         if not has.any():
             return onset
