@@ -96,7 +96,7 @@ class Runs:
         end &= ~q
         np.copyto(start, t, where=begin)
         np.copyto(start, np.nan, where=end)
-        np.copyto(last, t, where=q)
+        last = np.where(q, t, last)  # q is mixed: a masked copy mispredicts (2x this)
         self.start[r], self.last[r], self.miss[r] = start, last, miss
         return start, last
 
