@@ -60,6 +60,7 @@ class Fall:
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self.move_start = np.full(n, np.nan)
+        self._idle = True  # no candidate pending and no fall active on any row
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         new = state.new
@@ -67,6 +68,7 @@ class Fall:
             return []
         out = Emitter("fall")
         p = self.params
+        touched = False
         for idx in rank_groups(new.row):
             whole = len(idx) == len(new)
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
@@ -79,14 +81,22 @@ class Fall:
                 sel, r, t = idx[ok], r[ok], t[ok]
             a = new.activity[sel]
             worn = new.worn[sel]
-            flag = (new.fall[sel] == 1) & (worn != 0) & p.at("use_flag", r)
+            flag = new.fall[sel] == 1
+            if flag.any():  # rare: the rest of the flag test only then
+                flag &= (worn != 0) & p.at("use_flag", r)
             hit = a >= _at(self.impact_g, r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
-            dense = len(r) == len(self.active)  # distinct rows, all of them
-            imp, act = (self.impact, self.active) if dense else (self.impact[r], self.active[r])
-            live = np.flatnonzero(hit | flag | (imp == imp) | act)
+            if self._idle:  # no candidate pending or fall active on any row
+                live = np.flatnonzero(hit | flag)
+            else:
+                dense = len(r) == len(self.active)  # distinct rows, all of them
+                imp, act = ((self.impact, self.active) if dense
+                            else (self.impact[r], self.active[r]))
+                live = np.flatnonzero(hit | flag | (imp == imp) | act)
             if len(live) == 0:
                 continue
+            touched = True
+            self._idle = False  # recounted at the end of the tick
             r, t, flag = r[live], t[live], flag[live]
             a = a[live].astype(np.float64)
             worn = worn[live]
@@ -129,7 +139,14 @@ class Fall:
             self.active[r[fire]] = True
             self.active[r[cleared]] = False
             self.move_start[r[cleared]] = np.nan
+        if touched:
+            self._settle()
         return out.build()
+
+    def _settle(self) -> None:
+        """Recount whether any row has a candidate pending or a fall active (after a step
+        that touched some rows: only those can have changed it)."""
+        self._idle = not (self.active.any() or (self.impact == self.impact).any())
 
 
 def _at(value: Any, rows: np.ndarray) -> Any:

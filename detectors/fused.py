@@ -259,7 +259,7 @@ class SustainedGroup:
         tp = t[col]
         xp = x.reshape(-1)[self.stream_of[j] * len(r) + col]
         rules = len(self.members)
-        p = {k: v[j] if len(v) == rules else v[fi] for k, v in self.pp.items()}
+        p = {k: v.take(j) if len(v) == rules else v.take(fi) for k, v in self.pp.items()}
         sx = p["sign"] * xp  # low rules negated: one comparison direction, one extreme (max)
         q0 = sx >= p["sign"] * p["thr"]
         q1 = sx >= p["sign"] * p["crit"]  # NaN without a critical level: never

@@ -96,7 +96,7 @@ class AwakeGroup:
             fi, tp, q, brk, clear, value = (parts[0] if len(parts) == 1 else
                                            (np.concatenate(x) for x in zip(*parts, strict=True)))
             rule = fi // self.n
-            pp = {name: v[rule] if len(v) == k else v[fi] for name, v in self.pp.items()}
+            pp = {name: v.take(rule) if len(v) == k else v.take(fi) for name, v in self.pp.items()}
             self.bank.step(out, fi, tp, [q], [pp["dur"]], clear, pp["clear_s"], pp["max_gap"],
                            value=value, ext_key="ext", breaks=brk,
                            severities=[pp["sev"].astype(np.int8)])

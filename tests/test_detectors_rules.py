@@ -146,6 +146,20 @@ def test_fall_clears_after_sustained_movement_and_flag_burst_fires_once() -> Non
     assert [r["active"] for r in feeder.tick(later, T0 + 150)] == [False]
 
 
+def test_fall_candidate_and_active_fall_carry_across_ticks_one_sample_each() -> None:
+    # the detector skips rows with nothing pending while no row has anything pending: an
+    # impact in one tick must keep its stillness counted in the next ticks, and an active
+    # fall must still clear, after which a second fall opens again
+    feeder = Feeder([Fall(3)], 3)
+    activity = [0.2, 3.0] + [0.01] * 6 + [0.5] * 4 + [0.2, 3.1] + [0.01] * 6
+    got = []
+    for i, a in enumerate(activity):
+        t = T0 + 10.0 * i
+        got += feeder.tick(cols(1, t, activity=a, worn=1), t)
+    assert [(r["row"], r["active"], r["onset"]) for r in got] == [
+        (1, True, T0 + 10), (1, False, T0 + 10), (1, True, T0 + 130)]
+
+
 def day_stream(start_h: float, hours: float, dt: float = 30.0, **values: Any) -> SampleColumns:
     ts = local(start_h) + dt * np.arange(int(hours * H / dt) + 1)
     return cols(0, ts, **{"worn": 1, **values})
