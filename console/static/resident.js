@@ -176,7 +176,7 @@
     } catch (e) {
       if (e.status !== 404) { // 404: it ended meanwhile (expired, or someone else): refresh
         err.hidden = false;
-        err.textContent = e.status === 403 ? CW.t("forbidden") : e.message;
+        err.textContent = e.message; // in the UI's language by its code (e.g. forbidden, csrf)
         b.disabled = false;
         return;
       }

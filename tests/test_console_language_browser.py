@@ -1,0 +1,99 @@
+"""The console speaks the UI's language beyond its labels, in real headless Chromium:
+server error answers by their code (with the server's words for a code the page does
+not know)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.testing import finding
+from console.server import ConsoleServer
+from console.testing import Harness
+from tests.browser_harness import needs_chromium
+from tests.test_console_browser import new_page, sign_in
+from tests.test_console_errors import server_codes
+
+pytestmark = needs_chromium
+
+ALERT_CHANGED = {
+    "zh": "操作未执行：该告警的状态已变化（可能已被他人确认、派单或办结），请查看其当前状态",
+    "en": "Nothing was done: this alert changed meanwhile (someone else may have acknowledged, "
+          "dispatched or resolved it); see its current state",
+}
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def wait_until(page: Any, done: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait (letting the page's events, e.g. dialogs, be handled) until `done()`."""
+    for _ in range(int(timeout_s / 0.05)):
+        if done():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Harness, str]]:
+    h = Harness(tmp_path)
+    server = ConsoleServer(h.app, "127.0.0.1", 0)
+    server.start()
+    try:
+        yield h, "http://{}:{}".format(*server.address)
+    finally:
+        server.stop()
+        h.close()
+
+
+def test_error_answers_in_the_ui_language(browser: Any, served: tuple[Harness, str]) -> None:
+    h, base = served
+    h.engine.on_findings([finding("fall", [0])], h.clock.now())
+    (a,) = h.engine.open_alerts()
+    page, errors = new_page(browser)
+    # no live stream: the page keeps showing the alert as it was when someone else acts
+    page.route("**/api/stream", lambda route: route.abort())
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    try:
+        sign_in(page, base, h.tiers[4])
+        card = page.locator(f"li.alert[data-alert-id='{a.alert_id}']")
+        assert card.get_attribute("data-state") == "open"
+        h.engine.ack_alert(a.alert_id, h.tiers[3], h.clock.now())  # the town office was first
+        card.locator("button[data-act='ack']").click()
+        page.wait_for_selector(f"li.alert[data-alert-id='{a.alert_id}']"
+                               "[data-state='acknowledged']")  # re-read after the refusal
+        assert dialogs == [ALERT_CHANGED["zh"]]  # the server said "alert is already acknowledged"
+
+        # a code the page does not know: the server's own words
+        page.route("**/api/alerts/*/dispatch", lambda route: route.fulfill(
+            status=500, content_type="application/json",
+            body='{"detail": "the server\'s own words", "code": "something_new"}'))
+        card.locator("button[data-act='dispatch']").click()
+        wait_until(page, lambda: len(dialogs) == 2)
+        assert dialogs[1:] == ["the server's own words"]
+        page.unroute("**/api/alerts/*/dispatch")
+
+        page.click("#cw-lang")  # English, and resolved meanwhile by someone else
+        h.engine.resolve_alert(a.alert_id, h.tiers[3], h.clock.now(), "上门查看，已处理")
+        card.locator("button[data-act='resolve']").click()
+        card.locator("textarea").fill("checked")
+        card.locator(".resolve-form button[type=submit]").click()
+        err = card.locator(".resolve-form .err")
+        page.wait_for_function("el => el.textContent !== ''", arg=err.element_handle())
+        assert err.inner_text() == ALERT_CHANGED["en"]
+
+        # every code the server can answer with has words in both languages
+        for lang in ("zh", "en"):
+            got = page.evaluate("([lang, codes]) => { CW.setLang(lang); return codes.map("
+                                "(code) => [code, CW.errorText({code, detail: 'SERVER'})]); }",
+                                [lang, sorted(server_codes())])
+            missing = [code for code, text in got if text == "SERVER"
+                       or (lang == "zh") != bool(CJK.search(text))]
+            assert not missing, (lang, missing)
+        assert not [e for e in errors if "Failed to load resource" not in e], errors
+    finally:
+        page.close()
