@@ -58,6 +58,7 @@ const CW = (() => {
       district: "全区", show: "显示", download_html: "下载 HTML", download_json: "下载 JSON",
       loading: "加载中…", routines_off: "未启用四个一任务",
       mon_down: "监测中断：居民数据当前未被监测", mon_degraded: "监测降级",
+      mon_partial: "监测中断：部分居民当前未被监测", worker_n: "监测进程 {n}",
       mon_unreachable: "与监护平台服务器的连接已中断，本页内容可能已过时",
       p_pipeline_stopped: "监测处理已停止",
       p_broker_link_down: "与设备消息代理的连接已断开", p_not_subscribed: "未订阅设备数据",
@@ -149,6 +150,7 @@ const CW = (() => {
       routines_off: "Routines are not enabled",
       mon_down: "Monitoring down: residents are not being monitored",
       mon_degraded: "Monitoring degraded",
+      mon_partial: "Monitoring down: some residents are not being monitored", worker_n: "worker {n}",
       mon_unreachable: "Connection to the CareWatch server lost: this page may be out of date",
       p_pipeline_stopped: "the monitoring pipeline stopped",
       p_broker_link_down: "the link to the device broker is down",
@@ -274,30 +276,53 @@ const CW = (() => {
   // Every page says whether residents are being monitored at all: a console that looks
   // calm while the broker link is down (or while this server is unreachable) is the worst
   // failure an on-call room can have. GET /api/health every HEALTH_MS; body[data-monitoring]
-  // is ok | degraded | down | unreachable.
+  // is the banner's level: ok | degraded | down | unreachable.
   const HEALTH_MS = 5000;
   let health = null; // the last answer, or "unreachable"
+
+  // The level is the worst of the state and of its problems: the district console answers
+  // "degraded" while one worker is silent (the other towns are watched), but that worker's
+  // residents are not monitored at all, which is "down" (red) for on-call staff. `partial`:
+  // down for some residents only.
+  function healthLevel(h) {
+    if (h === "unreachable") return { level: "unreachable", partial: false };
+    if (!h) return { level: "ok", partial: false };
+    const someDown = (h.problems || []).some((p) => p.level === "down");
+    if (h.state === "down" || !someDown) return { level: h.state, partial: false };
+    return { level: "down", partial: true };
+  }
+
+  function problemText(p) {
+    const zh = lang === "zh";
+    const list = (xs) => xs.join(zh ? "、" : ", ");
+    const aside = (s) => (zh ? `（${s}）` : ` (${s})`);
+    let label = known("p_" + p.code) || p.detail || p.code;
+    if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
+      label += (zh ? "：" : ": ") + list(p.towns);
+    } else if (p.worker !== undefined && p.worker !== null) { // a silent worker, towns unknown
+      label += aside(t("worker_n").replace("{n}", p.worker));
+    } else if (p.workers && health.workers > 1) { // the district console: which workers
+      label += aside(t("worker_n").replace("{n}", list(p.workers)));
+    }
+    if (p.since === null || p.since === undefined) return esc(label);
+    const dur = fmtDur((health.now || now()) - p.since);
+    const at = esc(fmtTime(p.since));
+    return zh ? `${esc(label)}（自 ${at} 起，已持续 ${esc(dur)}）`
+      : `${esc(label)} (since ${at}, for ${esc(dur)})`;
+  }
+
   function paintHealth() {
     const el = document.getElementById("cw-health");
-    const state = health === "unreachable" ? "unreachable" : health ? health.state : "ok";
-    document.body.dataset.monitoring = state;
-    el.hidden = state === "ok";
-    el.className = `health ${state}`;
-    if (state === "ok") { el.textContent = ""; return; }
-    const parts = state === "unreachable" ? [] : health.problems.map((p) => {
-      let label = t("p_" + p.code);
-      if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
-        label += (lang === "zh" ? "：" : ": ") + p.towns.join(lang === "zh" ? "、" : ", ");
-      } else if (p.workers && health.workers > 1) { // the district console: which workers
-        label += lang === "zh" ? `（监测进程 ${p.workers.join("、")}）` : ` (worker ${p.workers.join(", ")})`;
-      }
-      if (p.since === null || p.since === undefined) return esc(label);
-      const dur = fmtDur((health.now || now()) - p.since);
-      const at = esc(fmtTime(p.since));
-      return lang === "zh" ? `${esc(label)}（自 ${at} 起，已持续 ${esc(dur)}）`
-        : `${esc(label)} (since ${at}, for ${esc(dur)})`;
-    });
-    el.innerHTML = `<strong>${esc(t("mon_" + state))}</strong>` +
+    const { level, partial } = healthLevel(health);
+    document.body.dataset.monitoring = level;
+    el.hidden = level === "ok";
+    el.className = `health ${level}`;
+    el.dataset.partial = partial ? "1" : "0";
+    if (level === "ok") { el.textContent = ""; return; }
+    const problems = level === "unreachable" ? [] // residents not monitored first
+      : [...health.problems].sort((a, b) => (b.level === "down") - (a.level === "down"));
+    const parts = problems.map(problemText);
+    el.innerHTML = `<strong>${esc(t(partial ? "mon_partial" : "mon_" + level))}</strong>` +
       (parts.length ? ` <span>${parts.join("; ")}</span>` : "");
   }
   async function checkHealth() {
@@ -321,6 +346,7 @@ const CW = (() => {
     applyI18n();
     me = await api("/api/me");
     syncClock(me.now);
+    if (health) paintHealth(); // painted before: its times now in the deployment's zone
     if (me.features && me.features.routines) { // tasks and reports exist only with routines
       document.querySelectorAll("header nav a[data-routines]").forEach((a) => { a.hidden = false; });
     }
