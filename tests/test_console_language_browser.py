@@ -1,6 +1,6 @@
 """The console speaks the UI's language beyond its labels, in real headless Chromium:
 server error answers by their code (with the server's words for a code the page does
-not know)."""
+not know), and the header's user."""
 
 from __future__ import annotations
 
@@ -95,5 +95,27 @@ def test_error_answers_in_the_ui_language(browser: Any, served: tuple[Harness, s
                        or (lang == "zh") != bool(CJK.search(text))]
             assert not missing, (lang, missing)
         assert not [e for e in errors if "Failed to load resource" not in e], errors
+    finally:
+        page.close()
+
+
+def test_the_header_names_the_user_once(browser: Any, served: tuple[Harness, str]) -> None:
+    h, base = served
+    page, errors = new_page(browser)
+    try:
+        sign_in(page, base, h.tiers[4])  # the district centre: its name is its tier's name
+        user = page.locator("#cw-user")
+        page.wait_for_function("el => el.textContent !== ''", arg=user.element_handle())
+        assert user.inner_text() == "区级救助服务中心"
+        page.click("#cw-lang")
+        assert user.inner_text() == "区级救助服务中心 · district"
+        page.click("#cw-lang")
+        carer = next(s for s in h.config.staff if s.id == h.tiers[1])
+        page.click("#cw-logout")
+        page.wait_for_url("**/login")
+        sign_in(page, base, carer.id)
+        page.wait_for_function("el => el.textContent !== ''", arg=user.element_handle())
+        assert user.inner_text() == f"{carer.name} · 服务人员"
+        assert not errors, errors
     finally:
         page.close()

@@ -351,7 +351,10 @@ const CW = (() => {
       document.querySelectorAll("header nav a[data-routines]").forEach((a) => { a.hidden = false; });
     }
     const u = document.getElementById("cw-user");
-    const paint = () => { u.textContent = `${me.user.name} · ${t("tier_" + me.user.tier)}`; };
+    const paint = () => { // the name once when it is the tier's own (区级救助服务中心)
+      const tier = t("tier_" + me.user.tier), name = String(me.user.name || "").trim();
+      u.textContent = !name || name === tier ? tier : `${name} · ${tier}`;
+    };
     paint();
     window.addEventListener("cw-lang", paint);
     return me;
