@@ -1,6 +1,6 @@
 """The console speaks the UI's language beyond its labels, in real headless Chromium:
-server error answers by their code (with the server's words for a code the page does
-not know), and the header's user."""
+server error answers by their code (with the server's words for a code the page does not
+know), the header's user, and the charts' time axes and legend."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from alerts.testing import finding
 from console.server import ConsoleServer
 from console.testing import Harness
-from tests.browser_harness import needs_chromium
+from tests.browser_harness import ARTIFACTS, needs_chromium
 from tests.test_console_browser import new_page, sign_in
 from tests.test_console_errors import server_codes
 
@@ -116,6 +116,57 @@ def test_the_header_names_the_user_once(browser: Any, served: tuple[Harness, str
         sign_in(page, base, carer.id)
         page.wait_for_function("el => el.textContent !== ''", arg=user.element_handle())
         assert user.inner_text() == f"{carer.name} · 服务人员"
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+# every text uPlot draws on its canvases (axis labels are not in the DOM)
+RECORD_CANVAS_TEXT = """
+window.__drawn = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+  window.__drawn.push(String(text));
+  return fillText.call(this, text, ...rest);
+};
+"""
+
+
+def test_chart_times_in_the_ui_language(browser: Any, served: tuple[Harness, str]) -> None:
+    h, base = served
+    rid = h.config.residents[0].id
+    for k in range(30):  # half an hour of readings from 16:00 on 28 November (Shanghai)
+        h.publish(0, hr=70 + k % 5, spo2=97, worn=True)
+        h.tick(60)
+    page, errors = new_page(browser)
+    page.add_init_script(RECORD_CANVAS_TEXT)
+    try:
+        sign_in(page, base, h.tiers[4])
+        page.goto(base + f"/residents/{rid}")
+        page.wait_for_selector("body.page-resident[data-ready='1']")
+        ARTIFACTS.mkdir(exist_ok=True)
+        for lang, day, before, time in (("zh", "11月28日", "11月27日", "时间"),
+                                        ("en", "28 Nov", "27 Nov", "Time")):
+            if lang == "en":
+                page.evaluate("window.__drawn = []")
+                page.click("#cw-lang")
+                page.wait_for_function("() => window.__drawn.length > 0")
+            drawn = set(page.evaluate("window.__drawn"))
+            labels = {line for text in drawn for line in text.split("\n")}
+            # 24 h up to 16:30: the first tick and midnight carry the date, the others a time
+            assert {day, before} <= labels, (lang, sorted(labels))
+            assert any(re.fullmatch(r"(0\d|1\d|2[0-3]):\d\d", x) for x in labels), labels
+            # none of uPlot's own labels ("4pm", "11/28"): English, 12-hour
+            assert not [x for x in labels if re.search(r"\d(am|pm)$|^\d+/\d+", x)], labels
+            over = page.locator(".chart[data-chart='hr'] .u-over")
+            box = over.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] / 2)
+            legend = page.locator(".chart[data-chart='hr'] .u-legend .u-series").first
+            value = legend.locator(".u-value").inner_text()
+            assert legend.locator(".u-label").inner_text() == time
+            assert re.fullmatch(re.escape(day) + r" 16:[0-3]\d", value), value
+            page.screenshot(path=str(ARTIFACTS / f"console-resident-charts-{lang}.png"))
         assert not errors, errors
     finally:
         page.close()
