@@ -13,6 +13,7 @@ from alerts.model import MANUAL_KINDS, AlertNotFoundError, AlertTransitionError
 from config.models import ID_PATTERN
 from console.auth import COOKIE, Actor, Reader
 from console.context import Ctx
+from console.errors import ApiError
 from console.scope import Principal
 from console.views import (
     STATUSES,
@@ -98,7 +99,7 @@ def build_router(ctx: Ctx) -> APIRouter:
         staff = auth.sign_in(body.staff_id, body.password)
         if staff is None:
             backend.audit(body.staff_id, "console_login_failed")
-            raise HTTPException(401, "wrong staff id or password")
+            raise ApiError(401, "login_failed", "wrong staff id or password")
         cookie, s = auth.issue(staff.id)
         response.set_cookie(COOKIE, cookie, max_age=int(auth.ttl_s), httponly=True,
                             samesite="strict", secure=auth.secure, path="/")
@@ -166,7 +167,8 @@ def build_router(ctx: Ctx) -> APIRouter:
             else:
                 a = eng.resolve_alert(alert_id, p.actor, now, note or "")
         except AlertTransitionError as exc:
-            raise HTTPException(409, str(exc)) from exc
+            # e.g. someone else acknowledged or resolved it first
+            raise ApiError(409, "alert_changed", str(exc)) from exc
         except AlertNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         return {"alert": alert_row(a, names, now)}

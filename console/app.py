@@ -20,6 +20,7 @@ from console.api import build_router
 from console.auth import Auth
 from console.backend import BackendUnavailable, ConsoleBackend
 from console.context import Ctx
+from console.errors import add_error_codes, error_response
 from console.federation import DEADLINE_HEADER
 from console.pages import STATIC, add_pages
 from console.settings import ConsoleSettings
@@ -154,9 +155,11 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
         mount_routines(app, ctx, routines)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    add_error_codes(app)
+
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"pipeline unavailable: {exc}"}, status_code=503)
+        return error_response(503, "unavailable", f"pipeline unavailable: {exc}")
 
     add_ops_routes(app, backend.registry, backend.ready)
 

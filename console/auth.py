@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from carewatch.clock import Clock
 from config.models import Staff
+from console.errors import ApiError
 from console.scope import Principal
 from console.signouts import SignOuts
 from console.users import UserStore
@@ -124,7 +125,7 @@ class Auth:
         if p.via == "session":
             sent = request.headers.get(CSRF_HEADER, "")
             if not sent or not secrets.compare_digest(sent, p.csrf or ""):
-                raise HTTPException(403, "missing or wrong CSRF token")
+                raise ApiError(403, "csrf", "missing or wrong CSRF token")
         return p
 
 

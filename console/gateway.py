@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from config.models import Config
 from console.app import _Headers, add_ops_routes
+from console.errors import add_error_codes
 from console.federation import WorkerLink
 from console.gateway_api import api_router
 from console.gateway_state import Gateway
@@ -61,6 +62,7 @@ def create_gateway(config: Config, workers: list[WorkerLink], data_dir: Path, *,
     app.state.auth = gw.auth  # console.auth.reader / actor
     app.state.close_streams = lambda: None
     app.add_middleware(_Headers)
+    add_error_codes(app)
 
     add_ops_routes(app, registry, ready)
 

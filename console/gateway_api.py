@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from console.auth import COOKIE, Actor, Reader
+from console.errors import ApiError
 from console.federation import (
     UNMONITORED,
     WorkerDown,
@@ -258,7 +259,7 @@ def _routines_api(api: APIRouter, gw: Gateway) -> None:
     def report(p: Principal, label: str, town: str | None) -> dict[str, Any]:
         found = district_history(gw.config, gw.data_dir)
         if isinstance(found, str):  # e.g. a console on another machine than SQLite stores
-            raise HTTPException(409, f"no report here: {found}")
+            raise ApiError(409, "no_report", f"no report here: {found}")
         tasks_h, alerts_h, closer = found
         try:
             return report_for(gw.config, tasks_h, alerts_h, p, label, town, gw.clock.now())

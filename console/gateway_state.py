@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from carewatch.clock import WallClock
 from config.models import ID_PATTERN, Config
 from console.auth import Auth
+from console.errors import ApiError
 from console.federation import DEADLINE_HEADER, Owners, WorkerDown, WorkerLink
 from console.gateway_stream import StreamHub
 from console.scope import Principal, Scopes
@@ -108,7 +109,7 @@ class Gateway:
                 continue
             assert not isinstance(r, WorkerDown)
             if r.status_code != 200:  # a 4xx: the request's own fault
-                raise HTTPException(r.status_code, _detail(r))
+                raise _refusal(r)
             answers[w.index] = r.json()
         return answers, down
 
@@ -152,8 +153,8 @@ class Gateway:
                 if alert_id in self.alert_owner:
                     return self.owners.worker(self.alert_owner[alert_id])
         if any(isinstance(r, WorkerDown) for r in got):
-            raise HTTPException(503, f"alert {alert_id} not found on the workers answering; "
-                                "a worker is down")
+            raise ApiError(503, "worker_down", f"alert {alert_id} not found on the workers "
+                           "answering; a worker is down")
         raise HTTPException(404, f"no alert {alert_id}")
 
     async def recall_open_alerts(self, down: list[WorkerDown]) -> None:
@@ -265,6 +266,17 @@ def _detail(r: httpx.Response) -> str:
         return str(r.json().get("detail", r.text))
     except ValueError:
         return r.text
+
+
+def _refusal(r: httpx.Response) -> HTTPException:
+    """A worker's 4xx answer as the gateway's error, with the worker's code."""
+    try:
+        code = r.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    if isinstance(code, str):
+        return ApiError(r.status_code, code, _detail(r))
+    return HTTPException(r.status_code, _detail(r))
 
 
 def relay(r: httpx.Response | WorkerDown, cookies: bool = False) -> Response:

@@ -65,17 +65,19 @@ def complete(task: Task, *, by: str, now: float, outcome: str, notes: str,
         raise TaskInputError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
     if not (notes or "").strip():
         raise TaskInputError(
-            "completing a task needs a feedback note (what was found, what was done)")
+            "completing a task needs a feedback note (what was found, what was done)",
+            "notes_required")
     if hazard is not None and not hazard.strip():
         hazard = None
     if hazard is not None and outcome != "hazard_found":
         outcome = "hazard_found"
     if outcome == "hazard_found" and hazard is None:
-        raise TaskInputError("outcome hazard_found needs a description of the hazard")
+        raise TaskInputError("outcome hazard_found needs a description of the hazard",
+                             "hazard_required")
     if task.state == "missed" or (task.state == "open" and now >= task.closes_at):
-        raise TaskError(f"task {task.task_id} was missed: its period closed")
+        raise TaskError(f"task {task.task_id} was missed: its period closed", "task_missed")
     if task.state != "open":
-        raise TaskError(f"task {task.task_id} is already {task.state}")
+        raise TaskError(f"task {task.task_id} is already {task.state}", "task_closed")
     task.state = "done" if now <= task.due_at else "late"
     task.completed_at, task.completed_by = now, by
     task.outcome, task.notes, task.hazard = outcome, notes.strip(), hazard

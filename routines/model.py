@@ -13,12 +13,20 @@ STATUSES = ("ok", "attention", "action_needed")  # daily monitoring check
 
 
 class TaskError(ValueError):
-    """A request the task life cycle refuses (the message says why)."""
+    """A request the task life cycle refuses (the message says why; `code` names the
+    reason for the console, which words it in the user's language)."""
+
+    def __init__(self, message: str, code: str = "task_refused") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TaskInputError(TaskError):
     """A request refused for its own content (no note, an unknown outcome, a hazard outcome
     without the hazard), whatever the task's state: bad input (HTTP 422), not a conflict."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message, code)
 
 
 class TaskNotFoundError(LookupError):

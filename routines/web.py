@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from config.models import Config
+from console.errors import ApiError
 from routines.alertdata import AlertData
 from routines.html import render_html
 from routines.model import OUTCOMES, Task, TaskError, TaskInputError, TaskNotFoundError
@@ -215,9 +216,9 @@ def router(routines: Routines, reader: Callable[..., Any], actor: Callable[..., 
         except TaskNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except TaskInputError as exc:  # bad input, as an empty note is to the model: 422
-            raise HTTPException(422, str(exc)) from exc
+            raise ApiError(422, exc.code, str(exc)) from exc
         except TaskError as exc:  # the task's state refuses it (already closed, missed)
-            raise HTTPException(409, str(exc)) from exc
+            raise ApiError(409, exc.code, str(exc)) from exc
         return {"task": doc(done, routines.clock.now())}
 
     def _report(p: Any, label: str, town: str | None = None) -> dict[str, Any]:

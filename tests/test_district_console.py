@@ -63,7 +63,13 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
         assert w1.get(f"/api/alerts/{alert_id}").json()["alert"]["state"] == "acknowledged"
         wait_for(lambda: any(e["state"] == "acknowledged" for e in stream.of(res[1].id)),
                  what="the acknowledgement on the merged stream")
-        assert gw.post(f"/api/alerts/{alert_id}/ack").status_code == 403  # CSRF, at the gate
+        at_gate = gw.post(f"/api/alerts/{alert_id}/ack")  # CSRF, at the gate
+        assert (at_gate.status_code, at_gate.json()["code"]) == (403, "csrf")
+        # refusals keep their code (the pages word it): relayed from the owner, or from a list
+        again = gw.post(f"/api/alerts/{alert_id}/ack", headers={"X-CSRF-Token": csrf})
+        assert (again.status_code, again.json()["code"]) == (409, "alert_changed")
+        bad = gw.get("/api/routines/tasks", params={"view": "nope"})
+        assert (bad.status_code, bad.json()["code"]) == (422, "invalid")
         # residents: one list in one console's order, counted over both workers
         page = gw.get("/api/residents", params={"limit": 2}).json()
         assert page["total"] == len(config.residents)
@@ -74,7 +80,8 @@ def test_one_console_for_every_town(district: District, mosquitto: MosquittoProc
         assert "stale" not in rec
         charts = gw.get(f"/api/residents/{res[1].id}/series", params={"hours": 24}).json()
         assert charts["ts"] and "stale" not in charts
-        assert gw.get("/api/residents/nobody").status_code == 404
+        nobody = gw.get("/api/residents/nobody")
+        assert (nobody.status_code, nobody.json()["code"]) == (404, "not_found")
         # a silence set through the district console is seen on the record and ended there
         act = {"X-CSRF-Token": csrf}
         body = {"resident_id": res[1].id, "kind": "fall", "minutes": 30, "reason": "in hospital"}

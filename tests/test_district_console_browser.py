@@ -1,8 +1,8 @@
 """The district console in real headless Chromium: one page over both workers' towns.
 
 Signed in once at the supervisor's address, the district centre sees falls from both
-workers' residents arrive live, acknowledges one (it lands at its owner), and sees the
-banner name the towns of a worker that stops answering (a hung process: SIGSTOP), its
+workers' residents arrive live, acknowledges one (it lands at its owner), and sees a
+red banner name the towns of a worker that stops answering (a hung process: SIGSTOP), its
 alerts stay on the board marked stale and its residents are listed as not monitored, until
 it answers again.
 """
@@ -48,9 +48,12 @@ def test_one_board_over_two_workers(browser: Any, district: District,
                                "[data-state='acknowledged']")
         page.screenshot(path=str(ARTIFACTS / "district-console-board.png"))
         os.kill(district.pids[1], signal.SIGSTOP)
-        page.wait_for_selector("body[data-monitoring='degraded'], "
-                               "body[data-monitoring='down']", timeout=20000)
+        # red, not the yellow of "degraded": that worker's residents are not monitored
+        page.wait_for_selector("body[data-monitoring='down']", timeout=20000)
         banner = page.locator("#cw-health").inner_text()
+        assert banner.startswith("监测中断：部分居民当前未被监测"), banner
+        assert page.locator("#cw-health").evaluate(
+            "el => getComputedStyle(el).backgroundColor") == "rgb(255, 77, 79)"
         town_names = {t.id: t.name or t.id for t in district.config.towns}
         assert all(town_names[t] in banner for t in district.parts[1]), banner
         # a re-read of the board while the worker hangs keeps its alert, marked stale

@@ -173,3 +173,66 @@ def test_a_broker_queue_limit_dropping_our_session_shows_as_degraded(tmp_path: P
             second.stop()
     finally:
         broker.close()
+
+
+@needs_chromium
+def test_a_silent_worker_is_a_red_banner_naming_its_towns(browser: Any, tmp_path: Path) -> None:
+    """The district console answers "degraded" while one worker is silent (the other towns
+    are watched), but that worker's residents are not monitored at all: the banner is red
+    and names its towns (or the worker); other degraded causes stay yellow."""
+    import orjson
+
+    from console.federation import WorkerDown, merge_health
+    from console.server import ConsoleServer
+    from console.testing import Harness
+    from tests.test_console_browser import new_page, sign_in
+
+    h = Harness(tmp_path)
+    server = ConsoleServer(h.app, "127.0.0.1", 0)
+    server.start()
+    base = "http://{}:{}".format(*server.address)
+    now = h.clock.now()
+    names = {t.id: t.name or t.id for t in h.config.towns}
+    t1, t2 = list(names)[:2]
+    lagging = {"state": "degraded", "problems": [{"code": "ingest_lagging", "level": "degraded",
+                                                  "since": None, "detail": "40 s"}]}
+    silent = WorkerDown(1, (t1, t2), "ReadTimeout", since=now - 95)
+    answer = {"doc": merge_health({0: lagging}, [silent], now, names)}
+    assert answer["doc"]["state"] == "degraded"  # the API's merged state is unchanged
+    page, errors = new_page(browser)
+    page.route("**/api/health", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=orjson.dumps(answer["doc"])))
+    red, yellow = "rgb(255, 77, 79)", "rgb(255, 209, 102)"
+    banner = page.locator("#cw-health")
+    try:
+        sign_in(page, base, h.tiers[4])
+        page.wait_for_selector("body[data-monitoring='down']")
+        assert banner.evaluate("el => getComputedStyle(el).backgroundColor") == red
+        text = banner.inner_text()
+        assert text.startswith("监测中断：部分居民当前未被监测"), text
+        towns = f"监测进程无响应，以下镇街未被监测：{names[t1]}、{names[t2]}（自 "
+        assert towns in text and "已持续 1:35" in text, text
+        assert text.index(towns) < text.index("数据处理积压"), text  # unmonitored first
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "console-worker-down-banner.png"))
+        page.click("#cw-lang")
+        assert banner.inner_text().startswith(
+            "Monitoring down: some residents are not being monitored"), banner.inner_text()
+        assert f"these towns are not monitored: {names[t1]}, {names[t2]}" in banner.inner_text()
+        page.click("#cw-lang")
+
+        answer["doc"] = merge_health({0: lagging, 1: lagging}, [], now, names)
+        page.wait_for_selector("body[data-monitoring='degraded']", timeout=15000)
+        assert banner.evaluate("el => getComputedStyle(el).backgroundColor") == yellow
+        assert banner.inner_text().startswith("监测降级"), banner.inner_text()
+
+        # a silent worker whose towns are not known here: named by its number
+        answer["doc"] = merge_health({0: {"state": "ok", "problems": []}},
+                                     [WorkerDown(1, (), "ReadTimeout", since=now - 5)], now)
+        page.wait_for_selector("body[data-monitoring='down']", timeout=15000)
+        assert "监测进程无响应，以下镇街未被监测（监测进程 1）" in banner.inner_text()
+        assert not errors, errors
+    finally:
+        page.close()
+        server.stop()
+        h.close()

@@ -18,7 +18,7 @@ const CW = (() => {
       showing: "显示", of: "共", never: "从未",
       resident_title: "居民详情", conditions: "病史", none: "无", device: "设备", online: "在线",
       offline_s: "离线", unknown: "未知", worn: "佩戴", not_worn_s: "未佩戴", battery: "电量",
-      last_seen: "最后在线", charts: "近 24 小时体征", thresholds: "告警阈值",
+      last_seen: "最后在线", charts: "近 24 小时体征", chart_time: "时间", thresholds: "告警阈值",
       alert_history: "告警记录", audit: "操作记录", carer: "服务人员", institution: "服务机构",
       town: "镇街", back: "返回",
       st_alert: "告警", st_unmonitored: "未监测", st_offline: "离线", st_not_worn: "未佩戴", st_low_battery: "电量低",
@@ -26,7 +26,7 @@ const CW = (() => {
       sev_critical: "危急", sev_high: "高", sev_medium: "中", sev_low: "低",
       stale: "数据未更新（监测进程无响应）",
       stale_record: "该居民当前未被监测：监测进程无响应", stale_as_of: "以下为最后数据，时间", stale_no_data: "暂无该居民的最后数据，仅显示登记信息",
-      no_series: "暂无体征数据", not_done_worker: "该居民的监测进程无响应：操作未执行，请在其恢复后重试",
+      no_series: "暂无体征数据",
       state_open: "待确认", state_escalated: "已升级", state_acknowledged: "已确认",
       state_dispatched: "已派单", state_resolved: "已办结",
       tier_1: "服务人员", tier_2: "服务机构", tier_3: "镇（街道）民政办", tier_4: "区级救助服务中心",
@@ -58,6 +58,7 @@ const CW = (() => {
       district: "全区", show: "显示", download_html: "下载 HTML", download_json: "下载 JSON",
       loading: "加载中…", routines_off: "未启用四个一任务",
       mon_down: "监测中断：居民数据当前未被监测", mon_degraded: "监测降级",
+      mon_partial: "监测中断：部分居民当前未被监测", worker_n: "监测进程 {n}",
       mon_unreachable: "与监护平台服务器的连接已中断，本页内容可能已过时",
       p_pipeline_stopped: "监测处理已停止",
       p_broker_link_down: "与设备消息代理的连接已断开", p_not_subscribed: "未订阅设备数据",
@@ -67,6 +68,22 @@ const CW = (() => {
       p_history_losing: "历史数据存储正在丢失样本", p_broker_dropping: "消息代理正在丢弃消息",
       p_notifications_failing: "告警通知发送失败", p_inbox_filling: "接收队列即将满",
       p_degraded: "运行降级",
+      // error answers by their `code` (console/errors.py); an unknown code shows the server's words
+      e_unauthorized: "未登录或登录已过期，请重新登录", e_login_failed: "工号或密码错误",
+      e_locked_out: "失败次数过多，请稍后再试", e_csrf: "页面已过期，请刷新页面后重试",
+      e_forbidden: "超出您的管辖范围，无权查看或操作",
+      e_not_found: "未找到：可能已被处理或已结束，请刷新页面",
+      e_conflict: "操作未执行：状态已变化，请刷新后重试",
+      e_alert_changed: "操作未执行：该告警的状态已变化（可能已被他人确认、派单或办结），请查看其当前状态",
+      e_invalid: "提交的内容不符合要求，请检查后重试", e_bad_request: "请求无效，请刷新页面后重试",
+      e_not_allowed: "此处不支持该操作，请刷新页面后重试",
+      e_notes_required: "完成任务需要填写反馈", e_hazard_required: "结果为“发现隐患”时需要填写隐患情况",
+      e_task_closed: "该任务已完成，无需再次提交", e_task_missed: "该任务的周期已结束（已逾期），无法再完成",
+      e_task_refused: "该任务当前无法完成（可能已被他人处理），请刷新后查看",
+      e_worker_down: "该居民的监测进程无响应：操作未执行，请在其恢复后重试",
+      e_past_deadline: "该居民的监测进程无响应：操作未执行，请在其恢复后重试",
+      e_unavailable: "服务器暂时无法处理（监测进程繁忙或正在停止），请稍后刷新，查看操作是否已完成",
+      e_timeout: "请求超时，请稍后刷新查看结果", e_no_report: "本控制台读不到生成报告所需的数据",
     },
     en: {
       brand: "CareWatch monitoring centre", nav_board: "Alerts", nav_residents: "Residents",
@@ -87,7 +104,7 @@ const CW = (() => {
       never: "never", resident_title: "Resident", conditions: "Conditions", none: "none",
       device: "Device", online: "online", offline_s: "offline", unknown: "unknown",
       worn: "worn", not_worn_s: "not worn", battery: "Battery", last_seen: "Last seen",
-      charts: "Vital signs, last 24 h", thresholds: "Alert thresholds",
+      charts: "Vital signs, last 24 h", chart_time: "Time", thresholds: "Alert thresholds",
       alert_history: "Alert history", audit: "Audit trail", carer: "Service staff",
       institution: "Institution", town: "Town", back: "Back",
       st_alert: "alert", st_unmonitored: "not monitored", st_offline: "offline", st_not_worn: "not worn",
@@ -97,7 +114,6 @@ const CW = (() => {
       stale_record: "This resident is not being monitored now: their monitoring worker is not answering",
       stale_as_of: "What follows was last seen at", stale_no_data: "No data from before is at hand: only the registry record is shown",
       no_series: "No vital signs to show",
-      not_done_worker: "This resident's monitoring worker is not answering: nothing was done. Try again once it is back.",
       state_open: "open", state_escalated: "escalated", state_acknowledged: "acknowledged",
       state_dispatched: "dispatched", state_resolved: "resolved",
       tier_1: "service staff", tier_2: "institution", tier_3: "town office", tier_4: "district",
@@ -134,6 +150,7 @@ const CW = (() => {
       routines_off: "Routines are not enabled",
       mon_down: "Monitoring down: residents are not being monitored",
       mon_degraded: "Monitoring degraded",
+      mon_partial: "Monitoring down: some residents are not being monitored", worker_n: "worker {n}",
       mon_unreachable: "Connection to the CareWatch server lost: this page may be out of date",
       p_pipeline_stopped: "the monitoring pipeline stopped",
       p_broker_link_down: "the link to the device broker is down",
@@ -145,13 +162,39 @@ const CW = (() => {
       p_broker_dropping: "the broker is dropping messages",
       p_notifications_failing: "alert notifications are failing",
       p_inbox_filling: "the inbox is nearly full", p_degraded: "degraded",
+      e_unauthorized: "You are not signed in (or the session expired): sign in again",
+      e_login_failed: "Wrong staff ID or password", e_locked_out: "Too many failed attempts; try again later",
+      e_csrf: "This page has expired: reload it and try again",
+      e_forbidden: "Outside your scope: you may not see or change this",
+      e_not_found: "Not found: it may have been handled or ended meanwhile; reload the page",
+      e_conflict: "Nothing was done: it changed meanwhile; reload and try again",
+      e_alert_changed: "Nothing was done: this alert changed meanwhile (someone else may have acknowledged, dispatched or resolved it); see its current state",
+      e_invalid: "The request was not accepted as sent: check it and try again",
+      e_bad_request: "Bad request: reload the page and try again",
+      e_not_allowed: "This action is not supported here: reload the page and try again",
+      e_notes_required: "Completing a task needs a feedback note",
+      e_hazard_required: "The outcome “hazard found” needs a description of the hazard",
+      e_task_closed: "This task is already completed", e_task_missed: "This task's period has closed (missed): it can no longer be completed",
+      e_task_refused: "This task cannot be completed now (someone else may have handled it); reload to see it",
+      e_worker_down: "This resident's monitoring worker is not answering: nothing was done. Try again once it is back.",
+      e_past_deadline: "This resident's monitoring worker is not answering: nothing was done. Try again once it is back.",
+      e_unavailable: "The server could not handle this now (the pipeline is busy or stopping); reload in a moment to see whether it was done",
+      e_timeout: "The request timed out; reload in a moment to see the result",
+      e_no_report: "This console cannot read the data the report needs",
     },
   };
   let lang = localStorage.getItem("cw.lang") || "zh";
   let me = null;
   let offsetMs = 0; // server clock minus browser clock
 
-  const t = (k) => (L[lang] && L[lang][k]) || L.en[k] || k;
+  const known = (k) => (L[lang] && L[lang][k]) || L.en[k];
+  const t = (k) => known(k) || k;
+  // An error answer in the UI's language: by its `code`, else the server's own words.
+  function errorText(data) {
+    const byCode = data && typeof data.code === "string" ? known("e_" + data.code) : undefined;
+    if (byCode) return byCode;
+    return data && typeof data.detail === "string" && data.detail ? data.detail : t("error");
+  }
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => (
     { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
@@ -183,10 +226,7 @@ const CW = (() => {
     if (r.status === 401 && !opts.noRedirect) { location.href = "/login"; throw new Error("401"); }
     const data = await r.json().catch(() => ({}));
     if (!r.ok) {
-      // the district console: the resident's worker did not answer, so nothing was done
-      const notDone = data.code === "worker_down" || data.code === "past_deadline";
-      const e = new Error(notDone ? t("not_done_worker")
-        : typeof data.detail === "string" ? data.detail : t("error"));
+      const e = new Error(errorText(data));
       e.code = data.code;
       e.status = r.status;
       throw e;
@@ -236,30 +276,53 @@ const CW = (() => {
   // Every page says whether residents are being monitored at all: a console that looks
   // calm while the broker link is down (or while this server is unreachable) is the worst
   // failure an on-call room can have. GET /api/health every HEALTH_MS; body[data-monitoring]
-  // is ok | degraded | down | unreachable.
+  // is the banner's level: ok | degraded | down | unreachable.
   const HEALTH_MS = 5000;
   let health = null; // the last answer, or "unreachable"
+
+  // The level is the worst of the state and of its problems: the district console answers
+  // "degraded" while one worker is silent (the other towns are watched), but that worker's
+  // residents are not monitored at all, which is "down" (red) for on-call staff. `partial`:
+  // down for some residents only.
+  function healthLevel(h) {
+    if (h === "unreachable") return { level: "unreachable", partial: false };
+    if (!h) return { level: "ok", partial: false };
+    const someDown = (h.problems || []).some((p) => p.level === "down");
+    if (h.state === "down" || !someDown) return { level: h.state, partial: false };
+    return { level: "down", partial: true };
+  }
+
+  function problemText(p) {
+    const zh = lang === "zh";
+    const list = (xs) => xs.join(zh ? "、" : ", ");
+    const aside = (s) => (zh ? `（${s}）` : ` (${s})`);
+    let label = known("p_" + p.code) || p.detail || p.code;
+    if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
+      label += (zh ? "：" : ": ") + list(p.towns);
+    } else if (p.worker !== undefined && p.worker !== null) { // a silent worker, towns unknown
+      label += aside(t("worker_n").replace("{n}", p.worker));
+    } else if (p.workers && health.workers > 1) { // the district console: which workers
+      label += aside(t("worker_n").replace("{n}", list(p.workers)));
+    }
+    if (p.since === null || p.since === undefined) return esc(label);
+    const dur = fmtDur((health.now || now()) - p.since);
+    const at = esc(fmtTime(p.since));
+    return zh ? `${esc(label)}（自 ${at} 起，已持续 ${esc(dur)}）`
+      : `${esc(label)} (since ${at}, for ${esc(dur)})`;
+  }
+
   function paintHealth() {
     const el = document.getElementById("cw-health");
-    const state = health === "unreachable" ? "unreachable" : health ? health.state : "ok";
-    document.body.dataset.monitoring = state;
-    el.hidden = state === "ok";
-    el.className = `health ${state}`;
-    if (state === "ok") { el.textContent = ""; return; }
-    const parts = state === "unreachable" ? [] : health.problems.map((p) => {
-      let label = t("p_" + p.code);
-      if (p.towns && p.towns.length) { // which towns it concerns (a worker that is down)
-        label += (lang === "zh" ? "：" : ": ") + p.towns.join(lang === "zh" ? "、" : ", ");
-      } else if (p.workers && health.workers > 1) { // the district console: which workers
-        label += lang === "zh" ? `（监测进程 ${p.workers.join("、")}）` : ` (worker ${p.workers.join(", ")})`;
-      }
-      if (p.since === null || p.since === undefined) return esc(label);
-      const dur = fmtDur((health.now || now()) - p.since);
-      const at = esc(fmtTime(p.since));
-      return lang === "zh" ? `${esc(label)}（自 ${at} 起，已持续 ${esc(dur)}）`
-        : `${esc(label)} (since ${at}, for ${esc(dur)})`;
-    });
-    el.innerHTML = `<strong>${esc(t("mon_" + state))}</strong>` +
+    const { level, partial } = healthLevel(health);
+    document.body.dataset.monitoring = level;
+    el.hidden = level === "ok";
+    el.className = `health ${level}`;
+    el.dataset.partial = partial ? "1" : "0";
+    if (level === "ok") { el.textContent = ""; return; }
+    const problems = level === "unreachable" ? [] // residents not monitored first
+      : [...health.problems].sort((a, b) => (b.level === "down") - (a.level === "down"));
+    const parts = problems.map(problemText);
+    el.innerHTML = `<strong>${esc(t(partial ? "mon_partial" : "mon_" + level))}</strong>` +
       (parts.length ? ` <span>${parts.join("; ")}</span>` : "");
   }
   async function checkHealth() {
@@ -283,18 +346,22 @@ const CW = (() => {
     applyI18n();
     me = await api("/api/me");
     syncClock(me.now);
+    if (health) paintHealth(); // painted before: its times now in the deployment's zone
     if (me.features && me.features.routines) { // tasks and reports exist only with routines
       document.querySelectorAll("header nav a[data-routines]").forEach((a) => { a.hidden = false; });
     }
     const u = document.getElementById("cw-user");
-    const paint = () => { u.textContent = `${me.user.name} · ${t("tier_" + me.user.tier)}`; };
+    const paint = () => { // the name once when it is the tier's own (区级救助服务中心)
+      const tier = t("tier_" + me.user.tier), name = String(me.user.name || "").trim();
+      u.textContent = !name || name === tier ? tier : `${name} · ${tier}`;
+    };
     paint();
     window.addEventListener("cw-lang", paint);
     return me;
   }
 
   return {
-    t, esc, api, init, applyI18n, setLang, fmtDur, fmtTime, ago, now, syncClock,
+    t, esc, api, errorText, init, applyI18n, setLang, fmtDur, fmtTime, ago, now, syncClock,
     get lang() { return lang; }, get me() { return me; },
   };
 })();

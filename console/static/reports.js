@@ -43,10 +43,7 @@
       if (r.status === 401) { location.href = "/login"; return; }
       if (!r.ok) {
         const data = await r.json().catch(() => ({}));
-        const e = new Error(r.status === 403 ? CW.t("forbidden")
-          : r.status === 404 && !data.detail ? CW.t("routines_off")
-            : typeof data.detail === "string" ? data.detail : CW.t("error"));
-        throw e;
+        throw new Error(r.status === 404 && !data.detail ? CW.t("routines_off") : CW.errorText(data));
       }
       const html = await r.text();
       await new Promise((resolve) => {

@@ -55,11 +55,12 @@
         cursor: { drag: { x: true, y: false } },
         scales: { x: { time: true } },
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), CW.me.timezone),
-        axes: [
-          { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" } },
+        axes: [ // times in the UI's language (uPlot's own labels are English, 12-hour)
+          { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" },
+            values: CWChartTime.axisValues },
           { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" }, size: 50 },
         ],
-        series: [{}, ...c.series.map(([k, color]) => ({
+        series: [{ label: CW.t("chart_time"), value: CWChartTime.legendValue }, ...c.series.map(([k, color]) => ({
           label: k, stroke: color, width: 1.5, spanGaps: false, points: { show: false },
         }))],
         hooks: { draw: [markers] },
@@ -176,7 +177,7 @@
     } catch (e) {
       if (e.status !== 404) { // 404: it ended meanwhile (expired, or someone else): refresh
         err.hidden = false;
-        err.textContent = e.status === 403 ? CW.t("forbidden") : e.message;
+        err.textContent = e.message; // in the UI's language by its code (e.g. forbidden, csrf)
         b.disabled = false;
         return;
       }
