@@ -97,10 +97,18 @@ class ConsoleBackend:
         if self._submit is None:
             with self._inline:
                 return fn()
+        fut = None
         try:
             fut = self._submit(fn)
             return cast(T, fut.result(timeout=self.timeout_s))
         except TimeoutError as exc:
+            # withdrawn unless already running: a busy pipeline must not work later through
+            # reads nobody waits for (a console polling every few seconds would pile them up)
+            if fut is not None and not fut.cancel():
+                try:
+                    return cast(T, fut.result(timeout=self.timeout_s))
+                except TimeoutError:
+                    pass
             raise BackendUnavailable("the pipeline did not answer in time") from exc
         except RuntimeError as exc:
             if isinstance(exc, BackendUnavailable):

@@ -160,6 +160,28 @@ def test_submit_runs_on_the_pipeline_thread(running: tuple[Service, Config, str]
         service.submit(lambda: 1).result(5)
 
 
+def test_a_read_the_console_gave_up_on_never_runs_later(
+        running: tuple[Service, Config, str], tmp_path: Path) -> None:
+    from console.backend import BackendUnavailable, ConsoleBackend
+
+    service, _, _ = running
+    backend = ConsoleBackend.from_pipeline(service.pipeline, tmp_path, submit=service.submit)
+    backend.timeout_s = 0.2
+    release, ran = threading.Event(), threading.Event()
+    busy = service.submit(lambda: release.wait(10))  # the pipeline thread is busy
+    try:
+        with pytest.raises(BackendUnavailable):
+            backend.call(ran.set)
+    finally:
+        release.set()
+    assert busy.result(5) is True
+    # a call queued after the withdrawn one has run: the withdrawn one would have run first
+    assert service.submit(lambda: "after").result(5) == "after"
+    assert not ran.is_set()
+    # and a call that answers in time still does
+    assert backend.call(lambda: "read") == "read"
+
+
 def test_run_refuses_demo_passwords(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
     import subprocess
     import sys
