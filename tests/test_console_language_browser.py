@@ -1,6 +1,6 @@
 """The console speaks the UI's language beyond its labels, in real headless Chromium:
 server error answers by their code (with the server's words for a code the page does not
-know), the header's user, and the charts' time axes and legend."""
+know), the header's user, and the charts' time axes and legend (times, series names)."""
 
 from __future__ import annotations
 
@@ -145,8 +145,8 @@ def test_chart_times_in_the_ui_language(browser: Any, served: tuple[Harness, str
         page.goto(base + f"/residents/{rid}")
         page.wait_for_selector("body.page-resident[data-ready='1']")
         ARTIFACTS.mkdir(exist_ok=True)
-        for lang, day, before, time in (("zh", "11月28日", "11月27日", "时间"),
-                                        ("en", "28 Nov", "27 Nov", "Time")):
+        for lang, day, before, time, hr in (("zh", "11月28日", "11月27日", "时间", "心率"),
+                                            ("en", "28 Nov", "27 Nov", "Time", "HR")):
             if lang == "en":
                 page.evaluate("window.__drawn = []")
                 page.click("#cw-lang")
@@ -166,6 +166,12 @@ def test_chart_times_in_the_ui_language(browser: Any, served: tuple[Harness, str
             value = legend.locator(".u-value").inner_text()
             assert legend.locator(".u-label").inner_text() == time
             assert re.fullmatch(re.escape(day) + r" 16:[0-3]\d", value), value
+            # the series are named in the UI's language, not by their payload keys
+            assert page.locator(".chart[data-chart='hr'] .u-legend .u-series").nth(1) \
+                .locator(".u-label").inner_text() == hr
+            assert page.locator(".chart[data-chart='bp'] .u-legend .u-series .u-label") \
+                .all_inner_texts()[1:] == (["收缩压", "舒张压"] if lang == "zh"
+                                           else ["Systolic", "Diastolic"])
             page.screenshot(path=str(ARTIFACTS / f"console-resident-charts-{lang}.png"))
         assert not errors, errors
     finally:

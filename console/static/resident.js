@@ -61,7 +61,7 @@
           { stroke: "#9aa4b2", grid: { stroke: "#252c36" }, ticks: { stroke: "#252c36" }, size: 50 },
         ],
         series: [{ label: CW.t("chart_time"), value: CWChartTime.legendValue }, ...c.series.map(([k, color]) => ({
-          label: k, stroke: color, width: 1.5, spanGaps: false, points: { show: false },
+          label: CW.t(`s_${k}`), stroke: color, width: 1.5, spanGaps: false, points: { show: false },
         }))],
         hooks: { draw: [markers] },
         legend: { show: true },
