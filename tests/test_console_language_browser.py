@@ -166,6 +166,9 @@ def test_chart_times_in_the_ui_language(browser: Any, served: tuple[Harness, str
             value = legend.locator(".u-value").inner_text()
             assert legend.locator(".u-label").inner_text() == time
             assert re.fullmatch(re.escape(day) + r" 16:[0-3]\d", value), value
+            # other times with a date read as the charts do ("11月28日 16:29:00", not "11/28")
+            body = page.inner_text("body")
+            assert re.search(re.escape(day) + r" 16:[0-3]\d:\d\d", body), body
             # the series are named in the UI's language, not by their payload keys
             assert page.locator(".chart[data-chart='hr'] .u-legend .u-series").nth(1) \
                 .locator(".u-label").inner_text() == hr

@@ -244,13 +244,17 @@ const CW = (() => {
     const pad = (x) => String(x).padStart(2, "0");
     return h ? `${h}:${pad(m)}:${pad(sec)}` : `${m}:${pad(sec)}`;
   }
+  // the deployment's local time on a 24-hour clock; with the date as the charts give it:
+  // zh "11月28日 16:29:00", en "28 Nov 16:29:00"
   function fmtTime(ts, withDate) {
     if (ts === null || ts === undefined) return t("never");
     const d = new Date(ts * 1000);
-    const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
-    if (me && me.timezone) opts.timeZone = me.timezone; // the deployment's local time
-    if (withDate) { opts.month = "2-digit"; opts.day = "2-digit"; }
-    return d.toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", opts);
+    const locale = lang === "zh" ? "zh-CN" : "en-GB";
+    const zone = me && me.timezone ? { timeZone: me.timezone } : {};
+    const time = d.toLocaleTimeString(locale,
+      { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", ...zone });
+    if (!withDate) return time;
+    return `${d.toLocaleDateString(locale, { month: "short", day: "numeric", ...zone })} ${time}`;
   }
   function ago(ts) { return ts === null || ts === undefined ? t("never") : fmtDur(now() - ts); }
 
