@@ -122,6 +122,20 @@ class AlertEngine(EngineApi):
             sev, cond = self._arrays(alert.kind)
             sev[row], cond[row] = alert.severity, alert.condition_active
 
+    def active_conditions(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows with an open `kind` alert whose condition is active, and each condition's
+        onset (NaN: unknown): what a restarted detector resumes from (`Detector.resume`)."""
+        with self._lock:
+            rows, onsets = [], []
+            for (resident_id, k), alert in self._open.items():
+                row = self.devices.row_of_resident.get(resident_id)
+                if k != kind or row is None or not alert.condition_active:
+                    continue
+                onset = alert.evidence.get("onset_ts")
+                rows.append(row)
+                onsets.append(float(onset) if isinstance(onset, float | int) else np.nan)
+            return np.asarray(rows, np.int64), np.asarray(onsets, np.float64)
+
     def _unindex(self, alert: Alert) -> None:
         self._open.pop((alert.resident_id, alert.kind), None)
         self._by_id.pop(alert.alert_id, None)

@@ -53,6 +53,7 @@ def build_pipeline(
     )
     if on_event is not None:
         alerts.add_listener(on_event)
+    resume_detectors(detectors, alerts)
     sink = None
     if with_sink if with_sink is not None else not replay:
         from ingest.sinks import build_sink
@@ -69,6 +70,20 @@ def build_pipeline(
             sink.close()
 
     return pipeline, close
+
+
+def resume_detectors(detectors: list[Any], alerts: Any) -> None:
+    """A restarted pipeline's detectors start with no memory of the conditions behind the
+    alerts still open in the store; a detector with `resume(kind, rows, onset)` is told
+    which of its kinds' conditions were active, so that it can clear them."""
+    for detector in detectors:
+        resume = getattr(detector, "resume", None)
+        if resume is None:
+            continue
+        for kind in detector.kinds:
+            rows, onset = alerts.active_conditions(kind)
+            if len(rows):
+                resume(kind, rows, onset)
 
 
 class _AlertCommands:

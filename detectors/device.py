@@ -47,10 +47,25 @@ class DeviceOffline:
         self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
+        # rows resumed from an open alert after a restart (`resume`), not heard since
+        self._resumed = np.zeros(n, bool)
         # A tick without samples or status changes cannot change anything before `due`, the
         # earliest time a quiet device reaches offline_s: such ticks compare snapshots only.
         self._seen: tuple[Any, ...] | None = None
         self._due = -np.inf
+
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray) -> None:
+        """After a restart: these rows had an open alert whose condition was active. They
+        stay offline until the device is heard again, and then clear as usual. Without
+        this the restarted detector never saw them go offline, never sent the clearing
+        finding, and the alert's active condition went on inhibiting the resident's
+        physiological alerts after the device was back."""
+        if kind not in self.kinds or not len(rows):
+            return
+        self.active[rows] = True
+        self.onset[rows] = onset
+        self._resumed[rows] = True
+        self._seen = None
 
     def _unchanged(self, state: TickState, now: float) -> bool:
         seen = self._seen
@@ -107,6 +122,9 @@ class DeviceOffline:
                     now < hold_until)
                 will &= ~held
             cond = cond | will
+        if self._resumed.any():  # offline before the restart and not heard since
+            self._resumed &= np.isnan(last)
+            cond = cond | self._resumed
         self._seen = None
         if len(state.new) == 0:
             self._seen = (store, state.started_at, last.view(np.int64).copy(),
