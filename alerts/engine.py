@@ -89,7 +89,11 @@ class AlertEngine(EngineApi):
         self._follower = follower_for(self.store)  # shared store: before the load below
         for alert in self.store.open_alerts():
             self._index(alert)
-        self._republish = True  # unpublished events of a crashed run go out at the first tick
+        # unpublished events of a crashed run go out before any new one (first step or tick)
+        self._republish = True
+        # events handed to the publisher whose delivery the broker has not confirmed yet:
+        # they stay unpublished in the store (a crash now republishes them at the restart)
+        self._unconfirmed: list[tuple[int, Any]] = []
         if webhook_secret is None:
             webhook_secret = load_secret(settings.webhook_secret_file, settings.webhook_secret_env)
         self.dispatcher = Dispatcher(
@@ -188,6 +192,7 @@ class AlertEngine(EngineApi):
         for alert in step.txn.alerts:  # a deadline may have moved (queued even if this fails)
             self._deadlines.watch(alert)
         step.txn.meta["counter"] = self._counter
+        self._republish_pending()  # a crashed run's events first (before ours are stored)
         try:
             seqs = self.store.commit(step.txn)
         except StaleAlertError:
@@ -195,9 +200,36 @@ class AlertEngine(EngineApi):
             # alerts. Our copies of them are ahead of the store now; take the stored ones.
             self._reload([a.alert_id for a in step.txn.alerts])
             raise
-        for topic, doc in step.announce:
-            self._announce(topic, doc)
-        self.store.mark_published(seqs)
+        for seq, (topic, doc) in zip(seqs, step.announce, strict=True):
+            self._announce(topic, doc, seq)
+        self._confirm_published()
+
+    def _publish_event(self, seq: int, topic: str, doc: dict[str, Any]) -> None:
+        tracked = getattr(self.publisher, "publish_tracked", None)
+        if tracked is None:  # replay, tests: handed over is delivered
+            self.publisher.publish(topic, orjson.dumps(doc), 1, False)
+            self._unconfirmed.append((seq, None))
+        else:
+            self._unconfirmed.append((seq, tracked(topic, orjson.dumps(doc), 1, False)))
+
+    def _confirm_published(self) -> None:
+        """Mark published the events the broker has acknowledged. Marking them when handed
+        to paho lost them for good when the process died before paho sent them (a broker
+        outage queues them in paho's memory only)."""
+        if not self._unconfirmed:
+            return
+        done = [seq for seq, d in self._unconfirmed if d is None or d.done]
+        if done:
+            self._unconfirmed = [(seq, d) for seq, d in self._unconfirmed
+                                 if not (d is None or d.done)]
+            self.store.mark_published(done)
+
+    def _republish_pending(self) -> None:
+        if not self._republish:
+            return
+        self._republish = False
+        for seq, topic, doc in self.store.unpublished_events():
+            self._publish_event(seq, topic, doc)
 
     def _reload(self, alert_ids: list[str]) -> None:
         """Replace our copies of these alerts by the stored ones (drop them if resolved)."""
@@ -209,8 +241,8 @@ class AlertEngine(EngineApi):
             if stored is not None and stored.is_open:
                 self._index(stored)
 
-    def _announce(self, topic: str, doc: dict[str, Any]) -> None:
-        self.publisher.publish(topic, orjson.dumps(doc), 1, False)
+    def _announce(self, topic: str, doc: dict[str, Any], seq: int) -> None:
+        self._publish_event(seq, topic, doc)
         for fn in self._listeners:
             try:
                 fn(doc)
@@ -339,12 +371,8 @@ class AlertEngine(EngineApi):
             if self._follower is not None:  # other instances' acks, resolves, new alerts
                 self._follower.refresh(self)
             step = Step()
-            if self._republish:
-                self._republish = False
-                pending = self.store.unpublished_events()
-                for _seq, topic, doc in pending:
-                    self.publisher.publish(topic, orjson.dumps(doc), 1, False)
-                self.store.mark_published([s for s, _t, _d in pending])
+            self._republish_pending()
+            self._confirm_published()
             for sid, s in list(self._silences.items()):
                 if s["until"] <= now:
                     s = {**s, "active": False}
@@ -448,5 +476,6 @@ class AlertEngine(EngineApi):
             if self._closed:
                 return
             self._closed = True
+            self._confirm_published()  # the rest stay unpublished: sent again at the start
         self.dispatcher.close()
         self.store.close()

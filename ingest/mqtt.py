@@ -117,6 +117,16 @@ def configure_client(client: mqtt.Client, settings: BrokerSettings, tls: bool) -
             client.tls_insecure_set(True)
 
 
+class Delivery:
+    """A message handed to the broker client. `done` once the broker has it: for QoS 1,
+    its PUBACK arrived (on this connection, or after paho resent it on a later one)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: bool = False) -> None:
+        self.done = done
+
+
 class MqttEdge:
     """One paho client: subscribes with QoS 1 into a bounded inbox, and publishes."""
 
@@ -148,6 +158,11 @@ class MqttEdge:
         self.manual_ack = manual_ack
         self._mids: deque[int] = deque()
         self._to_ack: list[int] = []
+        # our QoS 1 publishes awaiting their PUBACK, by mid (`publish_tracked`); a PUBACK
+        # that beats the registration (paho's thread is fast) waits in _early
+        self._deliveries: dict[int, Delivery] = {}
+        self._early: set[int] = set()
+        self._delivery_lock = threading.Lock()
         self.host, self.port, tls = parse_broker_url(settings.url)
         v5 = settings.protocol == "5"
         self._v5 = v5
@@ -167,6 +182,7 @@ class MqttEdge:
         self.client.on_message = self._on_message
         self.client.fast_sink = self._on_batch
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
         self._started = False
 
     # -- paho thread -------------------------------------------------------------
@@ -187,7 +203,7 @@ class MqttEdge:
         self.counters.link_back_at = self.clock.now()
         subs = [(t, 1) for t in self.topics] + [(SYS_DROPPED_TOPIC, 0)]
         client.subscribe(subs)  # SUBACK (on_subscribe) marks the edge subscribed
-        client.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
+        self.publish(self.status_topic, b'{"online": true}', qos=1, retain=True)
         log.info(
             "connected to %s:%d (session present: %s)", self.host, self.port, flags.session_present
         )
@@ -305,9 +321,36 @@ class MqttEdge:
         return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.publish_tracked(topic, payload, qos, retain)
+
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1,
+                        retain: bool = False) -> Delivery:
+        """Queue a message (never blocks, never raises on the network); the Delivery says
+        when the broker has it. Handed to paho is not delivered: a message queued while the
+        link is down lives only in this process until the broker acknowledges it."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self.counters.publish_failures += 1
+            return Delivery()  # not queued: never delivered by this process
+        with self._delivery_lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                return Delivery(True)
+            if qos == 0:
+                return Delivery(True)
+            delivery = self._deliveries[info.mid] = Delivery()
+            return delivery
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
+                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:  # the broker refused it (MQTT 5): resending will not help
+            self.counters.publish_failures += 1
+        with self._delivery_lock:
+            delivery = self._deliveries.pop(mid, None)
+            if delivery is None:
+                self._early.add(mid)
+            else:
+                delivery.done = True
 
     def start(self) -> None:
         props = None

@@ -5,14 +5,25 @@ for good once the device was back (a critical hypoxemia opened nothing)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from carewatch.service import Service
 from config.models import BrokerSettings
-from ingest.broker import MosquittoProcess
+from ingest.broker import MosquittoProcess, free_port
 from tests.ingest_harness import Client, small_config, wait_for
+from tests.process_harness import stop_process
 
 
 def _events(watcher: Client) -> list[dict[str, Any]]:
@@ -90,3 +101,93 @@ def test_a_device_back_during_a_restart_clears_its_offline_alert(
             second.stop()
         watcher.close()
         fleet.close()
+
+
+def _persistent_watcher(port: int, topic: str) -> tuple[mqtt.Client, list[dict[str, Any]]]:
+    """A subscriber whose session the broker keeps (and queues for) across outages."""
+    got: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ops-persistent",
+                    protocol=mqtt.MQTTv311, clean_session=False)
+    c.reconnect_delay_set(min_delay=1, max_delay=1)
+    c.on_message = lambda _c, _u, msg: got.append(orjson.loads(msg.payload))
+    c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
+    c.on_subscribe = lambda *_a: subscribed.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    assert subscribed.wait(10), "watcher not subscribed"
+    return c, got
+
+
+def _stored_events(db: Path) -> list[tuple[str, int]]:
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        try:
+            rows = con.execute("SELECT doc FROM events ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:  # not created yet, or locked for a moment
+            return []
+    return [(d["event"], d["tier"]) for d in (orjson.loads(r[0]) for r in rows)]
+
+
+def test_an_event_made_while_the_broker_is_down_survives_a_crash_before_it_returns(
+        mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    """The broker is down, an alert escalates (the event waits in paho's memory), the
+    pipeline is SIGKILLed, the broker comes back, the pipeline restarts: the escalation
+    must still reach subscribers. It was marked published when handed to paho, so the
+    restart never sent it again: staff saw tier 1, then tier 3."""
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(
+        "timezone: Asia/Shanghai\n"
+        "towns: [{id: gufu, name: gufu}]\n"
+        "residents: [{id: r-0001, town: gufu, device: dev-0001}]\n"
+        "ack_timeout_s: {critical: 3, high: 600, medium: 600, low: 600}\n")
+    data = tmp_path / "data"
+    argv = [sys.executable, "-m", "carewatch.cli", "--log-level", "WARNING", "run",
+            "--config", str(reg), "--broker", mosquitto.url,
+            "--http", f"127.0.0.1:{free_port()}", "--data-dir", str(data)]
+    watcher, got = _persistent_watcher(mosquitto.port, "carewatch/v1/gufu/alerts/+")
+    fleet = Client(mosquitto.port, "fleet")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _ready(proc, "pipeline running"), 60, "the pipeline started")
+        fleet.publish("carewatch/v1/gufu/dev-0001/vitals",
+                      {"ts": time.time(), "seq": 1, "fall": True, "worn": True}
+                      ).wait_for_publish(5)
+        wait_for(lambda: any(e["event"] == "opened" for e in got), 15, "the fall alert opened")
+        fleet.close()
+        mosquitto.stop()
+        db = data / "alerts.db"
+        wait_for(lambda: ("escalated", 2) in _stored_events(db), 15,
+                 "the escalation to tier 2 stored while the broker is down")
+        proc.kill()  # SIGKILL: whatever paho held in memory is gone
+        proc.wait()
+        stop_process(proc)
+        mosquitto.start()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        wait_for(lambda: sum(e["event"] == "escalated" for e in got) >= 3, 30,
+                 "tiers 2, 3 and 4 delivered")
+        # QoS 1 may repeat a message (the broker went down before the watcher's PUBACK):
+        # a repeat is the same document; a second alert would not be
+        distinct = list({orjson.dumps(e): e for e in got}.values())
+        seen = [(e["event"], e["tier"]) for e in distinct]
+        assert ("escalated", 2) in seen, seen
+        assert [e for e in seen if e[0] == "opened"] == [("opened", 1)], seen
+        assert seen.index(("escalated", 2)) < seen.index(("escalated", 3)), seen
+        assert len({e["alert_id"] for e in distinct}) == 1
+    finally:
+        stop_process(proc)
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+def _ready(proc: subprocess.Popen[str], marker: str) -> bool:
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    try:
+        line = proc.stdout.readline()
+    except (OSError, TypeError):
+        return False
+    assert proc.poll() is None, "the pipeline exited"
+    return marker in (line or "")
