@@ -121,10 +121,21 @@ class Delivery:
     """A message handed to the broker client. `done` once the broker has it: for QoS 1,
     its PUBACK arrived (on this connection, or after paho resent it on a later one)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("_info",)
 
-    def __init__(self, done: bool = False) -> None:
-        self.done = done
+    def __init__(self, info: mqtt.MQTTMessageInfo | None) -> None:
+        self._info = info  # None: not queued, never delivered by this process
+
+    @property
+    def done(self) -> bool:
+        if self._info is None:
+            return False
+        # paho's own flag for this message, set on its PUBACK (after a resend on a new
+        # connection too). Read directly: `is_published()` raises for a message queued
+        # while the link was down (rc NO_CONN) even once it has been delivered. Per
+        # message, so no PUBACK can be credited to another message reusing its mid.
+        with self._info._condition:
+            return bool(self._info._published)
 
 
 class MqttEdge:
@@ -158,11 +169,6 @@ class MqttEdge:
         self.manual_ack = manual_ack
         self._mids: deque[int] = deque()
         self._to_ack: list[int] = []
-        # our QoS 1 publishes awaiting their PUBACK, by mid (`publish_tracked`); a PUBACK
-        # that beats the registration (paho's thread is fast) waits in _early
-        self._deliveries: dict[int, Delivery] = {}
-        self._early: set[int] = set()
-        self._delivery_lock = threading.Lock()
         self.host, self.port, tls = parse_broker_url(settings.url)
         v5 = settings.protocol == "5"
         self._v5 = v5
@@ -331,26 +337,13 @@ class MqttEdge:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self.counters.publish_failures += 1
-            return Delivery()  # not queued: never delivered by this process
-        with self._delivery_lock:
-            if info.mid in self._early:
-                self._early.discard(info.mid)
-                return Delivery(True)
-            if qos == 0:
-                return Delivery(True)
-            delivery = self._deliveries[info.mid] = Delivery()
-            return delivery
+            return Delivery(None)
+        return Delivery(info)
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
                     reason: mqtt.ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:  # the broker refused it (MQTT 5): resending will not help
             self.counters.publish_failures += 1
-        with self._delivery_lock:
-            delivery = self._deliveries.pop(mid, None)
-            if delivery is None:
-                self._early.add(mid)
-            else:
-                delivery.done = True
 
     def start(self) -> None:
         props = None

@@ -191,3 +191,50 @@ def _ready(proc: subprocess.Popen[str], marker: str) -> bool:
         return False
     assert proc.poll() is None, "the pipeline exited"
     return marker in (line or "")
+
+
+def _unpublished(db: Path) -> int | None:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        try:
+            return int(con.execute("SELECT count(*) FROM events WHERE published = 0")
+                       .fetchone()[0])
+        except sqlite3.OperationalError:  # locked for a moment
+            return None
+
+
+def test_an_event_queued_while_the_broker_is_down_is_marked_published_once_delivered(
+        mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    """The other half of publish-on-PUBACK: an event paho queued while the link was down,
+    and sent once it is back, counts as published then (else every restart would send it
+    again, and the store would never settle)."""
+    config = small_config(residents=1, towns=1, ack_timeout_s={
+        "critical": 3, "high": 600, "medium": 600, "low": 600})
+    r = config.residents[0]
+    watcher, got = _persistent_watcher(mosquitto.port, f"carewatch/v1/{r.town}/alerts/+")
+    fleet = Client(mosquitto.port, "fleet")
+    service = Service(config, broker=BrokerSettings(url=mosquitto.url, client_id="cw-puback"),
+                      data_dir=tmp_path)
+    db = tmp_path / "alerts.db"
+    try:
+        service.start()
+        wait_for(lambda: service.edge.counters.subscribed, 10, "the pipeline subscribed")
+        fleet.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                      {"ts": time.time(), "seq": 1, "fall": True, "worn": True}
+                      ).wait_for_publish(5)
+        wait_for(lambda: any(e["event"] == "opened" for e in got), 15, "the fall alert opened")
+        wait_for(lambda: _unpublished(db) == 0, 10, "the opened event confirmed")
+        fleet.close()
+        mosquitto.stop()
+        wait_for(lambda: ("escalated", 2) in _stored_events(db), 15,
+                 "the escalation to tier 2 stored while the broker is down")
+        wait_for(lambda: (_unpublished(db) or 0) >= 1, 5,
+                 "the escalation held unpublished (not delivered yet)")
+        mosquitto.start()
+        wait_for(lambda: any(e["event"] == "escalated" and e["tier"] == 2 for e in got), 30,
+                 "tier 2 delivered once the broker is back")
+        wait_for(lambda: _unpublished(db) == 0, 15,
+                 "every delivered event marked published")
+    finally:
+        service.stop()
+        watcher.disconnect()
+        watcher.loop_stop()
