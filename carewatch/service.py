@@ -307,13 +307,16 @@ class Service:
             self.pipeline.tick()  # findings of the drained samples reach the alert store
             self.edge.ack_drained()
         self.edge.stop()
+        if self.http is not None:
+            # before the stores close: a request arriving now is refused, not answered 500
+            # "Cannot operate on a closed database" (an acknowledgement then looked failed
+            # for a reason staff cannot act on)
+            self.http.stop()
         if self.routines is not None:
             self.routines.close()
         if self.task_publisher is not None:
             self.task_publisher.stop()
         self._close_pipeline()
-        if self.http is not None:
-            self.http.stop()
         if self._holds_interpreter:
             self._holds_interpreter = False
             _INTERPRETER.release()
