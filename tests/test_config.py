@@ -117,3 +117,14 @@ def test_demo_registry_shaped_like_the_district(tmp_path: Path) -> None:
     assert {s.tier for s in config.staff} == {1, 2, 3, 4}
     assert all(r.staff for r in config.residents)
     assert demo_registry(50, seed=1) == demo_registry(50, seed=1)
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    """It used to end in a UnicodeDecodeError traceback (exit 1)."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.replace("郭扶镇", "Guf\xfa").encode("latin-1", "replace"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == ["(file): expected UTF-8 text, invalid start byte at byte "
+                                  f"{path.read_bytes().index(0xFA)}"]
+    assert str(path) in str(err.value)

@@ -189,3 +189,38 @@ def parse_config_file(path: Path):
     from config.loader import load_config
 
     return load_config(path)
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--residents", "0"], "--residents must be at least 1, got 0"),
+    (["--hours", "nan"], "--hours must be a positive number, got nan"),
+    (["--hours", "-1"], "--hours must be a positive number, got -1"),
+    (["--interval-s", "nan"], "--interval-s must be a positive number of seconds, got nan"),
+    (["--speed", "0"], "--speed must be a positive number, got 0"),
+    (["--random-events", "-1"], "--random-events must be 0 or more, got -1"),
+    (["--connections", "0"], "--connections must be at least 1, got 0"),
+    (["--batch", "601"], "--batch must be 1..600, got 601"),
+])
+def test_cli_bad_options_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], expected: str
+) -> None:
+    """Each used to be a traceback (--residents 0, NaN), a ZeroDivisionError in the live
+    fleet's thread (--speed 0), silence (--speed -1) or an empty recording with exit 0."""
+    reg = tmp_path / "reg.yaml"
+    argv = ["simulate", "--residents", "3", "--hours", "0.1", "--registry", str(reg),
+            "--record", str(tmp_path / "rec.jsonl"), *option]
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+    assert not reg.exists() and not (tmp_path / "rec.jsonl").exists()
+
+
+def test_cli_config_names_an_existing_file(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config` (an existing deployment's config) never generates a registry in place of a
+    mistyped path, as `--registry` does for a new one."""
+    missing = tmp_path / "typo.yaml"
+    argv = ["simulate", "--config", str(missing), "--hours", "0.1", "--record",
+            str(tmp_path / "rec.jsonl")]
+    assert main(argv) == 2
+    assert f"{missing}: (file): cannot be read" in capsys.readouterr().err
+    assert not missing.exists()
