@@ -242,6 +242,7 @@ class VitalsDecoder:
                     batch = [msg]
             elif 0 < len(batch) <= self.max_batch_samples and None not in map(_TS_GETTER, batch):
                 ids = set(map(_ID_GETTER, batch))
+                ids.add(msg.device_id)  # the batch's own `device_id` must match too
                 if ids - {None, device}:
                     batch = None
             else:
@@ -360,6 +361,11 @@ class VitalsDecoder:
                 )
             if not msg.samples:
                 return "schema", "batch has no samples"
+            if msg.device_id is not None and msg.device_id != device:
+                return "device_mismatch", (
+                    f"the batch's device_id {msg.device_id!r} does not match the topic's "
+                    f"device {device!r}"
+                )
             batch = msg.samples
         else:
             if msg.ts is None:

@@ -290,3 +290,38 @@ def test_non_utf8_payloads_are_rejected_and_the_pipeline_goes_on(
         pub.close()
         watcher.close()
         service.stop()
+
+
+def test_a_batch_whose_own_device_id_is_another_device_is_rejected(
+    mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """Contract: "`device_id` comes from the topic; a `device_id` field, if present, must
+    match it." A gateway naming the device on the batch (`{"device_id", "samples"}`) and
+    publishing on another device's topic had its samples stored on that device's resident;
+    only `device_id` inside the samples was checked."""
+    config = small_config()
+    service = ingest_service(config, mosquitto.url, tmp=tmp_path)
+    service.start()
+    watcher = Client(mosquitto.port, "ops", subscribe=("carewatch/v1/+/+/rejected",))
+    pub = Client(mosquitto.port, "gateway")
+    try:
+        assert service.edge.wait_connected(10)
+        now = WallClock().now()
+        t0, r0, r1 = vitals_topic(config, 0), config.residents[0], config.residents[1]
+        samples = [{"ts": now - 30 + i, "seq": i, "hr": 150} for i in range(20)]
+        pub.publish(t0, {"device_id": r1.device, "samples": samples})
+        pub.publish(t0, {"device_id": r0.device, "samples": [{"ts": now - 5, "hr": 66}]})
+        pub.publish(t0, {"samples": [{"ts": now - 4, "hr": 67}]}).wait_for_publish(5)
+        wait_for(lambda: len(watcher.received("/rejected")) == 1, what="the rejection")
+        topic, body = watcher.received("/rejected")[0]
+        assert topic == t0.removesuffix("vitals") + "rejected"
+        assert body["reason"] == "device_mismatch"
+        assert repr(r1.device) in body["detail"] and repr(r0.device) in body["detail"]
+        store = service.pipeline.store
+        wait_for(lambda: store.samples_total[0] == 2, what="the matching batches")
+        assert store.latest["hr"][0] == 67
+        assert service.pipeline.metrics.by_reason == {"device_mismatch": 1}
+    finally:
+        pub.close()
+        watcher.close()
+        service.stop()
