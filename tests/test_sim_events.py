@@ -224,3 +224,26 @@ def test_cli_config_names_an_existing_file(tmp_path: Path,
     assert main(argv) == 2
     assert f"{missing}: (file): cannot be read" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_a_recording_of_600_sample_batches_replays_without_too_large(tmp_path: Path) -> None:
+    """`--batch` takes 1..600 (the contract's batch limit), but recordings are fixed-width,
+    every absent field a run of blanks: a 600-sample message was 91,813 bytes, over the
+    contract's 64 KiB, so replay rejected every vitals message as too_large (live, the same
+    messages are compact and accepted). Such lines are now written compact."""
+    from carewatch.replay import read_lines, replay
+
+    reg, rec = tmp_path / "reg.yaml", tmp_path / "rec.jsonl"
+    assert main(["simulate", "--residents", "3", "--hours", "1", "--interval-s", "1",
+                 "--batch", "600", "--registry", str(reg), "--record", str(rec)]) == 0
+    lines = [orjson.loads(x) for x in rec.read_bytes().splitlines()]
+    payloads = [orjson.dumps(d["payload"]) for d in lines if "samples" in d.get("payload", {})]
+    assert max(len(orjson.loads(p)["samples"]) for p in payloads) == 600
+    raw = [x for x in rec.read_bytes().splitlines() if b'"samples"' in x]
+    assert max(len(x) for x in raw) < 64 * 1024
+    rejected: list[dict[str, object]] = []
+    result = replay(read_lines(rec), parse_config_file(reg), keep_events=False,
+                    on_rejected=rejected.append)
+    assert rejected == []
+    recorded = sum(len(orjson.loads(p)["samples"]) for p in payloads)
+    assert result.ingest["samples"] == recorded > 3 * 3000
