@@ -34,3 +34,17 @@ def broker_from_args(args: argparse.Namespace, config: Config | None) -> BrokerS
 
 def load(path: str | Path) -> Config:
     return load_config(path)
+
+
+def unreadable(*paths: str | None) -> str | None:
+    """Why one of the input files given cannot be read ("FILE: reason"), else None: said
+    before any output is written, instead of a traceback halfway."""
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            return f"{path}: cannot be read: {exc.strerror}"
+    return None
