@@ -247,3 +247,15 @@ def test_a_recording_of_600_sample_batches_replays_without_too_large(tmp_path: P
     assert rejected == []
     recorded = sum(len(orjson.loads(p)["samples"]) for p in payloads)
     assert result.ingest["samples"] == recorded > 3 * 3000
+
+
+def test_cli_live_with_no_broker_listening_says_so(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """It was a ConnectionRefusedError traceback from paho's connect."""
+    from ingest.broker import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    argv = ["simulate", "--residents", "3", "--hours", "0.1", "--registry",
+            str(tmp_path / "reg.yaml"), "--broker", url]
+    assert main(argv) == 1
+    assert f"carewatch simulate: cannot connect to the broker {url}: " in capsys.readouterr().err

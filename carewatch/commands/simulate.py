@@ -162,7 +162,13 @@ def _live(args: argparse.Namespace, config: Config, scen: Scenario | None, seed:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-    fleet.start()
+    try:
+        fleet.start()
+    except OSError as exc:  # ConnectionError included: refused, unreachable, no CONNACK
+        fleet.stop()
+        print(f"carewatch simulate: cannot connect to the broker {broker.url}: {exc}",
+              file=sys.stderr)
+        return 1
     print(f"simulating {len(config.residents)} devices on {broker.url} "
           f"(speed {args.speed:g}, batch {batch}, QoS {args.qos}); Ctrl-C stops", flush=True)
     started = time.monotonic()
