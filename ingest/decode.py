@@ -65,6 +65,19 @@ class _Status(msgspec.Struct, forbid_unknown_fields=False):
 
 
 DEEP = "JSON nesting too deep"
+
+
+def not_utf8(payload: bytes) -> str | None:
+    """Why a payload is not UTF-8 text (JSON must be), else None. msgspec checks only the
+    strings it keeps, and raises UnicodeDecodeError (not a DecodeError) for those: a
+    non-UTF-8 `device_id` must be a rejection, never an exception out of the decoder."""
+    if payload.isascii():  # the common case, checked in C without decoding
+        return None
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"JSON is malformed: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return None
 _DECODE_MESSAGE = msgspec.json.Decoder(_Message)
 _DECODE_STATUS = msgspec.json.Decoder(_Status)
 _FLOAT_FIELDS = (*VITALS, "battery")
@@ -202,6 +215,12 @@ class VitalsDecoder:
                 assert parsed is not None
                 row, (town, device, _) = routed, parsed
                 known_topics[topic] = (row, town, device)
+            bad_text = not_utf8(payload)
+            if bad_text is not None:
+                rejections.append(
+                    Rejection(topic, town, device, "invalid_json", bad_text, received_at)
+                )
+                continue
             try:
                 msg = _DECODE_MESSAGE.decode(payload)
             except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
@@ -223,6 +242,7 @@ class VitalsDecoder:
                     batch = [msg]
             elif 0 < len(batch) <= self.max_batch_samples and None not in map(_TS_GETTER, batch):
                 ids = set(map(_ID_GETTER, batch))
+                ids.add(msg.device_id)  # the batch's own `device_id` must match too
                 if ids - {None, device}:
                     batch = None
             else:
@@ -341,6 +361,11 @@ class VitalsDecoder:
                 )
             if not msg.samples:
                 return "schema", "batch has no samples"
+            if msg.device_id is not None and msg.device_id != device:
+                return "device_mismatch", (
+                    f"the batch's device_id {msg.device_id!r} does not match the topic's "
+                    f"device {device!r}"
+                )
             batch = msg.samples
         else:
             if msg.ts is None:
@@ -362,6 +387,10 @@ class VitalsDecoder:
         if row is None:
             return None
         town, device, _ = split_topic(topic) or ("_", "_", "")
+        bad_text = not_utf8(payload)
+        if bad_text is not None:
+            rejections.append(Rejection(topic, town, device, "invalid_json", bad_text, received_at))
+            return None
         try:
             status = _DECODE_STATUS.decode(payload)
         except msgspec.ValidationError as exc:

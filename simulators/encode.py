@@ -16,6 +16,7 @@ import numpy as np
 from simulators.physiology import Chunk
 
 SENTINEL = 0
+MAX_PAYLOAD = 64 * 1024  # the contract's limit per message
 
 # (field, key, width, decimals, optional): the sample object, in wire order.
 SAMPLE_FIELDS: tuple[tuple[str, str, int, int, bool], ...] = (
@@ -118,6 +119,7 @@ class Layout:
             parts.append(b',"topic":')
             slot("topic", topic_width + 2)  # with its quotes, so padding lies outside them
             parts.append(b',"payload":')
+        payload_start = used()
         if batch > 1:
             parts.append(b'{"samples":[')
         self.sample_start = used()
@@ -136,6 +138,7 @@ class Layout:
         parts.append(sample * batch)
         if batch > 1:
             parts.append(b"}")
+        self.payload_width = used() - payload_start  # the message, at its widest
         if record:
             parts.append(b"}\n")
         self.template = np.frombuffer(b"".join(parts), np.uint8).copy()
@@ -147,15 +150,18 @@ class Encoder:
 
     Live messages are compacted (no padding). Replay lines keep their fixed width, padded
     with JSON whitespace: a compaction pass costs more than the generation itself, and
-    every JSON reader skips blanks between tokens.
+    every JSON reader skips blanks between tokens. Except for batches whose padded payload
+    could exceed the contract's 64 KiB (over ~420 samples): the pipeline counts the blanks,
+    so every such message was rejected as too_large on replay; those lines are compacted.
     """
 
     def __init__(self, topics: list[str], batch: int = 1, record: bool = False) -> None:
         if batch < 1 or batch > 600:
             raise ValueError("batch must be 1..600 (the contract's batch limit)")
         self.batch, self.record = batch, record
-        self.pad = 32 if record else SENTINEL
         width = max((len(t) for t in topics), default=1)
+        self.compact = not record or Layout(batch, record, width, 32).payload_width > MAX_PAYLOAD
+        self.pad = SENTINEL if self.compact else 32
         self.layout = Layout(batch, record, width, self.pad)
         tbl = np.full((len(topics), width + 2), self.pad, np.uint8)
         for i, t in enumerate(topics):  # once per run, not per sample
@@ -239,6 +245,7 @@ class Encoder:
             out[:, t0:t1].view("V14")[:, 0] = render_fixed_epoch(t_sorted, 3).view("V14")[:, 0]
             p0, p1 = lay.cols["topic"]
             out[:, p0:p1].view(f"V{p1 - p0}")[:, 0] = self.topics_v[rows]
+        if not self.compact:
             # fixed-width lines padded with JSON blanks: compaction would cost more than
             # generating the data, and every JSON reader skips blanks between tokens
             return Encoded(t=t_sorted, buf=out.reshape(-1),

@@ -91,6 +91,14 @@ class LiveFleet:
         self.clock = clock or WallClock()
         self.broker, self.speed, self.qos = broker, float(speed), int(qos)
         now = self.clock.now()
+        # An accelerated run of no fixed length cannot end at "now": its clock may run ahead
+        # of the real one by half the pipeline's future tolerance (within which the pipeline
+        # accepts samples), then goes on in real time. Uncapped, every sample more than the
+        # tolerance ahead (5 min: 33 s into `carewatch demo --speed 10`) was rejected as
+        # future_ts, and every device later went device_offline.
+        self.lead_s: float | None = None
+        if start is None and not hours and self.speed > 1:
+            self.lead_s = config.pipeline.future_tolerance_s / 2
         if start is None:  # accelerated: end at "now", so no ts lies in the pipeline's future
             start = now - (hours * 3600 * (1 - 1 / self.speed) if hours and self.speed > 1 else 0.0)
         rows = {r.id: i for i, r in enumerate(config.residents)}
@@ -182,11 +190,16 @@ class LiveFleet:
     def sim_now(self) -> float:
         if self._t_wall0 is None:  # not started: the simulation's first instant
             return self.sim.t0
-        return self.sim.t0 + (time.monotonic() - self._t_wall0) * self.speed
+        t = self.sim.t0 + (time.monotonic() - self._t_wall0) * self.speed
+        if self.lead_s is not None:
+            t = min(t, self.clock.now() + self.lead_s)
+        return t
 
     def _sleep_until(self, t_sim: float) -> bool:
         """Wait for simulated time t_sim; True if stopped."""
-        delay = (t_sim - self.sim_now()) / self.speed
+        now = self.sim_now()
+        capped = self.lead_s is not None and now >= self.clock.now() + self.lead_s - 1e-3
+        delay = (t_sim - now) / (1.0 if capped else self.speed)
         return self._stop.wait(min(max(0.0, delay), 0.5)) if delay > 0 else self._stop.is_set()
 
     def _side_events(self) -> list[tuple[float, int, str, Any]]:

@@ -117,6 +117,8 @@ class Reference:
                 return "too_large"
             if not batch:
                 return "schema"
+            if msg.get("device_id") is not None and msg["device_id"] != device:
+                return "device_mismatch"  # the batch's own device_id, as its samples'
         else:
             batch = [msg]
         for s in batch:  # the first problem in sample order names the reason

@@ -117,3 +117,38 @@ def test_demo_registry_shaped_like_the_district(tmp_path: Path) -> None:
     assert {s.tier for s in config.staff} == {1, 2, 3, 4}
     assert all(r.staff for r in config.residents)
     assert demo_registry(50, seed=1) == demo_registry(50, seed=1)
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    """It used to end in a UnicodeDecodeError traceback (exit 1)."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.replace("郭扶镇", "Guf\xfa").encode("latin-1", "replace"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == ["(file): expected UTF-8 text, invalid start byte at byte "
+                                  f"{path.read_bytes().index(0xFA)}"]
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(("extra", "flags", "expected"), [
+    ("broker: {url: 'mqtt://127.0.0.1:1', username: u, password_file: /nonexistent/pw}\n", [],
+     "{path}: broker.password_file: expected a readable file, '/nonexistent/pw': "
+     "No such file or directory"),
+    ("", ["--username", "u", "--password-file", "/nonexistent/pw"],
+     "command line: --password-file: expected a readable file, '/nonexistent/pw': "
+     "No such file or directory"),
+    ("", ["--broker", "http://x"], "command line: --broker: expected String should match"),
+])
+def test_broker_settings_mistakes_name_the_option_or_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, flags: list[str],
+    expected: str
+) -> None:
+    """A missing password file (config or --password-file) was a FileNotFoundError
+    traceback from `run` and `simulate`, a bad --broker a raw pydantic traceback."""
+    from carewatch.cli import main
+
+    path = write(tmp_path, MINIMAL + extra)
+    for command in (["run", "--http", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")],
+                    ["simulate", "--hours", "0.1"]):
+        assert main([command[0], "--config", str(path), *command[1:], *flags]) == 2
+        assert expected.format(path=path) in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 
 from config.generate import demo_registry
@@ -181,3 +182,32 @@ def test_replay_low_battery_onset_is_the_readings_ts(tmp_path: Path) -> None:
     onsets = {e["resident_id"]: e["evidence"]["onset_ts"] for e in result.events
               if e["kind"] == "low_battery" and e["state"] == "open"}
     assert onsets == {r0["id"]: T0, r1["id"]: T0 + 3, r2["id"]: T0 + 60}
+
+
+def test_replay_and_evaluate_name_an_unreadable_input_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing recording or truth file, or a truth line that is not JSON, used to end in
+    a traceback (replay had already created its --out file)."""
+    from carewatch.cli import main
+
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(yaml.safe_dump(demo_registry(2, seed=1)), encoding="utf-8")
+    rec, truth, missing = tmp_path / "rec.jsonl", tmp_path / "truth.jsonl", tmp_path / "nope"
+    rec.write_bytes(b'{"t": 1764316800.0}\nnot json\n')
+    truth.write_bytes(b'{"resident_id": "r-0001", "kind": "fall", "start": 1, "end": 2}\n[1]\n')
+    out = tmp_path / "out.jsonl"
+    cases = [
+        (["replay", str(missing), "--config", str(reg), "--out", str(out)],
+         f"carewatch replay: {missing}: cannot be read: No such file or directory"),
+        (["evaluate", str(missing), "--truth", str(truth), "--config", str(reg)],
+         f"carewatch evaluate: {missing}: cannot be read: No such file or directory"),
+        (["evaluate", str(rec), "--truth", str(missing), "--config", str(reg)],
+         f"carewatch evaluate: {missing}: cannot be read: No such file or directory"),
+        (["evaluate", str(rec), "--truth", str(truth), "--config", str(reg)],
+         f"carewatch evaluate: {truth} line 2: expected a JSON object, got list"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        assert expected in capsys.readouterr().err
+    assert not out.exists()

@@ -189,3 +189,73 @@ def parse_config_file(path: Path):
     from config.loader import load_config
 
     return load_config(path)
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--residents", "0"], "--residents must be at least 1, got 0"),
+    (["--hours", "nan"], "--hours must be a positive number, got nan"),
+    (["--hours", "-1"], "--hours must be a positive number, got -1"),
+    (["--interval-s", "nan"], "--interval-s must be a positive number of seconds, got nan"),
+    (["--speed", "0"], "--speed must be a positive number, got 0"),
+    (["--random-events", "-1"], "--random-events must be 0 or more, got -1"),
+    (["--connections", "0"], "--connections must be at least 1, got 0"),
+    (["--batch", "601"], "--batch must be 1..600, got 601"),
+])
+def test_cli_bad_options_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], expected: str
+) -> None:
+    """Each used to be a traceback (--residents 0, NaN), a ZeroDivisionError in the live
+    fleet's thread (--speed 0), silence (--speed -1) or an empty recording with exit 0."""
+    reg = tmp_path / "reg.yaml"
+    argv = ["simulate", "--residents", "3", "--hours", "0.1", "--registry", str(reg),
+            "--record", str(tmp_path / "rec.jsonl"), *option]
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+    assert not reg.exists() and not (tmp_path / "rec.jsonl").exists()
+
+
+def test_cli_config_names_an_existing_file(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config` (an existing deployment's config) never generates a registry in place of a
+    mistyped path, as `--registry` does for a new one."""
+    missing = tmp_path / "typo.yaml"
+    argv = ["simulate", "--config", str(missing), "--hours", "0.1", "--record",
+            str(tmp_path / "rec.jsonl")]
+    assert main(argv) == 2
+    assert f"{missing}: (file): cannot be read" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_a_recording_of_600_sample_batches_replays_without_too_large(tmp_path: Path) -> None:
+    """`--batch` takes 1..600 (the contract's batch limit), but recordings are fixed-width,
+    every absent field a run of blanks: a 600-sample message was 91,813 bytes, over the
+    contract's 64 KiB, so replay rejected every vitals message as too_large (live, the same
+    messages are compact and accepted). Such lines are now written compact."""
+    from carewatch.replay import read_lines, replay
+
+    reg, rec = tmp_path / "reg.yaml", tmp_path / "rec.jsonl"
+    assert main(["simulate", "--residents", "3", "--hours", "1", "--interval-s", "1",
+                 "--batch", "600", "--registry", str(reg), "--record", str(rec)]) == 0
+    lines = [orjson.loads(x) for x in rec.read_bytes().splitlines()]
+    payloads = [orjson.dumps(d["payload"]) for d in lines if "samples" in d.get("payload", {})]
+    assert max(len(orjson.loads(p)["samples"]) for p in payloads) == 600
+    raw = [x for x in rec.read_bytes().splitlines() if b'"samples"' in x]
+    assert max(len(x) for x in raw) < 64 * 1024
+    rejected: list[dict[str, object]] = []
+    result = replay(read_lines(rec), parse_config_file(reg), keep_events=False,
+                    on_rejected=rejected.append)
+    assert rejected == []
+    recorded = sum(len(orjson.loads(p)["samples"]) for p in payloads)
+    assert result.ingest["samples"] == recorded > 3 * 3000
+
+
+def test_cli_live_with_no_broker_listening_says_so(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """It was a ConnectionRefusedError traceback from paho's connect."""
+    from ingest.broker import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    argv = ["simulate", "--residents", "3", "--hours", "0.1", "--registry",
+            str(tmp_path / "reg.yaml"), "--broker", url]
+    assert main(argv) == 1
+    assert f"carewatch simulate: cannot connect to the broker {url}: " in capsys.readouterr().err

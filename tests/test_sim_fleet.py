@@ -10,11 +10,13 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from carewatch.clock import WallClock
 from config.generate import demo_registry
 from config.loader import parse_config
 from config.models import BrokerSettings
 from simulators.fleet import LiveFleet
 from simulators.scenario import Scenario
+from tests.ingest_harness import ingest_service, small_config, wait_for
 
 
 class Collector:
@@ -162,3 +164,35 @@ def test_devices_say_online_again_after_a_broker_restart(mosquitto: Any) -> None
         fleet.stop()
         if sub is not None:
             sub.close()
+
+
+def test_an_accelerated_run_of_no_fixed_length_never_publishes_into_the_future(
+    mosquitto: Any, tmp_path: Any
+) -> None:
+    """`carewatch simulate --speed S` (or `demo --speed S`) without `--hours`: the fleet's
+    clock may lead the real one by half the pipeline's future tolerance, then runs in real
+    time, so the pipeline rejects nothing as future_ts. It used to run ahead without bound:
+    at speed 10 every sample after the first 33 s was rejected."""
+    tolerance = 20.0
+    config = small_config(4, 2, pipeline={"future_tolerance_s": tolerance})
+    service = ingest_service(config, mosquitto.url, tmp=tmp_path)
+    service.start()
+    fleet = LiveFleet(config, BrokerSettings(url=mosquitto.url), speed=100.0, interval_s=1.0,
+                      seed=3)
+    try:
+        assert service.edge.wait_connected(10)
+        fleet.start()
+        # uncapped, the fleet's clock is now 5 tolerances ahead of the real one
+        wait_for(lambda: time.monotonic() - (fleet._t_wall0 or 0.0) > 5 * tolerance / 100.0,
+                 what="the fleet to run 5 tolerances of simulated time")
+        assert fleet.sim_now() <= WallClock().now() + tolerance / 2 + 0.01
+        fleet.stop()
+        assert not fleet.errors
+        published = fleet.published + len(config.residents)  # + each device's online status
+        m = service.pipeline.metrics
+        wait_for(lambda: m.totals["received"] >= published, what="every message handled")
+        assert m.by_reason.get("future_ts", 0) == 0 and m.totals["future"] == 0, m.snapshot()
+        assert m.totals["samples"] == fleet.samples > 0
+    finally:
+        fleet.stop()
+        service.stop()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from config.loader import load_config
+from pydantic import ValidationError
+
+from config.loader import ConfigError, format_validation_error, load_config
 from config.models import BrokerSettings, Config
 
 
@@ -20,17 +22,53 @@ def add_broker_options(p: argparse.ArgumentParser) -> None:
 
 
 def broker_from_args(args: argparse.Namespace, config: Config | None) -> BrokerSettings:
-    """The config's broker settings with command-line overrides applied (validated)."""
+    """The config's broker settings with command-line overrides applied (validated); a
+    mistake is a ConfigError naming the option or the config file's key."""
     base = config.broker if config else BrokerSettings()
     data = base.model_dump()
-    if getattr(args, "broker", None):
-        data["url"] = args.broker
-    if getattr(args, "username", None):
-        data["username"] = args.username
-    if getattr(args, "password_file", None):
-        data["password_file"] = args.password_file
-    return BrokerSettings.model_validate(data)
+    flags = {"url": "--broker", "username": "--username", "password_file": "--password-file"}
+    given = set()
+    for key, flag in flags.items():
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value:
+            data[key] = value
+            given.add(key)
+    source = config.source if config else "<defaults>"
+    try:
+        settings = BrokerSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_error(exc)
+        if any(p.split(":")[0] in given for p in problems):
+            raise ConfigError("command line", [
+                f"{flags[p.split(':')[0]]}{p[len(p.split(':')[0]):]}" for p in problems
+            ]) from None
+        raise ConfigError(source, [f"broker.{p}" for p in problems]) from None
+    if settings.password_file:
+        try:
+            with open(settings.password_file, "rb"):
+                pass
+        except OSError as exc:
+            where, key = (("command line", "--password-file") if "password_file" in given
+                          else (source, "broker.password_file"))
+            raise ConfigError(where, [
+                f"{key}: expected a readable file, {settings.password_file!r}: {exc.strerror}"
+            ]) from None
+    return settings
 
 
 def load(path: str | Path) -> Config:
     return load_config(path)
+
+
+def unreadable(*paths: str | None) -> str | None:
+    """Why one of the input files given cannot be read ("FILE: reason"), else None: said
+    before any output is written, instead of a traceback halfway."""
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            return f"{path}: cannot be read: {exc.strerror}"
+    return None

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from carewatch.commands._common import load
+from carewatch.commands._common import load, unreadable
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -30,12 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.set_defaults(func=main)
 
 
+class BadLine(ValueError):
+    pass
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     out = []
     with open(path, "rb") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if line.strip():
-                out.append(orjson.loads(line))
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise BadLine(f"{path} line {lineno}: expected a JSON object: {exc}") from None
+                if not isinstance(rec, dict):
+                    raise BadLine(f"{path} line {lineno}: expected a JSON object, "
+                                  f"got {type(rec).__name__}")
+                out.append(rec)
     return out
 
 
@@ -46,7 +57,12 @@ def data_span(path: str | Path) -> tuple[float, float]:
         for line in fh:
             if not line.strip():
                 continue
-            rec = orjson.loads(line)
+            try:  # a bad line is replay's to warn about and skip, as here
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict):
+                continue
             t = rec.get("t")
             if isinstance(t, int | float) and "topic" in rec:
                 first = t if first is None else first
@@ -59,10 +75,17 @@ def main(args: argparse.Namespace) -> int:
     from detectors.evaluate import score
 
     config = load(args.config)
-    truth = read_jsonl(args.truth)
-    if args.events:
-        events = read_jsonl(args.events)
-    else:
+    problem = unreadable(args.input, args.truth, args.events)
+    if problem:
+        print(f"carewatch evaluate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        truth = read_jsonl(args.truth)
+        events = read_jsonl(args.events) if args.events else None
+    except BadLine as exc:
+        print(f"carewatch evaluate: {exc}", file=sys.stderr)
+        return 2
+    if events is None:
         events = replay_file(args.input, config, out_path=args.out)
     first, last = data_span(args.input)
     resident_days = len(config.residents) * (last - first) / 86400.0

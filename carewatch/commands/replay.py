@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from carewatch.commands._common import load
+from carewatch.commands._common import load, unreadable
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +26,10 @@ def main(args: argparse.Namespace) -> int:
     from carewatch.replay import SPAN_TICKS, read_lines, replay
 
     config = load(args.config)
+    problem = unreadable(args.input)
+    if problem:
+        print(f"carewatch replay: {problem}", file=sys.stderr)
+        return 2
     rej = open(args.rejected, "wb") if args.rejected else None  # noqa: SIM115
     with open(args.out, "wb") as out:
         result = replay(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -62,7 +63,9 @@ def _opt(args: argparse.Namespace, scen: Scenario | None, name: str, default: An
 
 
 def _registry(args: argparse.Namespace, residents: int, seed: int) -> Config:
-    path = Path(args.config or args.registry)
+    if args.config:  # an existing deployment's config: a missing file is a mistake
+        return load_config(args.config)
+    path = Path(args.registry)
     if not path.exists():
         write_demo_registry(path, residents, seed=seed)
         log.info("wrote a registry of %d residents to %s", residents, path)
@@ -76,14 +79,16 @@ def run(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     seed = int(_opt(args, scen, "seed", 0))
-    config = _registry(args, int(_opt(args, scen, "residents", 200)), seed)
+    residents = int(_opt(args, scen, "residents", 200))
     interval = float(_opt(args, scen, "interval_s", 10.0))
     batch = int(_opt(args, scen, "batch", 1))
     rate = float(_opt(args, scen, "random_events", 0.0))
     hours = _opt(args, scen, "hours", 24.0 if args.record else None)
-    if not 1 <= batch <= 600 or interval <= 0:
-        print("--batch must be 1..600 and --interval-s positive", file=sys.stderr)
+    problem = _option_problem(args, residents, interval, batch, rate, hours)
+    if problem:
+        print(f"carewatch simulate: {problem}", file=sys.stderr)
         return 2
+    config = _registry(args, residents, seed)
     try:
         if args.record:
             return _record(args, config, scen, seed, interval, batch, rate, float(hours))
@@ -91,6 +96,29 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+
+
+def _option_problem(args: argparse.Namespace, residents: int, interval: float, batch: int,
+                    rate: float, hours: Any) -> str | None:
+    """What is wrong with the options (given or from the scenario), else None."""
+    checks = [
+        (residents >= 1, "--residents must be at least 1", residents),
+        (1 <= batch <= 600, "--batch must be 1..600", batch),
+        (math.isfinite(interval) and interval > 0, "--interval-s must be a positive number of "
+         "seconds", interval),
+        (hours is None or (math.isfinite(float(hours)) and float(hours) > 0),
+         "--hours must be a positive number", hours),
+        (math.isfinite(rate) and rate >= 0, "--random-events must be 0 or more", rate),
+        (math.isfinite(args.speed) and args.speed > 0, "--speed must be a positive number",
+         args.speed),
+        (args.connections >= 1, "--connections must be at least 1", args.connections),
+        (args.lwt_devices >= 0, "--lwt-devices must be 0 or more", args.lwt_devices),
+    ]
+    for ok, expected, got in checks:
+        if not ok:
+            shown = f"{got:g}" if isinstance(got, float) else str(got)
+            return f"{expected}, got {shown}"
+    return None
 
 
 def _record(args: argparse.Namespace, config: Config, scen: Scenario | None, seed: int,
@@ -134,7 +162,13 @@ def _live(args: argparse.Namespace, config: Config, scen: Scenario | None, seed:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-    fleet.start()
+    try:
+        fleet.start()
+    except OSError as exc:  # ConnectionError included: refused, unreachable, no CONNACK
+        fleet.stop()
+        print(f"carewatch simulate: cannot connect to the broker {broker.url}: {exc}",
+              file=sys.stderr)
+        return 1
     print(f"simulating {len(config.residents)} devices on {broker.url} "
           f"(speed {args.speed:g}, batch {batch}, QoS {args.qos}); Ctrl-C stops", flush=True)
     started = time.monotonic()
