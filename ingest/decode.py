@@ -78,6 +78,8 @@ def not_utf8(payload: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"JSON is malformed: not UTF-8 text ({exc.reason} at byte {exc.start})"
     return None
+
+
 _DECODE_MESSAGE = msgspec.json.Decoder(_Message)
 _DECODE_STATUS = msgspec.json.Decoder(_Status)
 _FLOAT_FIELDS = (*VITALS, "battery")
