@@ -164,6 +164,7 @@ class MqttEdge:
         self.wakeup = threading.Event()
         self.counters = EdgeCounters()
         self._space = threading.Event()
+        self._stopping = False  # stop() disconnects on purpose: no outage to log
         # manual_ack: PUBACK only once the pipeline has handled a message (`ack_drained`), so
         # a crash loses nothing the broker forgot; mids run parallel to the inbox
         self.manual_ack = manual_ack
@@ -227,6 +228,9 @@ class MqttEdge:
         self.counters.subscribed = False
         self.counters.disconnects += 1
         self.counters.last_disconnect_reason = str(reason)
+        if not self._stopping:  # not our own stop: an outage the logs must show
+            log.warning("lost the broker link to %s:%d (%s); reconnecting, nothing is "
+                        "received meanwhile", self.host, self.port, reason)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reason_codes: list[mqtt.ReasonCode], properties: Properties | None) -> None:
@@ -346,6 +350,7 @@ class MqttEdge:
             self.counters.publish_failures += 1
 
     def start(self) -> None:
+        self._stopping = False
         props = None
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
@@ -372,6 +377,7 @@ class MqttEdge:
         """Disconnect cleanly (the retained status says offline) and join paho's thread."""
         if not self._started:
             return
+        self._stopping = True
         self._space.set()
         try:
             if self.counters.connected:

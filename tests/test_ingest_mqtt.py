@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_bad_input_rejected_on_topic_good_kept(mosquitto: MosquittoProcess, tmp_
 
 
 def test_broker_killed_and_restarted_mid_stream_loses_nothing(
-    mosquitto: MosquittoProcess, tmp_path: Path
+    mosquitto: MosquittoProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = small_config()
     service = ingest_service(config, mosquitto.url, tmp=tmp_path)
@@ -140,6 +141,9 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(
             what=f"{n_before + n_after} samples after the broker restart",
         )
         assert service.edge.counters.connects >= 2
+        # the outage is in the logs, not only in the reconnection's "connected" line
+        assert any(r.levelno == logging.WARNING and "lost the broker link" in r.getMessage()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
         seqs = set(store.raw_window(0)["seq"].tolist())
         assert set(range(n_before + n_after - store.raw_capacity, n_before + n_after)) <= seqs
     finally:
