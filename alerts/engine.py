@@ -36,6 +36,7 @@ from alerts.model import (
     json_scalar,
 )
 from alerts.noise import INHIBITED_BY, MERGED_INTO, inhibitor, merges, silence_matches
+from alerts.outbox import EventOutbox
 from alerts.pg_refresh import follower_for
 from alerts.routing import Router
 from alerts.store import AlertStore, SqliteAlertStore
@@ -89,11 +90,8 @@ class AlertEngine(EngineApi):
         self._follower = follower_for(self.store)  # shared store: before the load below
         for alert in self.store.open_alerts():
             self._index(alert)
-        # unpublished events of a crashed run go out before any new one (first step or tick)
-        self._republish = True
-        # events handed to the publisher whose delivery the broker has not confirmed yet:
-        # they stay unpublished in the store (a crash now republishes them at the restart)
-        self._unconfirmed: list[tuple[int, Any]] = []
+        # events to the broker, marked published once delivered; a crashed run's first
+        self.outbox = EventOutbox(self.store, publisher)
         if webhook_secret is None:
             webhook_secret = load_secret(settings.webhook_secret_file, settings.webhook_secret_env)
         self.dispatcher = Dispatcher(
@@ -192,7 +190,7 @@ class AlertEngine(EngineApi):
         for alert in step.txn.alerts:  # a deadline may have moved (queued even if this fails)
             self._deadlines.watch(alert)
         step.txn.meta["counter"] = self._counter
-        self._republish_pending()  # a crashed run's events first (before ours are stored)
+        self.outbox.resend_unpublished()  # a crashed run's events first (before ours are stored)
         try:
             seqs = self.store.commit(step.txn)
         except StaleAlertError:
@@ -202,34 +200,7 @@ class AlertEngine(EngineApi):
             raise
         for seq, (topic, doc) in zip(seqs, step.announce, strict=True):
             self._announce(topic, doc, seq)
-        self._confirm_published()
-
-    def _publish_event(self, seq: int, topic: str, doc: dict[str, Any]) -> None:
-        tracked = getattr(self.publisher, "publish_tracked", None)
-        if tracked is None:  # replay, tests: handed over is delivered
-            self.publisher.publish(topic, orjson.dumps(doc), 1, False)
-            self._unconfirmed.append((seq, None))
-        else:
-            self._unconfirmed.append((seq, tracked(topic, orjson.dumps(doc), 1, False)))
-
-    def _confirm_published(self) -> None:
-        """Mark published the events the broker has acknowledged. Marking them when handed
-        to paho lost them for good when the process died before paho sent them (a broker
-        outage queues them in paho's memory only)."""
-        if not self._unconfirmed:
-            return
-        done = [seq for seq, d in self._unconfirmed if d is None or d.done]
-        if done:
-            self._unconfirmed = [(seq, d) for seq, d in self._unconfirmed
-                                 if not (d is None or d.done)]
-            self.store.mark_published(done)
-
-    def _republish_pending(self) -> None:
-        if not self._republish:
-            return
-        self._republish = False
-        for seq, topic, doc in self.store.unpublished_events():
-            self._publish_event(seq, topic, doc)
+        self.outbox.confirm()
 
     def _reload(self, alert_ids: list[str]) -> None:
         """Replace our copies of these alerts by the stored ones (drop them if resolved)."""
@@ -242,7 +213,7 @@ class AlertEngine(EngineApi):
                 self._index(stored)
 
     def _announce(self, topic: str, doc: dict[str, Any], seq: int) -> None:
-        self._publish_event(seq, topic, doc)
+        self.outbox.send(seq, topic, doc)
         for fn in self._listeners:
             try:
                 fn(doc)
@@ -371,8 +342,8 @@ class AlertEngine(EngineApi):
             if self._follower is not None:  # other instances' acks, resolves, new alerts
                 self._follower.refresh(self)
             step = Step()
-            self._republish_pending()
-            self._confirm_published()
+            self.outbox.resend_unpublished()
+            self.outbox.confirm()
             for sid, s in list(self._silences.items()):
                 if s["until"] <= now:
                     s = {**s, "active": False}
@@ -476,6 +447,6 @@ class AlertEngine(EngineApi):
             if self._closed:
                 return
             self._closed = True
-            self._confirm_published()  # the rest stay unpublished: sent again at the start
+            self.outbox.confirm()  # the rest stay unpublished: sent again at the start
         self.dispatcher.close()
         self.store.close()
