@@ -8,6 +8,7 @@ Everything here runs on one thread, the pipeline thread.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -114,6 +115,8 @@ class Pipeline:
                 update = self.decoder.decode_status(msg[0], msg[1], msg[2], rejections)
                 if update is not None:
                     self.metrics.count("status")
+                    if update.battery_fault:
+                        self.metrics.count_faults(Counter(battery=1))
                     if not update.online:
                         self.offline_status_at = now
                     self.store.set_status(

@@ -10,6 +10,7 @@ says what was wrong. De-duplication against state happens in the pipeline.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class StatusUpdate:
     battery: float | None
     received_at: float
     ts: float | None = None  # the message's own `ts`, when given and plausible
+    battery_fault: bool = False  # a battery outside 0-100 was dropped (a sensor fault)
 
 
 def split_topic(topic: str) -> tuple[str, str, str] | None:
@@ -405,14 +407,20 @@ class VitalsDecoder:
             rejections.append(Rejection(topic, town, device, "schema", DEEP, received_at))
             return None
         battery = status.battery
-        if battery is not None and not (0 <= battery <= 100 and battery == int(battery)):
+        if battery is not None and (not math.isfinite(battery) or battery != int(battery)):
+            # as in a vitals sample: an integer (15 or 15.0), else the message breaks the schema
+            rejections.append(Rejection(topic, town, device, "schema",
+                                        "battery must be an integer", received_at))
+            return None
+        fault = battery is not None and not 0 <= battery <= 100  # dropped and counted
+        if fault:
             battery = None
         # the optional `ts` dates the battery reading (low battery's onset); one that is not
         # a positive time or lies too far ahead is not trusted, the receipt stands in
         ts = status.ts
         if ts is not None and not (0 < ts <= received_at + self.future_tolerance_s):
             ts = None
-        return StatusUpdate(row, status.online, battery, received_at, ts)
+        return StatusUpdate(row, status.online, battery, received_at, ts, fault)
 
 
 _PLACEHOLDER = SampleColumns.empty()  # replaced before a DecodedVitals leaves the decoder

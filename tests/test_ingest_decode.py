@@ -182,6 +182,25 @@ def test_status_and_last_will(pipe: Pipeline) -> None:
     assert [r["reason"] for r in rejected(pipe)] == ["schema"]
 
 
+def test_status_battery_out_of_range_is_a_counted_fault_and_a_fraction_breaks_the_schema(
+        pipe: Pipeline) -> None:
+    # as in a vitals sample: out of 0-100 is a sensor fault (dropped and counted, the rest
+    # of the message kept); 50.5 or 1e400 is no integer and rejects the message
+    status = topic(pipe, leaf="status")
+    pipe.handle([(status, b'{"online": true, "battery": 55}', NOW)])
+    pipe.handle([(status, b'{"online": false, "battery": 150}', NOW + 1)])
+    assert pipe.store.online[0] == 0 and pipe.store.battery[0] == 55
+    assert pipe.metrics.snapshot()["faults"] == {"battery": 1}
+    for bad in (b"50.5", b"1e400"):
+        pipe.handle([(status, b'{"online": true, "battery": ' + bad + b"}", NOW + 2)])
+    got = [(r["reason"], r["detail"]) for r in rejected(pipe)]
+    assert got[0] == ("schema", "battery must be an integer")
+    assert [reason for reason, _ in got] == ["schema", "schema"]  # 1e400: out of range
+    assert pipe.store.online[0] == 0 and pipe.store.battery[0] == 55
+    pipe.handle([(status, b'{"online": true, "battery": 15.0}', NOW + 3)])
+    assert pipe.store.online[0] == 1 and pipe.store.battery[0] == 15
+
+
 def test_every_reason_counted_in_prometheus(pipe: Pipeline) -> None:
     from prometheus_client import generate_latest
 
