@@ -63,18 +63,24 @@ def make_client(broker: BrokerSettings, client_id: str,
     if will:
         c.will_set(will[0], will[1], qos=1, retain=True)
     connected = threading.Event()
+    refused: list[str] = []
 
     def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
                    _props: Any = None) -> None:
-        if will and birth is not None and not reason.is_failure:
+        if reason.is_failure:
+            refused.append(str(reason))
+        elif will and birth is not None:
             client.publish(will[0], birth(), qos=1, retain=True)
         connected.set()
 
     c.on_connect = on_connect
     c.connect(host, int(port or (8883 if scheme == "mqtts" else 1883)), keepalive=60)
     c.loop_start()
-    if not connected.wait(10):
+    if not connected.wait(10) or refused:
+        c.disconnect()
         c.loop_stop()
+        if refused:  # e.g. a wrong password: publishing on would only fill paho's memory
+            raise ConnectionError(f"{broker.url} refused the connection: {refused[0]}")
         raise ConnectionError(f"no CONNACK from {broker.url} within 10 s")
     return c
 

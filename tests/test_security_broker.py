@@ -240,3 +240,23 @@ def test_reprovision_keeps_passwords_and_rotate_changes_them(tmp_path: Path) -> 
     provision(config, tmp_path / "c", rotate=True)
     assert a.secret_path(dev).read_text() != before
     assert time.monotonic() - start < 5
+
+
+def test_a_simulated_device_with_a_wrong_password_is_told_it_was_refused(
+        secured: Secured, tmp_path: Path) -> None:
+    """`carewatch simulate` went ahead and published into nothing when the broker refused
+    its credentials (paho retries a refused CONNECT for ever)."""
+    from config.models import BrokerSettings
+    from simulators.fleet import make_client
+
+    user = secured.prov.accounts[0].username
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not-the-password\n")
+    settings = BrokerSettings(url=secured.broker.url, username=user, password_file=str(wrong))
+    with pytest.raises(ConnectionError, match="refused the connection"):
+        make_client(settings, "sim-wrong-password")
+    right = BrokerSettings(url=secured.broker.url, username=user,
+                           password_file=str(secured.prov.secret_path(user)))
+    client = make_client(right, "sim-right-password")
+    client.disconnect()
+    client.loop_stop()
