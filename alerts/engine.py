@@ -60,7 +60,8 @@ class AlertEngine(EngineApi):
                  message_for: Callable[[str, str, dict[str, Any]], str] | None = None,
                  deterministic_ids: bool = False, store: AlertStore | None = None,
                  webhook_secret: bytes | None = None, send_notifications: bool = True) -> None:
-        self.config, self.devices, self.clock, self.publisher = config, devices, clock, publisher
+        self.config, self.devices, self.clock = config, devices, clock
+        self._publisher = publisher
         settings = config.alerts
         if store is None and config.storage.alerts_backend == "postgresql":
             from alerts.store_pg import open_pg_store  # psycopg only when it is used
@@ -179,6 +180,15 @@ class AlertEngine(EngineApi):
         return None
 
     # ---- commit and announce -----------------------------------------------------------
+    @property
+    def publisher(self) -> Publisher:
+        """Where events and command results go (replaceable: tests swap in a failing one)."""
+        return self._publisher
+
+    @publisher.setter
+    def publisher(self, publisher: Publisher) -> None:
+        self._publisher = self.outbox.publisher = publisher
+
     def add_listener(self, fn: Listener) -> None:
         """Call `fn(event)` for every contract event after it is stored (in order, this thread)."""
         with self._lock:
