@@ -568,7 +568,9 @@ def test_pipeline_unavailable_is_503(h: Harness) -> None:
     h.backend._submit = refuse
     with TestClient(h.app) as c:
         login(c, h.tiers[4])
-        assert c.get("/api/residents").status_code == 503
+        r = c.get("/api/residents")
+        assert r.status_code == 503
+        assert r.json()["code"] == "unavailable"  # the UI words it (console/errors.py)
 
 
 def test_demo_passwords_refused_outside_demo_mode(h: Harness, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +67,6 @@ def console_refusals(h: Harness, client: TestClient) -> None:
     blank = client.post(f"/api/alerts/{a.alert_id}/resolve", json={"note": "  "}, headers=act)
     assert refusal(blank) == (422, "invalid") and isinstance(blank.json()["detail"], list)
     assert refusal(client.get("/api/no-such-route")) == (404, "not_found")
-
-
-def test_a_pipeline_that_does_not_answer_is_unavailable(h: Harness) -> None:
-    def refuse(fn: Any) -> Future[Any]:
-        f: Future[Any] = Future()
-        f.set_exception(RuntimeError("the pipeline is stopping"))
-        return f
-
-    h.backend._submit = refuse
-    with TestClient(h.app) as c:
-        login(c, h.tiers[4])
-        assert refusal(c.get("/api/residents")) == (503, "unavailable")
 
 
 def test_task_refusals_name_their_reason(tmp_path: Path) -> None:
