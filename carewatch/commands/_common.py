@@ -43,16 +43,13 @@ def broker_from_args(args: argparse.Namespace, config: Config | None) -> BrokerS
                 f"{flags[p.split(':')[0]]}{p[len(p.split(':')[0]):]}" for p in problems
             ]) from None
         raise ConfigError(source, [f"broker.{p}" for p in problems]) from None
-    if settings.password_file:
-        try:
-            with open(settings.password_file, "rb"):
-                pass
-        except OSError as exc:
-            where, key = (("command line", "--password-file") if "password_file" in given
-                          else (source, "broker.password_file"))
-            raise ConfigError(where, [
-                f"{key}: expected a readable file, {settings.password_file!r}: {exc.strerror}"
-            ]) from None
+    failed = _open_error(settings.password_file) if settings.password_file else None
+    if failed is not None:
+        where, key = (("command line", "--password-file") if "password_file" in given
+                      else (source, "broker.password_file"))
+        raise ConfigError(where, [
+            f"{key}: expected a readable file, {settings.password_file!r}: {failed.strerror}"
+        ])
     return settings
 
 
@@ -64,11 +61,16 @@ def unreadable(*paths: str | None) -> str | None:
     """Why one of the input files given cannot be read ("FILE: reason"), else None: said
     before any output is written, instead of a traceback halfway."""
     for path in paths:
-        if path is None:
-            continue
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            return f"{path}: cannot be read: {exc.strerror}"
+        failed = None if path is None else _open_error(path)
+        if failed is not None:
+            return f"{path}: cannot be read: {failed.strerror}"
     return None
+
+
+def _open_error(path: str | Path) -> OSError | None:
+    """Why `path` cannot be opened for reading, else None."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc
