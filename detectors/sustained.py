@@ -88,6 +88,7 @@ class SustainedThreshold:
         (`detectors.runs.Episodes`, severity by level, hysteresis) run in the shared group."""
         return self._group.take(self, state, now)
 
+
 def _beyond(low: bool | None, crit: float | None, thr: float | None, name: str
             ) -> float | None:
     """`crit` unless it lies on the wrong side of `thr` (a low rule's critical level is at

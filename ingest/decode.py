@@ -93,10 +93,11 @@ _LO = np.array([PLAUSIBLE[v][0] for v in _FLOAT_FIELDS], np.float32)
 _HI = np.array([PLAUSIBLE[v][1] for v in _FLOAT_FIELDS], np.float32)
 _TS_GETTER = operator.attrgetter("ts")
 _ID_GETTER = operator.attrgetter("device_id")
+BATTERY_NOT_INTEGER = "battery must be an integer"
 _SCHEMA_PROBLEMS = (
     "ts must be a positive epoch time in seconds",
     "seq must be an integer >= 0",
-    "battery must be an integer",
+    BATTERY_NOT_INTEGER,
 )
 
 
@@ -409,8 +410,8 @@ class VitalsDecoder:
         battery = status.battery
         if battery is not None and (not math.isfinite(battery) or battery != int(battery)):
             # as in a vitals sample: an integer (15 or 15.0), else the message breaks the schema
-            rejections.append(Rejection(topic, town, device, "schema",
-                                        "battery must be an integer", received_at))
+            rejections.append(Rejection(topic, town, device, "schema", BATTERY_NOT_INTEGER,
+                                        received_at))
             return None
         fault = battery is not None and not 0 <= battery <= 100  # dropped and counted
         if fault:
