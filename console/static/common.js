@@ -244,17 +244,28 @@ const CW = (() => {
     const pad = (x) => String(x).padStart(2, "0");
     return h ? `${h}:${pad(m)}:${pad(sec)}` : `${m}:${pad(sec)}`;
   }
-  // the deployment's local time on a 24-hour clock; with the date as the charts give it:
-  // zh "11月28日 16:29:00", en "28 Nov 16:29:00"
+  // times in the UI's language and the deployment's time zone, on a 24-hour clock (the
+  // charts use these too): day zh "11月28日", en "28 Nov"; time "16:29"; seconds "16:29:00"
+  const formats = new Map(); // Intl formatters by language, time zone and kind
+  const KINDS = {
+    day: { month: "short", day: "numeric" },
+    time: { hour: "2-digit", minute: "2-digit", hourCycle: "h23" },
+    seconds: { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" },
+  };
+  function fmt(kind, ts) {
+    const timeZone = (me && me.timezone) || undefined;
+    const key = `${lang}|${timeZone}|${kind}`;
+    if (!formats.has(key)) {
+      formats.set(key, new Intl.DateTimeFormat(lang === "zh" ? "zh-CN" : "en-GB",
+        { ...KINDS[kind], timeZone }));
+    }
+    return formats.get(key).format(new Date(ts * 1000));
+  }
+  // zh "11月28日 16:29:00", en "28 Nov 16:29:00" (without the date: "16:29:00")
   function fmtTime(ts, withDate) {
     if (ts === null || ts === undefined) return t("never");
-    const d = new Date(ts * 1000);
-    const locale = lang === "zh" ? "zh-CN" : "en-GB";
-    const zone = me && me.timezone ? { timeZone: me.timezone } : {};
-    const time = d.toLocaleTimeString(locale,
-      { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", ...zone });
-    if (!withDate) return time;
-    return `${d.toLocaleDateString(locale, { month: "short", day: "numeric", ...zone })} ${time}`;
+    const time = fmt("seconds", ts);
+    return withDate ? `${fmt("day", ts)} ${time}` : time;
   }
   function ago(ts) { return ts === null || ts === undefined ? t("never") : fmtDur(now() - ts); }
 
@@ -369,7 +380,7 @@ const CW = (() => {
   }
 
   return {
-    t, esc, api, errorText, init, applyI18n, setLang, fmtDur, fmtTime, ago, now, syncClock,
+    t, esc, api, errorText, init, applyI18n, setLang, fmtDur, fmt, fmtTime, ago, now, syncClock,
     get lang() { return lang; }, get me() { return me; },
   };
 })();
