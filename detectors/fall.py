@@ -68,7 +68,6 @@ class Fall:
             return []
         out = Emitter("fall")
         p = self.params
-        touched = False
         for idx in rank_groups(new.row):
             whole = len(idx) == len(new)
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
@@ -95,7 +94,6 @@ class Fall:
                 live = np.flatnonzero(hit | flag | (imp == imp) | act)
             if len(live) == 0:
                 continue
-            touched = True
             self._idle = False  # recounted at the end of the tick
             r, t, flag = r[live], t[live], flag[live]
             a = a[live].astype(np.float64)
@@ -139,13 +137,13 @@ class Fall:
             self.active[r[fire]] = True
             self.active[r[cleared]] = False
             self.move_start[r[cleared]] = np.nan
-        if touched:
+        if not self._idle:
             self._settle()
         return out.build()
 
     def _settle(self) -> None:
-        """Recount whether any row has a candidate pending or a fall active (after a step
-        that touched some rows: only those can have changed it)."""
+        """Recount whether any row has a candidate pending or a fall active (after a tick
+        that was not idle: only a tick that touched rows can have changed it)."""
         self._idle = not (self.active.any() or (self.impact == self.impact).any())
 
 
