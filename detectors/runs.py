@@ -164,6 +164,19 @@ class Episodes:
         # even when they do not qualify (callers test this before handing samples over)
         self.busy = np.zeros(n, bool)
 
+    @staticmethod
+    def _step_some(run: Runs, start: np.ndarray, some: np.ndarray, r: np.ndarray,
+                   t: np.ndarray, q: np.ndarray, max_gap: Any) -> tuple[np.ndarray, np.ndarray]:
+        """`run.step` on rows `r[some]` only; full-length (start, last), where the other rows
+        (idle: `start` NaN) keep NaN."""
+        gap = max_gap.take(some) if isinstance(max_gap, np.ndarray) else max_gap
+        s_some, l_some = run.step(r.take(some), t.take(some), q.take(some), gap)
+        start = start.copy()
+        start[some] = s_some
+        last = np.full(len(r), np.nan)
+        last[some] = l_some
+        return start, last
+
     def step(self, out: Emitter, r: np.ndarray, t: np.ndarray, qs: list[np.ndarray],
              durs: list[Any], clear: np.ndarray, clear_s: Any, max_gap: Any,
              value: np.ndarray | None = None, ext_key: str = "value",
@@ -196,14 +209,20 @@ class Episodes:
             thresholds = None if thresholds is None else [_sub(x, live) for x in thresholds]
             severities = None if severities is None else [_sub(x, live) for x in severities]
         levels = self.severities if severities is None else severities
-        # A higher level with no qualifying sample and no run going is idle: its step would
-        # only count strays, which matter to nothing until a run starts again.
+        # A higher level's rows with no qualifying sample and no run going are idle: their
+        # step would only count strays, which matter to nothing until a run starts again.
+        # Such a level steps only its other rows (usually none or a few).
         spans: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, (run, q) in enumerate(zip(self.runs, qs, strict=True)):
-            if i and not q.any():
+            if i:
                 old = run.start.take(r)
-                if (old != old).all():
-                    spans.append(None)
+                go = q | (old == old)
+                if not go.all():
+                    if not go.any():
+                        spans.append(None)
+                        continue
+                    spans.append(self._step_some(run, old, np.flatnonzero(go), r, t, q,
+                                                 max_gap))
                     continue
             spans.append(run.step(r, t, q, max_gap))
         if breaks is not None and breaks.any():
@@ -211,27 +230,29 @@ class Episodes:
                 run.reset(r[breaks])
             spans = [None if sp is None else (run.start.take(r), run.last.take(r))
                      for run, sp in zip(self.runs, spans, strict=True)]
-        # the highest level whose run has lasted its duration; onset = earliest run start
+        # the highest level whose run has lasted its duration (NaN: no run, compares False)
         cand: Any = 0
-        first: Any = np.nan
         for sp, dur, s in zip(spans, durs, levels, strict=True):
-            if sp is None:
-                continue
-            start, last = sp
-            met = (last - start) >= dur - EPS  # NaN (no run) compares False
-            cand = np.where(met, s, cand)  # severities rise with the level
-            first = np.fmin(first, start)
+            if sp is not None:
+                met = (sp[1] - sp[0]) >= dur - EPS
+                if met.any():
+                    cand = np.where(met, s, cand)  # severities rise with the level
         start0 = spans[0][0] if spans[0] is not None else self.runs[0].start.take(r)
         rise = cand > sev
+        rising = bool(rise.any())
         if value is not None and self.extreme is not None:
             ext = self.ext.take(r)
             inside = qs[0] | (sev > 0)
             pick = np.fmin if self.extreme == "min" else np.fmax
             base = np.where((sev == 0) & (start0 == t), np.nan, ext)
             self.ext[r] = np.where(inside, pick(base, value), ext)
-        onset = self.onset.take(r)
-        if rise.any():
-            onset = np.where(rise & (sev == 0), first, onset)
+        if rising:
+            # onset: the earliest start among the levels' runs
+            first: Any = np.nan
+            for sp in spans:
+                if sp is not None:
+                    first = np.fmin(first, sp[0])
+            onset = np.where(rise & (sev == 0), first, self.onset.take(r))
             self.onset[r] = onset
             sev_now = np.where(rise, cand, sev).astype(np.int8)
             self.sev[r] = sev_now
@@ -242,11 +263,13 @@ class Episodes:
         self.busy[r] = active | (start0 == start0)
         if not active.any():
             return
+        if not rising:
+            onset = self.onset.take(r)
         cs = self.cstart.take(r)
         cs = np.where(clear & active, np.where(cs != cs, t, cs), np.nan)
         self.cstart[r] = cs
         cleared = active & ~rise & ((t - cs) >= clear_s - EPS)
-        if not (rise.any() or cleared.any()):
+        if not (rising or cleared.any()):
             return
         ev: dict[str, Any] = {"duration_s": t - onset}
         if self.extreme is not None:

@@ -46,8 +46,34 @@ def test_blend_on_a_strided_view_writes_through_to_its_base() -> None:
     assert base.sum(axis=1).tolist() == [6.0, 0.0, 6.0, 0.0]
 
 
-def test_blend_wants_a_mask_or_its_lanes_and_8_byte_values() -> None:
+def test_blend_copies_4_byte_values_with_their_own_lanes() -> None:
+    rng = np.random.default_rng(4)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, 3e38], np.float32)
+    dst = rng.choice(specials, (5, 33))
+    src = rng.normal(size=(5, 33)).astype(np.float32)
+    mask = rng.random((5, 33)) < 0.5
+    want = dst.copy()
+    np.copyto(want, src, where=mask)
+    blend(dst, src, lane=lanes(mask, np.int32))
+    assert (dst.view(np.int32) == want.view(np.int32)).all()
+    blend(dst, np.zeros_like(src), mask)  # lanes of the values' size when given a mask
+    assert (dst[mask] == 0).all()
+    assert (dst.view(np.int32)[~mask] == want.view(np.int32)[~mask]).all()
+
+
+def test_lanes_are_all_bits_where_true_for_any_mask_layout() -> None:
+    mask = np.array([[True, False, True], [False, True, True]])[:, ::-1]  # not contiguous
+    assert lanes(mask).tolist() == [[-1, 0, -1], [-1, -1, 0]]
+    assert lanes(mask, np.int32).dtype == np.int32
+    assert lanes(np.array([1, 0, 2])).tolist() == [-1, 0, -1]  # truthy, not bit patterns
+
+
+def test_blend_wants_a_mask_or_its_lanes_and_values_of_one_size() -> None:
     with pytest.raises(TypeError, match="mask"):
         blend(np.zeros(3), np.ones(3))
-    with pytest.raises(TypeError, match="8-byte"):
+    with pytest.raises(TypeError, match="8- or 4-byte"):
         blend(np.zeros(3), np.ones(3, np.float32), np.ones(3, bool))
+    with pytest.raises(TypeError, match="8- or 4-byte"):
+        blend(np.zeros(3, np.int16), np.ones(3, np.int16), np.ones(3, bool))
+    with pytest.raises(TypeError, match="int32 lanes"):
+        blend(np.zeros(3, np.float32), np.ones(3, np.float32), lane=lanes(np.ones(3, bool)))
