@@ -28,7 +28,7 @@ def blend(dst: np.ndarray, src: np.ndarray, mask: np.ndarray | None = None,
     size = dst.dtype.itemsize
     if size not in (4, 8) or src.dtype.itemsize != size:
         raise TypeError(f"blend copies 8- or 4-byte values, not {dst.dtype} from {src.dtype}")
-    ints = np.int64 if size == 8 else np.int32
+    ints: type[np.signedinteger] = np.int64 if size == 8 else np.int32
     if lane is None:
         if mask is None:
             raise TypeError("blend needs a mask or its lanes")
@@ -38,4 +38,4 @@ def blend(dst: np.ndarray, src: np.ndarray, mask: np.ndarray | None = None,
     d = dst.view(ints)
     diff = np.bitwise_xor(d, src.view(ints))
     diff &= lane
-    d ^= diff
+    np.bitwise_xor(d, diff, out=d)
