@@ -5,6 +5,11 @@ time at or below `still_g` until `still_s` after the impact. Movement, taking th
 off, or a gap longer than `max_gap_s` cancels the candidate. The condition clears when
 the resident moves again for `clear_s`, or lapses `hold_s` after onset, so that a later fall
 is a new finding.
+
+A device's fall flag counts even when it arrives late, after newer samples of that device
+were judged (a device that was cut off sends its live reading, then its backlog): it fires
+unless a fall is active or a flag at least as new was already judged for that device. The
+impact-then-stillness signature is judged in time order only (docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class Fall:
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self.move_start = np.full(n, np.nan)
+        # ts of the newest fall flag judged per row, in time order or late: a late flag
+        # older than this one was judged already (the fall lane's samples come again)
+        self.flag_ts = np.full(n, -np.inf)
         self._idle = True  # no candidate pending and no fall active on any row
 
     def update(self, state: TickState, now: float) -> list[Findings]:
@@ -72,17 +80,19 @@ class Fall:
             whole = len(idx) == len(new)
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
             ok = self.fresh.step(r, t)
-            if not ok.any():
-                continue
             if ok.all():  # the usual tick: views of the samples, no gathers
                 sel: Any = slice(None) if whole else idx
             else:
+                self._late_flags(new, idx[~ok], r[~ok], t[~ok], out)
+                if not ok.any():
+                    continue
                 sel, r, t = idx[ok], r[ok], t[ok]
             a = new.activity[sel]
             worn = new.worn[sel]
             flag = new.fall[sel] == 1
             if flag.any():  # rare: the rest of the flag test only then
                 flag &= (worn != 0) & p.at("use_flag", r)
+                self.flag_ts[r[flag]] = t[flag]
             hit = a >= _at(self.impact_g, r)
             # only rows with an impact, a flag, a pending candidate or an active fall matter
             if self._idle:  # no candidate pending or fall active on any row
@@ -140,6 +150,26 @@ class Fall:
         if not self._idle:
             self._settle()
         return out.build()
+
+    def _late_flags(self, new: Any, sel: np.ndarray, r: np.ndarray, t: np.ndarray,
+                    out: Emitter) -> None:
+        """Late samples `sel` (rows `r`, distinct): a fall flag on a worn device fires, onset
+        at its own ts, unless a fall is active or a flag at least as new was judged."""
+        flag = new.fall[sel] == 1
+        if not flag.any():
+            return
+        flag &= (new.worn[sel] != 0) & self.params.at("use_flag", r)
+        r, t, sel = r[flag], t[flag], sel[flag]
+        fire = ~self.active[r] & (t > self.flag_ts[r])
+        self.flag_ts[r] = np.maximum(self.flag_ts[r], t)
+        if not fire.any():
+            return
+        self._idle = False
+        self.onset[r[fire]] = t[fire]
+        self.active[r[fire]] = True
+        ev = {"source": np.full(len(r), "device", object),
+              "impact_g": new.activity[sel].astype(np.float64), "duration_s": np.zeros(len(r))}
+        out.add(fire, r, 4, True, t, ev)
 
     def _settle(self) -> None:
         """Recount whether any row has a candidate pending or a fall active (after a tick

@@ -45,8 +45,9 @@ class Device:
         self.news_ts = [NAN] * 5
         self.news = new_episode()
         self.zep = new_episode()  # baseline deviation
-        # impact ts, peak, last activity ts, stillness seen, active, onset, movement start
-        self.fall: list[Any] = [NAN, NAN, NAN, False, False, NAN, NAN]
+        # impact ts, peak, last activity ts, stillness seen, active, onset, movement start,
+        # newest judged fall flag ts
+        self.fall: list[Any] = [NAN, NAN, NAN, False, False, NAN, NAN, -INF]
         self.awake = [new_episode(), new_episode()]  # inactivity, not worn
         self.rx = NAN  # pipeline time of the last accepted sample
         self.online = -1
@@ -191,6 +192,7 @@ def sample_rules(loop: NaiveLoop, cols: list[list[Any]], order: Any, utc_offset_
             if w != 0:
                 _bp(d, row, t, sbp, dbp, out)
         if not t > d.last_ts:
+            _late_fall(d, row, t, a, w, falls[i], out)
             continue  # late: the remaining rules skip it
         d.last_ts = t
         if w != 0:
@@ -309,6 +311,8 @@ def _fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
      hold_s) = d.plan.fall
     f = d.fall
     flag = flag_in == 1 and w != 0 and use_flag
+    if flag:
+        f[7] = t
     imp = f[0]
     was = f[4]
     if not (a >= impact_g or flag or imp == imp or was):
@@ -351,6 +355,21 @@ def _fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
         f[4] = False
         f[6] = NAN
         out.append(("fall", row, 4, False, onset, ev))
+
+
+def _late_fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
+               out: list[Any]) -> None:
+    """A late sample: its fall flag fires unless a fall is active or a flag at least as new
+    was judged."""
+    f = d.fall
+    if not (flag_in == 1 and w != 0 and d.plan.fall[0]):
+        return
+    fire = not f[4] and t > f[7]
+    f[7] = max(f[7], t)
+    if fire:
+        f[4], f[5] = True, t
+        out.append(("fall", row, 4, True, t, {"source": "device", "impact_g": a,
+                                              "duration_s": 0.0}))
 
 
 def _awake(d: Device, row: int, t: float, a: float, w: int, utc_offset_s: float,

@@ -160,6 +160,31 @@ def test_fall_candidate_and_active_fall_carry_across_ticks_one_sample_each() -> 
         (1, True, T0 + 10), (1, False, T0 + 10), (1, True, T0 + 130)]
 
 
+def test_a_late_fall_flag_fires_once_at_its_own_ts() -> None:
+    # a device cut off for an hour sends its live reading first, then its backlog, in
+    # which it flagged a fall: the flag counts, dated by its own ts
+    feeder = Feeder([Fall(2)], 2)
+    live = cols(0, T0 + 3600, activity=0.2, worn=1)
+    assert feeder.tick(live, T0 + 3600) == []
+    backlog = cols(0, T0 + 600 + 10.0 * np.arange(6), activity=[0.2, 0.3, 0.01, 0.01, 0.4, 0.2],
+                   fall=[0, 1, 0, 1, 0, 0], worn=1)
+    got = feeder.tick(backlog, T0 + 3601)
+    assert [(r["row"], r["active"], r["onset"], r["evidence"]["source"]) for r in got] == [
+        (0, True, T0 + 610, "device")]
+    # the condition lapses on the next live sample (hold_s after its onset); the alert it
+    # opened stays open until someone resolves it
+    assert [r["active"] for r in feeder.tick(cols(0, T0 + 3610, activity=0.2, worn=1),
+                                             T0 + 3610)] == [False]
+    # the same backlog again (a broker's redelivery): those flags were judged already
+    assert feeder.tick(backlog, T0 + 3611) == []
+    # a flag older than one already judged in time order does not fire either; one off
+    # the wrist never does
+    feeder.tick(cols(1, T0 + 100, activity=0.2, fall=1, worn=1), T0 + 100)
+    feeder.tick(cols(1, T0 + 3000, activity=0.5, worn=1), T0 + 3000)  # clears it
+    late = cols(1, [T0 + 50, T0 + 2000], activity=0.2, fall=1, worn=[1, 0])
+    assert feeder.tick(late, T0 + 3001) == []
+
+
 def day_stream(start_h: float, hours: float, dt: float = 30.0, **values: Any) -> SampleColumns:
     ts = local(start_h) + dt * np.arange(int(hours * H / dt) + 1)
     return cols(0, ts, **{"worn": 1, **values})

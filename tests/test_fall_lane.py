@@ -64,6 +64,26 @@ def test_the_fall_lane_judges_only_the_fall_and_the_tick_still_sees_every_sample
         close()
 
 
+def test_a_fall_the_lane_opened_and_cleared_is_not_opened_again_by_the_tick(
+        tmp_path: Path) -> None:
+    """The tick hands the fall rule the lane's samples again, older than the newest it has
+    judged: a flag among them was judged already, even once its fall has cleared."""
+    config = service_config(tmp_path)
+    clock = SimClock(T0)
+    pipeline, close = build_pipeline(config, clock, _Discard(), data_dir=tmp_path / "d",
+                                     replay=True)
+    try:
+        samples = [{"ts": T0 - 60, "fall": True, "activity": 0.3, "worn": True}] + [
+            {"ts": T0 - 50 + 10 * j, "activity": 0.5, "worn": True} for j in range(4)]
+        pipeline.handle([_vitals(config, 0, {"samples": samples}, T0)])
+        lane = pipeline.fall_lane(T0)
+        assert [(f.kind, f.active.tolist()) for f in lane] == [("fall", [True, False])]
+        clock.set(T0 + 1)
+        assert [f.kind for f in pipeline.tick(T0 + 1)] == []
+    finally:
+        close()
+
+
 def test_the_lane_judges_every_unseen_sample_in_time_order(tmp_path: Path) -> None:
     """The lane runs over everything the fall rule has not seen, not only the fall's batch:
     an impact handled earlier in the same interval is judged, before the flag."""
