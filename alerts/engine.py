@@ -125,11 +125,12 @@ class AlertEngine(EngineApi):
             sev, cond = self._arrays(alert.kind)
             sev[row], cond[row] = alert.severity, alert.condition_active
 
-    def active_conditions(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows with an open `kind` alert whose condition is active, and each condition's
-        onset (NaN: unknown): what a restarted detector resumes from (`Detector.resume`)."""
+    def active_conditions(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows with an open `kind` alert whose condition is active, each condition's onset
+        (NaN: unknown) and the alert's severity (1-4): what a restarted detector resumes
+        from (`Detector.resume`)."""
         with self._lock:
-            rows, onsets = [], []
+            rows, onsets, severities = [], [], []
             for (resident_id, k), alert in self._open.items():
                 row = self.devices.row_of_resident.get(resident_id)
                 if k != kind or row is None or not alert.condition_active:
@@ -137,7 +138,9 @@ class AlertEngine(EngineApi):
                 onset = alert.evidence.get("onset_ts")
                 rows.append(row)
                 onsets.append(float(onset) if isinstance(onset, float | int) else np.nan)
-            return np.asarray(rows, np.int64), np.asarray(onsets, np.float64)
+                severities.append(alert.severity)
+            return (np.asarray(rows, np.int64), np.asarray(onsets, np.float64),
+                    np.asarray(severities, np.int8))
 
     def _unindex(self, alert: Alert) -> None:
         self._open.pop((alert.resident_id, alert.kind), None)

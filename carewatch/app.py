@@ -74,16 +74,16 @@ def build_pipeline(
 
 def resume_detectors(detectors: list[Any], alerts: Any) -> None:
     """A restarted pipeline's detectors start with no memory of the conditions behind the
-    alerts still open in the store; a detector with `resume(kind, rows, onset)` is told
-    which of its kinds' conditions were active, so that it can clear them."""
+    alerts still open in the store; a detector with `resume(kind, rows, onset, severity)`
+    is told which of its kinds' conditions were active, so that it can clear them."""
     for detector in detectors:
         resume = getattr(detector, "resume", None)
         if resume is None:
             continue
         for kind in detector.kinds:
-            rows, onset = alerts.active_conditions(kind)
+            rows, onset, severity = alerts.active_conditions(kind)
             if len(rows):
-                resume(kind, rows, onset)
+                resume(kind, rows, onset, severity)
 
 
 class _AlertCommands:

@@ -74,6 +74,15 @@ class _AwakeRule(ABC):
         """(included, qualifying, breaks, clear, value) for samples `sel` (indices, or a
         slice) of rows `r`."""
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: hold these rows' conditions active, so that they clear as usual."""
+        if kind not in self.kinds or not len(rows):
+            return
+        group = self._group
+        j = next(i for i, m in enumerate(group.members) if m is self)
+        group.bank.resume(j * group.n + np.asarray(rows, np.intp), onset, self.severity)
+
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Freshness, the awake window and the episodes (`detectors.runs.Episodes`: runs with
         gap tolerance, breaks outside awake hours) run in the shared group."""

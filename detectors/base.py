@@ -87,6 +87,11 @@ class Detector(Protocol):
       (-inf: it might now). Without `sample_driven` that means finding nothing at all. A
       detector may have both (baseline deviation: sample-driven scores, an hourly refit).
       Called before the span; `update` then runs once, at the span's last tick.
+
+    Optional, for restarts: `resume(kind, rows, onset, severity)`, called before the first
+    tick with the rows whose `kind` alert is open with its condition active (each one's
+    onset and the alert's severity, 1-4): the detector holds those conditions active, so
+    that it clears them when the data says so (`carewatch.app.resume_detectors`).
     """
 
     kinds: ClassVar[tuple[str, ...]]

@@ -160,6 +160,12 @@ class BaselineDeviation:
                 self.fitted = True
                 self.scale[v][rows[ok], h] = np.maximum(1.4826 * mad, floor)[ok]
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: hold these rows' conditions active, so that they clear as usual."""
+        if kind in self.kinds and len(rows):
+            self.episodes.resume(rows, onset, 1)
+
     # ---------------------------------------------------------------- update
     def update(self, state: TickState, now: float) -> list[Findings]:
         if state.store is not None:

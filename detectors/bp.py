@@ -73,6 +73,14 @@ class _BloodPressure(ABC):
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: these rows' conditions stay active until a clear-side reading."""
+        if kind not in self.kinds or not len(rows):
+            return
+        self.active[rows] = True
+        self.onset[rows] = onset
+
     @abstractmethod
     def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,8 @@ class DeviceOffline:
         self._seen: tuple[Any, ...] | None = None
         self._due = -np.inf
 
-    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray) -> None:
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
         """After a restart: these rows had an open alert whose condition was active. They
         stay offline until the device is heard again, and then clear as usual. Without
         this the restarted detector never saw them go offline, never sent the clearing
@@ -173,6 +174,16 @@ class LowBattery:
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self._seen: np.ndarray | None = None
+
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: these rows stay low until a reading above `clear_above` (the
+        first tick judges every device's held reading)."""
+        if kind not in self.kinds or not len(rows):
+            return
+        self.active[rows] = True
+        self.onset[rows] = onset
+        self._seen = None
 
     def quiet_until(self, state: TickState, new: SampleColumns) -> float:
         """Replay spans: the span's battery readings (one device each) must change no

@@ -70,6 +70,16 @@ class Fall:
         self.flag_ts = np.full(n, -np.inf)
         self._idle = True  # no candidate pending and no fall active on any row
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: these rows' falls stay active until the resident moves again
+        for `clear_s` or `hold_s` passes after onset, as usual."""
+        if kind not in self.kinds or not len(rows):
+            return
+        self.active[rows] = True
+        self.onset[rows] = onset
+        self._idle = False
+
     def update(self, state: TickState, now: float) -> list[Findings]:
         new = state.new
         if len(new) == 0:

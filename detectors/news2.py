@@ -124,6 +124,15 @@ class News2:
         self.any_copd = bool(self.copd.any())
         self.episodes = Episodes("news2", n, (2, 3), "max")
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: hold these rows' conditions active (high where the alert is),
+        so that they clear as usual."""
+        if kind not in self.kinds or not len(rows):
+            return
+        high = np.asarray(severity) >= 3 if severity is not None else False
+        self.episodes.resume(rows, onset, np.where(high, 3, 2).astype(np.int8))
+
     def update(self, state: TickState, now: float) -> list[Findings]:
         new = state.new
         m = len(new)

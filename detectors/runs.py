@@ -164,6 +164,16 @@ class Episodes:
         # even when they do not qualify (callers test this before handing samples over)
         self.busy = np.zeros(n, bool)
 
+    def resume(self, r: np.ndarray, onset: np.ndarray, sev: Any) -> None:
+        """Hold rows `r` active at severity `sev` since `onset`, with no run going (after a
+        restart: the conditions of open alerts), so that they clear as usual."""
+        r = np.asarray(r, np.intp)
+        self.sev[r] = sev
+        self.onset[r] = onset
+        self.busy[r] = True
+        self.ext[r] = np.nan
+        self.cstart[r] = np.nan
+
     @staticmethod
     def _step_some(run: Runs, start: np.ndarray, some: np.ndarray, r: np.ndarray,
                    t: np.ndarray, q: np.ndarray, max_gap: Any) -> tuple[np.ndarray, np.ndarray]:

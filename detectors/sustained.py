@@ -83,6 +83,19 @@ class SustainedThreshold:
             return self.params["critical_threshold"]
         return self.params["threshold"]
 
+    def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
+               severity: np.ndarray | None = None) -> None:
+        """After a restart: hold these rows' conditions active (critical where the alert is
+        and the rule has a critical level), so that they clear as usual."""
+        if kind not in self.kinds or not len(rows):
+            return
+        group = self._group
+        j = next(i for i, m in enumerate(group.members) if m is self)
+        sev = np.full(len(rows), self.severity, np.int8)
+        if self.crit is not None and severity is not None:
+            sev[np.asarray(severity) >= 4] = 4
+        group.bank.resume(j * group.n + np.asarray(rows, np.intp), onset, sev)
+
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Gating (freshness, wear, rest, jumps, flat-lines) and the sustained-run episodes
         (`detectors.runs.Episodes`, severity by level, hysteresis) run in the shared group."""

@@ -1,7 +1,8 @@
 """A restarted pipeline (after a crash or a stop) resumes the conditions behind its open
 alerts, not only the alerts: the detectors start with no memory, and a device_offline alert
 left "condition active" by the previous run inhibited the resident's physiological alerts
-for good once the device was back (a critical hypoxemia opened nothing)."""
+for good once the device was back (a critical hypoxemia opened nothing); any other alert
+stayed "condition active" until someone resolved it."""
 
 from __future__ import annotations
 
@@ -95,6 +96,58 @@ def test_a_device_back_during_a_restart_clears_its_offline_alert(
                   if e.get("event") == "opened"]
         assert sorted(opened) == sorted([(back.id, "device_offline"), (dark.id, "device_offline"),
                                          (back.id, "hypoxemia")]), opened
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        watcher.close()
+        fleet.close()
+
+
+def test_a_condition_that_ends_during_a_restart_clears_its_alert(
+        mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    """Every detector resumes its open alerts' conditions, not only device_offline: a
+    hypoxemia whose resident recovered while the pipeline was away is cleared after the
+    restart instead of staying "condition active" until someone resolves it."""
+    config = small_config(residents=1, towns=1, thresholds={
+        "hypoxemia": {"duration_s": 2.0, "critical_duration_s": 1.0, "clear_s": 2.0}})
+    (r,) = config.residents
+    broker = BrokerSettings(url=mosquitto.url, client_id="cw-resume-physio")
+    watcher = Client(mosquitto.port, "ops-physio", subscribe=("carewatch/v1/+/alerts/+",))
+    fleet = Client(mosquitto.port, "fleet-physio")
+    seq = iter(range(1, 10_000))
+
+    def vitals(ts: float, spo2: float) -> None:
+        fleet.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                      {"ts": ts, "seq": next(seq), "spo2": spo2, "hr": 75, "worn": True,
+                       "activity": 0.0}).wait_for_publish(5)
+
+    first = Service(config, broker=broker, data_dir=tmp_path)
+    second: Service | None = None
+    try:
+        first.start()
+        wait_for(lambda: first.edge.counters.subscribed, 10, "the first run subscribed")
+        now = time.time()
+        for k in range(4):
+            vitals(now - 3 + k, 84.0)
+        wait_for(lambda: _has(watcher, r.id, "hypoxemia", "opened"), 15, "hypoxemia opened")
+        first.stop()
+
+        second = Service(config, broker=broker, data_dir=tmp_path)
+        second.start()
+        wait_for(lambda: second is not None and second.edge.counters.subscribed, 10,
+                 "the second run subscribed")
+        now = time.time()
+        for k in range(4):
+            vitals(now - 3 + k, 97.0)
+        wait_for(lambda: _has(watcher, r.id, "hypoxemia", "condition_cleared"), 15,
+                 "the recovered resident's hypoxemia cleared after the restart")
+        (held,) = [a for a in second.pipeline.alerts.open_alerts()  # type: ignore[union-attr]
+                   if a.kind == "hypoxemia"]
+        assert held.condition_active is False
+        assert held.severity == 4  # critical, as opened: the clear does not lower it
+        opened = [e["kind"] for e in _events(watcher) if e.get("event") == "opened"]
+        assert opened == ["hypoxemia"], opened
     finally:
         first.stop()
         if second is not None:
