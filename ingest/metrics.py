@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -55,11 +56,15 @@ class IngestMetrics:
         self.by_reason: Counter[str] = Counter()
         self.by_field: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
+        # perf_counter() of the last change to `totals`: a reader polling slowly (a
+        # benchmark) still knows when the last sample was counted
+        self.counted_at = 0.0
 
     def count(self, name: str, n: int = 1) -> None:
         if n:
             getattr(self, name).inc(n)
             self.totals[name] += n
+            self.counted_at = time.perf_counter()
 
     def count_rejected(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import orjson
@@ -82,8 +83,12 @@ def test_out_of_range_value_dropped_rest_kept(pipe: Pipeline) -> None:
 
 def test_duplicates_ignored_including_redelivered_batch(pipe: Pipeline) -> None:
     msg = orjson.dumps({"samples": [{"ts": NOW - 100 + i, "seq": i, "hr": 70} for i in range(5)]})
+    before = time.perf_counter()
     pipe.handle([(topic(pipe), msg, NOW)])
+    counted = pipe.metrics.counted_at  # when the counts last changed: benchmarks' end time
+    assert before < counted <= time.perf_counter()
     pipe.handle([(topic(pipe), msg, NOW)])
+    assert pipe.metrics.counted_at > counted  # the duplicates were counted
     # same ts, different seq: a different sample
     pipe.handle([(topic(pipe), orjson.dumps({"ts": NOW - 100, "seq": 99, "hr": 71}), NOW)])
     assert pipe.metrics.totals["samples"] == 6
