@@ -9,17 +9,27 @@ says what was wrong. De-duplication against state happens in the pipeline.
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from ingest.devices import DeviceTable
-from ingest.samples import PLAUSIBLE, VITALS, SampleColumns
+from ingest.samples import PLAUSIBLE, SampleColumns
+from ingest.wire import (
+    DECODE_MESSAGE,
+    DECODE_PLAIN,
+    DECODE_STATUS,
+    FLOAT_FIELDS,
+    Message,
+    PlainMessage,
+    is_plain,
+    to_table,
+)
 
 TOPIC_ROOT = "carewatch/v1"
 REJECTION_REASONS = (
@@ -31,38 +41,6 @@ REJECTION_REASONS = (
     "device_mismatch",
     "future_ts",
 )
-
-
-# Absent fields default to NaN (not None) so that most payloads convert to a float table
-# without the slow None -> NaN path; an explicit JSON `null` still decodes as None. `ts`
-# keeps None: a missing `ts` must be found per message, and `None in` is a C-level scan.
-_NAN = float("nan")
-
-
-class _Sample(msgspec.Struct, forbid_unknown_fields=False):
-    ts: float | None = None
-    seq: float | None = _NAN
-    hr: float | None = _NAN
-    spo2: float | None = _NAN
-    rr: float | None = _NAN
-    temp_c: float | None = _NAN
-    sbp: float | None = _NAN
-    dbp: float | None = _NAN
-    activity: float | None = _NAN
-    fall: bool | None = _NAN  # type: ignore[assignment]
-    worn: bool | None = _NAN  # type: ignore[assignment]
-    battery: float | None = _NAN
-    device_id: str | None = None
-
-
-class _Message(_Sample, forbid_unknown_fields=False):
-    samples: list[_Sample] | None = None
-
-
-class _Status(msgspec.Struct, forbid_unknown_fields=False):
-    online: bool
-    battery: float | None = None
-    ts: float | None = None
 
 
 DEEP = "JSON nesting too deep"
@@ -81,16 +59,9 @@ def not_utf8(payload: bytes) -> str | None:
     return None
 
 
-_DECODE_MESSAGE = msgspec.json.Decoder(_Message)
-_DECODE_STATUS = msgspec.json.Decoder(_Status)
-_FLOAT_FIELDS = (*VITALS, "battery")
-# table columns: ts, seq, the float fields (a float32 block), fall, worn
-_NUMERIC_FIELDS = ("ts", "seq", *_FLOAT_FIELDS, "fall", "worn")
-_NUMERIC_GETTER = operator.attrgetter(*_NUMERIC_FIELDS)
-_N_FIELDS = len(_NUMERIC_FIELDS)
-_F0, _F1 = 2, 2 + len(_FLOAT_FIELDS)  # float block within the table
-_LO = np.array([PLAUSIBLE[v][0] for v in _FLOAT_FIELDS], np.float32)
-_HI = np.array([PLAUSIBLE[v][1] for v in _FLOAT_FIELDS], np.float32)
+_F0, _F1 = 2, 2 + len(FLOAT_FIELDS)  # float block within the table
+_LO = np.array([PLAUSIBLE[v][0] for v in FLOAT_FIELDS], np.float32)
+_HI = np.array([PLAUSIBLE[v][1] for v in FLOAT_FIELDS], np.float32)
 _TS_GETTER = operator.attrgetter("ts")
 _ID_GETTER = operator.attrgetter("device_id")
 BATTERY_NOT_INTEGER = "battery must be an integer"
@@ -203,7 +174,8 @@ class VitalsDecoder:
 
     def decode_vitals(self, messages: list[tuple[str, bytes, float]], now: float) -> DecodedVitals:
         rejections: list[Rejection] = []
-        samples: list[_Sample] = []
+        samples: list[Any] = []
+        plain_batches = True  # every sample so far from a plain decoder's batch
         msg_rows: list[int] = []
         msg_counts: list[int] = []
         msg_meta: list[tuple[str, bytes, float]] = []
@@ -227,7 +199,8 @@ class VitalsDecoder:
                 )
                 continue
             try:
-                msg = _DECODE_MESSAGE.decode(payload)
+                msg: Message | PlainMessage = (
+                    DECODE_PLAIN if is_plain(payload) else DECODE_MESSAGE).decode(payload)
             except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
                 rejections.append(Rejection(topic, town, device, "schema", str(exc), received_at))
                 continue
@@ -239,21 +212,26 @@ class VitalsDecoder:
             except RecursionError:  # deep nesting fits in 64 KiB; must not kill the thread
                 rejections.append(Rejection(topic, town, device, "schema", DEEP, received_at))
                 continue
-            batch = msg.samples
+            batch: list[Any] | None = msg.samples
             if batch is None:
-                if msg.ts is None or (msg.device_id is not None and msg.device_id != device):
+                plain_batches = False
+                if msg.ts is None or (isinstance(msg, Message)
+                                      and msg.device_id not in (None, device)):
                     batch = None  # the exact problem is named below
                 else:
                     batch = [msg]
             elif 0 < len(batch) <= self.max_batch_samples and None not in map(_TS_GETTER, batch):
-                ids = set(map(_ID_GETTER, batch))
-                ids.add(msg.device_id)  # the batch's own `device_id` must match too
-                if ids - {None, device}:
-                    batch = None
+                if isinstance(msg, Message):
+                    plain_batches = False
+                    ids = set(map(_ID_GETTER, batch))
+                    ids.add(msg.device_id)  # the batch's own `device_id` must match too
+                    if ids - {None, device}:
+                        batch = None
             else:
                 batch = None
-            if batch is None:
-                problem = self._message_problem(msg, device)
+            if batch is None:  # named from the full decoder's view (a rare, slow path)
+                full = msg if isinstance(msg, Message) else DECODE_MESSAGE.decode(payload)
+                problem = self._message_problem(full, device)
                 assert problem is not None
                 reason, detail = problem
                 rejections.append(Rejection(topic, town, device, reason, detail, received_at))
@@ -265,20 +243,19 @@ class VitalsDecoder:
         if not samples:
             return DecodedVitals(SampleColumns.empty(), rejections)
         out = DecodedVitals(_PLACEHOLDER, rejections)
-        self._to_columns(out, samples, msg_rows, msg_counts, msg_meta)
+        self._to_columns(out, to_table(samples, plain_batches), msg_rows, msg_counts, msg_meta)
         return out
 
     def _to_columns(
         self,
         out: DecodedVitals,
-        samples: list[_Sample],
+        table: np.ndarray,
         msg_rows: list[int],
         msg_counts: list[int],
         msg_meta: list[tuple[str, bytes, float]],
     ) -> None:
-        """Validate the kept messages' samples as one table and fill `out`."""
-        n, n_msg = len(samples), len(msg_counts)
-        table = _table(samples)
+        """Validate the kept messages' samples (`table`, one row each) and fill `out`."""
+        n, n_msg = len(table), len(msg_counts)
         if n == n_msg:  # one sample a message: the common live case
             msg_index = np.arange(n)
             rows = np.array(msg_rows, np.int32)
@@ -309,7 +286,7 @@ class VitalsDecoder:
             if keep_s is not None:
                 fault &= keep_s[:, None]
             per_field = fault.sum(axis=0).tolist()
-            for name, k in zip(_FLOAT_FIELDS, per_field, strict=True):
+            for name, k in zip(FLOAT_FIELDS, per_field, strict=True):
                 if k:
                     out.faults[name] += k
             block[fault] = np.nan
@@ -357,7 +334,7 @@ class VitalsDecoder:
         town, device, _ = split_topic(topic) or ("_", "_", "")
         out.rejections.append(Rejection(topic, town, device, reason, detail, received_at))
 
-    def _message_problem(self, msg: _Message, device: str) -> tuple[str, str] | None:
+    def _message_problem(self, msg: Message, device: str) -> tuple[str, str] | None:
         if msg.samples is not None:
             if len(msg.samples) > self.max_batch_samples:
                 return "too_large", (
@@ -397,7 +374,7 @@ class VitalsDecoder:
             rejections.append(Rejection(topic, town, device, "invalid_json", bad_text, received_at))
             return None
         try:
-            status = _DECODE_STATUS.decode(payload)
+            status = DECODE_STATUS.decode(payload)
         except msgspec.ValidationError as exc:
             rejections.append(Rejection(topic, town, device, "schema", str(exc), received_at))
             return None
@@ -427,18 +404,6 @@ class VitalsDecoder:
 _PLACEHOLDER = SampleColumns.empty()  # replaced before a DecodedVitals leaves the decoder
 
 
-def _table(samples: list[_Sample]) -> np.ndarray:
-    """(samples, fields) float64 in `_NUMERIC_FIELDS` order; NaN where absent or null."""
-    n = len(samples)
-    try:  # one C-level getter call per sample, no intermediate list
-        flat = np.fromiter(
-            itertools.chain.from_iterable(map(_NUMERIC_GETTER, samples)), np.float64, n * _N_FIELDS
-        )
-    except TypeError:  # an explicit null: the slower conversion maps None to NaN
-        return np.array(list(map(_NUMERIC_GETTER, samples)), np.float64).reshape(n, _N_FIELDS)
-    return flat.reshape(n, _N_FIELDS)
-
-
 def _columns_at(
     table: np.ndarray, block: np.ndarray, rows: np.ndarray, sel: np.ndarray | None
 ) -> SampleColumns:
@@ -456,5 +421,5 @@ def _columns_at(
         seq=seq_i,
         fall=flags_i[:, 0],
         worn=flags_i[:, 1],
-        **{v: block[:, i] for i, v in enumerate(_FLOAT_FIELDS)},
+        **{v: block[:, i] for i, v in enumerate(FLOAT_FIELDS)},
     )

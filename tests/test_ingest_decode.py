@@ -112,6 +112,12 @@ def test_duplicates_ignored_including_redelivered_batch(pipe: Pipeline) -> None:
         (b'{"samples": []}', "schema", "no samples"),
         (b'{"samples": [{"ts": 1764316800}, {"hr": 1}]}', "schema", "samples[1]"),
         (b'{"ts": 1764316800, "device_id": "dev-0002"}', "device_mismatch", "dev-0002"),
+        # the key spelled with an escape: still the field (the plain decoder must not run)
+        (b'{"samples": [{"ts": 1764316800, "device\\u005fid": "dev-0002"}]}', "device_mismatch",
+         "dev-0002"),
+        (b'{"samples": [{"ts": 1764316800}], "device_id": "dev-0002"}', "device_mismatch",
+         "batch's device_id"),
+        (b'{"samples": [{"hr": 70}]}', "schema", "samples[0]"),
         (b'{"ts": 1764399999}', "future_ts", "ahead"),
     ],
 )
@@ -134,6 +140,34 @@ def test_bad_message_rejected_with_reason(
     assert rej[0]["received_at"] == NOW
     assert pipe.metrics.by_reason == {reason: 1}
     assert pipe.store.latest["hr"][0] == 65 and pipe.store.latest["hr"][1] == 65
+
+
+def test_batches_with_and_without_device_id_decode_alike(pipe: Pipeline) -> None:
+    """Payloads that name no device_id take the plain decoder and its faster table; with a
+    (matching) device_id, explicit nulls or single samples in the same step, the full one:
+    the columns must be the same either way."""
+    samples = [{"ts": NOW - 30 + i, "seq": i, "hr": 60 + i, "spo2": 95, "rr": 14,
+                "temp_c": 36.5, "sbp": 120, "dbp": 80, "activity": 0.25, "worn": i % 2 == 0,
+                "fall": False, "battery": 50 + i} for i in range(5)]
+    variants = [
+        [{"samples": samples}],  # plain
+        [{"samples": [{**s, "device_id": "dev-0001"} for s in samples]}],  # full decoder
+        [{"samples": [*samples[:2], {**samples[2], "temp_c": None}, *samples[3:]]}],  # null
+        [{"samples": samples[:4]}, samples[4]],  # a single sample in the same step
+    ]
+    got = []
+    for bodies in variants:
+        p = Pipeline(pipe.config, SimClock(NOW), ListPublisher())
+        p.handle([(topic(p), orjson.dumps(b), NOW) for b in bodies])
+        assert not rejected(p)
+        got.append(p.store.raw_window(0))
+    for other in got[1:]:
+        for key, want in got[0].items():
+            if key == "temp_c":  # the explicit null is absent: only that value differs
+                want = want.copy()
+                if np.isnan(other[key]).any():
+                    want[2] = np.nan
+            assert np.array_equal(other[key], want, equal_nan=True), key
 
 
 def test_limits_too_large(pipe: Pipeline) -> None:

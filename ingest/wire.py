@@ -1,0 +1,87 @@
+"""The vitals and status payloads as msgspec structs, and samples to one float table.
+
+Two decoders for vitals: the full one, and a *plain* one for payloads that name no
+`device_id` (almost all of them), whose samples hold the table's numeric fields only, in
+table order, so that a batch converts to the table from each sample's field tuple
+(`msgspec.structs.astuple`, C-level) instead of a by-name getter (about 40 % less time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ingest.samples import VITALS
+
+# Absent fields default to NaN (not None) so that most payloads convert to a float table
+# without the slow None -> NaN path; an explicit JSON `null` still decodes as None. `ts`
+# keeps None: a missing `ts` must be found per message, and `None in` is a C-level scan.
+_NAN = float("nan")
+
+
+class PlainSample(msgspec.Struct, forbid_unknown_fields=False):
+    """A sample's numeric fields, in table order (`NUMERIC_FIELDS`)."""
+
+    ts: float | None = None
+    seq: float | None = _NAN
+    hr: float | None = _NAN
+    spo2: float | None = _NAN
+    rr: float | None = _NAN
+    temp_c: float | None = _NAN
+    sbp: float | None = _NAN
+    dbp: float | None = _NAN
+    activity: float | None = _NAN
+    battery: float | None = _NAN
+    fall: bool | None = _NAN  # type: ignore[assignment]
+    worn: bool | None = _NAN  # type: ignore[assignment]
+
+
+class PlainMessage(PlainSample, forbid_unknown_fields=False):
+    samples: list[PlainSample] | None = None
+
+
+class Sample(PlainSample, forbid_unknown_fields=False):
+    device_id: str | None = None
+
+
+class Message(Sample, forbid_unknown_fields=False):
+    samples: list[Sample] | None = None
+
+
+class Status(msgspec.Struct, forbid_unknown_fields=False):
+    online: bool
+    battery: float | None = None
+    ts: float | None = None
+
+
+DECODE_MESSAGE = msgspec.json.Decoder(Message)
+DECODE_PLAIN = msgspec.json.Decoder(PlainMessage)
+DECODE_STATUS = msgspec.json.Decoder(Status)
+FLOAT_FIELDS = (*VITALS, "battery")
+# table columns: ts, seq, the float fields (a float32 block), fall, worn
+NUMERIC_FIELDS = ("ts", "seq", *FLOAT_FIELDS, "fall", "worn")
+N_FIELDS = len(NUMERIC_FIELDS)
+if PlainSample.__struct_fields__ != NUMERIC_FIELDS:  # astuple() is the table's row
+    raise ImportError("PlainSample's fields must be NUMERIC_FIELDS, in order")
+_NUMERIC_GETTER = operator.attrgetter(*NUMERIC_FIELDS)
+
+
+def is_plain(payload: bytes) -> bool:
+    """No `device_id` key, even one spelled with a unicode escape: the plain decoder will do."""
+    return b"device_id" not in payload and b"\\u" not in payload
+
+
+def to_table(samples: list[Any], plain: bool) -> np.ndarray:
+    """(samples, fields) float64 in `NUMERIC_FIELDS` order; NaN where absent or null.
+    `plain`: every sample is a `PlainSample` (a batch's, from the plain decoder)."""
+    n = len(samples)
+    rows = map(msgspec.structs.astuple if plain else _NUMERIC_GETTER, samples)
+    try:  # one C-level call per sample, no intermediate list
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, n * N_FIELDS)
+    except TypeError:  # an explicit null: the slower conversion maps None to NaN
+        return np.array(list(map(_NUMERIC_GETTER, samples)), np.float64).reshape(n, N_FIELDS)
+    return flat.reshape(n, N_FIELDS)
