@@ -1,12 +1,18 @@
-"""The people-facing half of AlertEngine: acknowledge, dispatch, resolve, silence, queries."""
+"""The people-facing half of AlertEngine: acknowledge, dispatch, resolve, silence, queries,
+MQTT alert commands, and what a restarted pipeline's detectors resume from."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import uuid
 from typing import Any
 
+import numpy as np
+import orjson
+
+from alerts.commands import Command, CommandError, parse_command, result_topic
 from alerts.lifecycle import Lifecycle, Step
 from alerts.model import (
     EVENT_OF_ACTION,
@@ -18,7 +24,11 @@ from alerts.model import (
 )
 from alerts.store import AlertStore
 from alerts.store_pg_base import StaleAlertError
+from config.models import Config
 from ingest.devices import DeviceTable
+from ingest.publish import Publisher
+
+log = logging.getLogger("alerts.engine")
 
 
 class EngineApi:
@@ -32,7 +42,10 @@ class EngineApi:
     _by_id: dict[str, Alert]
     _silences: dict[str, dict[str, Any]]
     _counter: int
+    _nonces: dict[str, float]
     deterministic_ids: bool
+    config: Config
+    command_secret: bytes | None
 
     def _finish(self, step: Step) -> None: ...
     def _unindex(self, alert: Alert) -> None: ...
@@ -40,6 +53,11 @@ class EngineApi:
     def _index(self, alert: Alert) -> None: ...
     def _new_id(self, resident_id: str, kind: str, now: float) -> str:
         raise NotImplementedError
+
+    @property
+    def publisher(self) -> Publisher:
+        raise NotImplementedError
+
 
     # ---- lookups -----------------------------------------------------------------------
     def _find(self, resident_id: str, kind: str) -> Alert:
@@ -243,3 +261,66 @@ class EngineApi:
     def events(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         """Stored contract events (of one alert, or all), in order."""
         return self.store.events(alert_id)
+
+    def active_conditions(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows with an open `kind` alert whose condition is active, each condition's onset
+        (NaN: unknown) and the alert's severity (1-4): what a restarted detector resumes
+        from (`Detector.resume`)."""
+        with self._lock:
+            rows, onsets, severities = [], [], []
+            for (resident_id, k), alert in self._open.items():
+                row = self.devices.row_of_resident.get(resident_id)
+                if k != kind or row is None or not alert.condition_active:
+                    continue
+                onset = alert.evidence.get("onset_ts")
+                rows.append(row)
+                onsets.append(float(onset) if isinstance(onset, float | int) else np.nan)
+                severities.append(alert.severity)
+            return (np.asarray(rows, np.int64), np.asarray(onsets, np.float64),
+                    np.asarray(severities, np.int8))
+
+    # ---- commands ----------------------------------------------------------------------
+    def apply_command(self, cmd: Command, now: float) -> Alert:
+        """Carry out an authenticated MQTT command (see alerts/commands.py)."""
+        with self._lock:
+            # A nonce is accepted once within the signature's validity window (replays,
+            # including QoS 1 redeliveries, are refused).
+            horizon = now - 2 * self.config.alerts.command_max_skew_s
+            self._nonces = {n: t for n, t in self._nonces.items() if t >= horizon}
+            if cmd.nonce in self._nonces:
+                raise AlertTransitionError(f"command nonce {cmd.nonce} already used")
+            if cmd.alert_id is not None:
+                alert = self._get(cmd.alert_id)
+            else:
+                alert = self._find(cmd.resident_id or "", cmd.kind or "")
+            if alert.town_id != cmd.town_id:
+                raise AlertNotFoundError(f"alert {alert.alert_id} is not in town {cmd.town_id}")
+            self._nonces[cmd.nonce] = now
+            return self._transition(alert, cmd.action, cmd.by, now, cmd.note)
+
+    def handle_command_message(self, topic: str, payload: bytes, now: float) -> dict[str, Any]:
+        """Parse, authenticate and apply one message from `carewatch/v1/+/cmd/alerts`, and
+        publish the result on the town's result topic (docs/alert-commands.md)."""
+        parsed = parse_command(topic, payload, self.command_secret, now,
+                               self.config.alerts.command_max_skew_s)
+        result: dict[str, Any]
+        if isinstance(parsed, CommandError):
+            result = {"request_id": parsed.request_id, "ok": False, "reason": parsed.reason,
+                      "detail": parsed.detail}
+        else:
+            try:
+                alert = self.apply_command(parsed, now)
+                result = {"request_id": parsed.request_id, "ok": True,
+                          "alert_id": alert.alert_id, "state": alert.state}
+            except AlertNotFoundError as exc:
+                result = {"request_id": parsed.request_id, "ok": False, "reason": "not_found",
+                          "detail": str(exc)}
+            except AlertTransitionError as exc:
+                result = {"request_id": parsed.request_id, "ok": False,
+                          "reason": "transition", "detail": str(exc)}
+        if not (isinstance(parsed, CommandError) and parsed.reason == "topic"):
+            town = topic.split("/")[2]
+            self.publisher.publish(result_topic(town), orjson.dumps(result), 1, False)
+        if not result["ok"]:
+            log.warning("alert command refused on %s: %s", topic, result)
+        return result
