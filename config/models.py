@@ -12,13 +12,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     field_validator,
     model_validator,
 )
+
+from config.routine_settings import RoutineSettings
+from config.strict import HHMM_PATTERN, Strict
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ KNOWN_CONDITIONS = frozenset(
     {"copd", "hypertension", "atrial_fibrillation", "heart_failure", "diabetes", "dementia"}
 )
 SEVERITIES = ("low", "medium", "high", "critical")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Town(Strict):
@@ -59,9 +56,6 @@ class Staff(Strict):
     phone: str | None = None
     webhook: str | None = None
     password_hash: str | None = None
-
-
-HHMM_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"
 
 
 class Shift(Strict):
@@ -250,90 +244,6 @@ class PipelineSettings(Strict):
 class HttpSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-
-
-class RoutineRule(Strict):
-    """When one routine's task is issued and when it is due (local time).
-
-    `weekday` (ISO 1..7) applies to weekly routines, `day` (1..31, clamped to the month's
-    last day) to monthly ones. A task is due `due_days` after its issue date at `due_time`,
-    escalates to the next tier every `escalate_after_h` once overdue, and is missed when
-    the next period's task is issued."""
-
-    enabled: bool = True
-    time: str = Field("08:00", pattern=HHMM_PATTERN)
-    weekday: int = Field(1, ge=1, le=7)
-    day: int = Field(1, ge=1, le=31)
-    due_days: int = Field(0, ge=0, le=31)
-    due_time: str = Field("18:00", pattern=HHMM_PATTERN)
-    escalate_after_h: float = Field(24.0, gt=0)
-
-
-
-def _rule(**kw: Any) -> Any:
-    return Field(default_factory=lambda: RoutineRule(**kw))
-
-
-class RoutineRules(Strict):
-    """The four routines ("four ones"); a town may override any of them."""
-
-    daily_check: RoutineRule = _rule(time="08:00", due_days=0, due_time="18:00",
-                                     escalate_after_h=4.0)
-    weekly_call: RoutineRule = _rule(time="09:00", weekday=1, due_days=4, due_time="18:00")
-    monthly_inspection: RoutineRule = _rule(time="08:00", day=1, due_days=19, due_time="18:00")
-    monthly_visit: RoutineRule = _rule(time="08:00", day=1, due_days=24, due_time="18:00")
-
-
-class DailyCheckThresholds(Strict):
-    """Daily monitoring check: data completeness and worn share below these need a look."""
-
-    ok_completeness: float = Field(0.9, ge=0, le=1)
-    action_completeness: float = Field(0.5, ge=0, le=1)
-    ok_worn: float = Field(0.8, ge=0, le=1)
-    offline_gap_min: int = Field(10, ge=1, description="no data this long is an offline period")
-    long_offline_min: int = Field(60, ge=1, description="an offline period this long: attention")
-
-
-class RoutineSettings(Strict):
-    """Routine scheduler ("four ones") and its task store."""
-
-    enabled: bool = True
-    db_file: str = Field("routines.db", description="SQLite file inside storage.data_dir")
-    poll_s: float = Field(30.0, gt=0, le=3600, description="live scheduler wake-up interval")
-    max_tier: Literal[2, 3, 4] = Field(3, description="overdue tasks escalate up to this tier")
-    rules: RoutineRules = Field(default_factory=RoutineRules)
-    towns: dict[str, RoutineRules] = Field(default_factory=dict,
-                                           description="per-town schedules (whole rule set)")
-    daily_check: DailyCheckThresholds = Field(default_factory=DailyCheckThresholds)
-
-    def rules_for(self, town: str) -> RoutineRules:
-        """The deployment's rules with the town's explicitly set fields on top."""
-        over = self.towns.get(town)
-        if over is None:
-            return self.rules
-        merged: dict[str, RoutineRule] = {}
-        for kind in RoutineRules.model_fields:
-            base: RoutineRule = getattr(self.rules, kind)
-            if kind not in over.model_fields_set:
-                merged[kind] = base
-                continue
-            o: RoutineRule = getattr(over, kind)
-            merged[kind] = base.model_copy(update={f: getattr(o, f) for f in o.model_fields_set})
-        return RoutineRules(**merged)
-
-    @model_validator(mode="after")
-    def _due_after_issue(self) -> RoutineSettings:
-        # checked on the rules in force (a town's fields over the deployment's): a task due
-        # before it is issued would escalate the moment it is issued
-        for where, rules in [("rules", self.rules),
-                             *((f"towns.{t}", self.rules_for(t)) for t in self.towns)]:
-            for kind in RoutineRules.model_fields:
-                r: RoutineRule = getattr(rules, kind)
-                if r.due_days == 0 and r.due_time <= r.time:
-                    raise ValueError(
-                        f"{where}.{kind}: due_time {r.due_time} must be after time {r.time} "
-                        "when due_days is 0 (the task would be due before it is issued)")
-        return self
 
 
 class Config(Strict):

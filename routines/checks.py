@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alerts.model import SEVERITY_CODES, UNACKED, Alert
-from config.models import DailyCheckThresholds
+from config.routine_settings import DailyCheckThresholds
 from ingest.samples import VITALS
 from ingest.state import StateStore
 from routines.model import Task

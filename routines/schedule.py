@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from config.models import Config, RoutineRule, RoutineRules
+from config.models import Config
+from config.routine_settings import RoutineRule, RoutineRules
 
 KINDS = ("daily_check", "weekly_call", "monthly_inspection", "monthly_visit")
 PERIOD_OF_KIND = {"daily_check": "day", "weekly_call": "week",
