@@ -58,7 +58,6 @@ class EngineApi:
     def publisher(self) -> Publisher:
         raise NotImplementedError
 
-
     # ---- lookups -----------------------------------------------------------------------
     def _find(self, resident_id: str, kind: str) -> Alert:
         alert = self._open.get((resident_id, kind))
