@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ def _has(watcher: Client, resident: str, kind: str, event: str) -> bool:
                for e in _events(watcher))
 
 
+def _vitals_sender(fleet: Client) -> Callable[..., None]:
+    """`send(resident, ts, spo2=97.0)`: one vitals sample at rest, its own seq, confirmed."""
+    seq = iter(range(1, 10_000))
+
+    def send(r: Any, ts: float, spo2: float = 97.0) -> None:
+        fleet.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
+                      {"ts": ts, "seq": next(seq), "spo2": spo2, "hr": 75, "worn": True,
+                       "activity": 0.0}).wait_for_publish(5)
+
+    return send
+
+
 def test_a_device_back_during_a_restart_clears_its_offline_alert(
         mosquitto: MosquittoProcess, tmp_path: Path) -> None:
     offline_s = 4.0
@@ -46,12 +59,7 @@ def test_a_device_back_during_a_restart_clears_its_offline_alert(
     broker = BrokerSettings(url=mosquitto.url, client_id="cw-resume")
     watcher = Client(mosquitto.port, "ops", subscribe=("carewatch/v1/+/alerts/+",))
     fleet = Client(mosquitto.port, "fleet")
-    seq = iter(range(1, 10_000))
-
-    def vitals(r: Any, ts: float, spo2: float = 97.0) -> None:
-        fleet.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
-                      {"ts": ts, "seq": next(seq), "spo2": spo2, "hr": 75, "worn": True,
-                       "activity": 0.0}).wait_for_publish(5)
+    vitals = _vitals_sender(fleet)
 
     first = Service(config, broker=broker, data_dir=tmp_path)
     second: Service | None = None
@@ -115,12 +123,10 @@ def test_a_condition_that_ends_during_a_restart_clears_its_alert(
     broker = BrokerSettings(url=mosquitto.url, client_id="cw-resume-physio")
     watcher = Client(mosquitto.port, "ops-physio", subscribe=("carewatch/v1/+/alerts/+",))
     fleet = Client(mosquitto.port, "fleet-physio")
-    seq = iter(range(1, 10_000))
+    send = _vitals_sender(fleet)
 
     def vitals(ts: float, spo2: float) -> None:
-        fleet.publish(f"carewatch/v1/{r.town}/{r.device}/vitals",
-                      {"ts": ts, "seq": next(seq), "spo2": spo2, "hr": 75, "worn": True,
-                       "activity": 0.0}).wait_for_publish(5)
+        send(r, ts, spo2)
 
     first = Service(config, broker=broker, data_dir=tmp_path)
     second: Service | None = None
