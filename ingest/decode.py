@@ -423,8 +423,8 @@ def _columns_at(
     table: np.ndarray, block: np.ndarray, rows: np.ndarray, sel: np.ndarray | None
 ) -> SampleColumns:
     """Columns of the samples at `sel` (all when None): float columns are views of one take."""
-    if sel is not None:
-        table, block, rows = table[sel], block[sel], rows[sel]
+    if sel is not None:  # take: a 2-D row gather costs a third to a tenth of indexing
+        table, block, rows = table.take(sel, axis=0), block.take(sel, axis=0), rows.take(sel)
     seq = table[:, 1]
     # absent (NaN) and out-of-range sequence numbers are -1; negatives were rejected
     seq_i = np.where(seq <= 2**62, seq, -1).astype(np.int64)

@@ -64,7 +64,10 @@ class SampleColumns:
 
     def take(self, index: np.ndarray) -> SampleColumns:
         """The samples at `index` (an integer or boolean array), as a new object."""
-        return SampleColumns(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        index = np.asarray(index)
+        if index.dtype == np.bool_:
+            return SampleColumns(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return SampleColumns(**{f.name: getattr(self, f.name).take(index) for f in fields(self)})
 
     def sorted_by_row_ts(self) -> SampleColumns:
         if len(self) < 2:
