@@ -37,7 +37,7 @@ class BufferedSocket:
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
-        self._buf = bytearray()
+        self._buf = b""  # bytes, as received: slicing it copies once
         self._pos = 0
         self.would_block = False  # the last refill found the socket empty
         self._eof = False
@@ -54,10 +54,10 @@ class BufferedSocket:
             self.would_block = False
             if not data:
                 return b""
-            self._buf = bytearray(data)
+            self._buf = data
             self._pos = 0
         end = min(len(self._buf), self._pos + bufsize)
-        out = bytes(self._buf[self._pos : end])
+        out = self._buf[self._pos : end]
         self._pos = end
         return out
 
@@ -79,7 +79,7 @@ class BufferedSocket:
             self._eof = True
             return False
         self.would_block = False
-        self._buf = bytearray(data)
+        self._buf = data
         self._pos = 0
         return True
 
@@ -136,42 +136,50 @@ class FastClient(mqtt.Client):
         buffer, hand them over in one call, and queue their PUBACKs as one write. Stops at
         the first packet paho should see (another type, QoS 2, properties, malformed)."""
         buf, pos, end = sock._buf, sock._pos, len(sock._buf)
-        v5 = self._protocol == mqtt.MQTTv5
+        v5 = 1 if self._protocol == mqtt.MQTTv5 else 0
+        auto_ack = not self._manual_ack
         out: list[tuple[str, bytes, int]] = []
+        append = out.append
         acks = bytearray()
-        while pos < end:
+        while pos + 1 < end:
             head = buf[pos]
+            if head & 0xF0 != 0x30 or head & 4:
+                break  # not a PUBLISH, or QoS 2 (or the invalid 3): paho's own path
             qos = (head >> 1) & 3
-            if head >> 4 != 3 or qos == 2:
-                break
-            i, length, mult = pos + 1, 0, 1
-            while i < end and i - pos <= 4:
-                b = buf[i]
-                length += (b & 127) * mult
-                mult <<= 7
-                i += 1
-                if not b & 128:
-                    break
+            # remaining length: one or two bytes (packets under 16 KiB) inline, else the loop
+            b = buf[pos + 1]
+            if b < 128:
+                length, i = b, pos + 2
+            elif pos + 2 < end and buf[pos + 2] < 128:
+                length, i = (b & 127) | (buf[pos + 2] << 7), pos + 3
             else:
-                break  # incomplete or over-long length: paho decides
-            if buf[i - 1] & 128 or i + length > end or length < 2:
-                break
+                i, length, mult = pos + 1, 0, 1
+                while i < end and i - pos <= 4:
+                    b = buf[i]
+                    length += (b & 127) * mult
+                    mult <<= 7
+                    i += 1
+                    if not b & 128:
+                        break
+                else:
+                    break  # incomplete or over-long length: paho decides
+                if b & 128:
+                    break
             stop = i + length
+            if stop > end or length < 2:
+                break
             t0 = i + 2
             t1 = t0 + ((buf[i] << 8) | buf[i + 1])
             p = t1 + (2 if qos else 0)
-            if t1 == t0 or p + (1 if v5 else 0) > stop or (v5 and buf[p] != 0):
+            if t1 == t0 or p + v5 > stop or (v5 and buf[p] != 0):
                 break
-            mid = (buf[t1] << 8 | buf[t1 + 1]) if qos else 0
-            if qos and not self._manual_ack:
-                acks += b"\x40\x02" + bytes(buf[t1 : t1 + 2])
-            out.append(
-                (
-                    buf[t0:t1].decode("utf-8", "replace"),
-                    bytes(buf[p + (1 if v5 else 0) : stop]),
-                    mid,
-                )
-            )
+            if qos:
+                mid = buf[t1] << 8 | buf[t1 + 1]
+                if auto_ack:
+                    acks += b"\x40\x02" + buf[t1 : t1 + 2]
+            else:
+                mid = 0
+            append((buf[t0:t1].decode("utf-8", "replace"), buf[p + v5 : stop], mid))
             pos = stop
         if not out:
             return
