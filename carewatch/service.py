@@ -115,6 +115,7 @@ class Service:
 
         self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max,
                              manual_ack=config.pipeline.ack_after_handling,
+                             enough=config.pipeline.linger_enough_messages,
                              topics=topics or [VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
@@ -221,6 +222,7 @@ class Service:
         tick_s = self.config.pipeline.tick_s
         batch_max = self.config.pipeline.batch_max
         linger_s = self.config.pipeline.linger_ms / 1000.0
+        enough = self.config.pipeline.linger_enough_messages
         edge, pipeline, clock = self.edge, self.pipeline, self.clock
         next_tick = clock.now() + tick_s
         try:
@@ -229,8 +231,11 @@ class Service:
                 if timeout > 0 and not edge.inbox:
                     edge.wakeup.wait(timeout)
                 if linger_s and 0 < len(edge.inbox) < batch_max:
-                    # batch up for a moment, but not a fall (stop() waits at most a linger)
-                    edge.fall_hint.wait(min(linger_s, max(0.0, next_tick - clock.now())))
+                    # batch up for a moment, but not a fall, and no longer than it takes a
+                    # step's worth to arrive (stop() waits at most a linger)
+                    edge.enough.clear()  # then look: what paho set before is seen here
+                    if not edge.fall_hint.is_set() and len(edge.inbox) < enough:
+                        edge.enough.wait(min(linger_s, max(0.0, next_tick - clock.now())))
                 edge.wakeup.clear()
                 self._run_calls()
                 edge.fall_hint.clear()  # whatever it flagged is drained below

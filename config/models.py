@@ -228,6 +228,12 @@ class PipelineSettings(Strict):
         description="after the first message arrives, wait this long for more so that "
         "decoding runs on batches (per-call NumPy overhead dominates tiny batches)",
     )
+    linger_enough_messages: int = Field(
+        1000,
+        ge=1,
+        description="stop lingering as soon as this many messages wait: under load a step "
+        "starts as soon as it is full, not a whole linger after its first message",
+    )
     gil_switch_interval_ms: float = Field(
         1.0,
         gt=0,

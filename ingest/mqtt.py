@@ -150,6 +150,7 @@ class MqttEdge:
         inbox_wait_s: float = 2.0,
         status_topic: str | None = None,
         manual_ack: bool = False,
+        enough: int = 0,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -159,6 +160,10 @@ class MqttEdge:
         # is in the inbox); the pipeline thread clears it, cuts its linger short and may
         # handle the fall mid-tick
         self.fall_hint = threading.Event()
+        # set by paho's thread on a fall and once `enough` messages wait (0: never): the
+        # pipeline thread lingers on it for a fuller step, and stops as soon as one is there
+        self.enough = threading.Event()
+        self.enough_messages = enough
         self.inbox_max = inbox_max
         self.inbox_wait_s = inbox_wait_s
         self.wakeup = threading.Event()
@@ -263,6 +268,9 @@ class MqttEdge:
         self.inbox.append((topic, payload, self.clock.now()))
         if carries_fall(payload):
             self.fall_hint.set()
+            self.enough.set()
+        elif self.enough_messages and len(self.inbox) >= self.enough_messages:
+            self.enough.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
 
@@ -299,6 +307,9 @@ class MqttEdge:
         self.inbox.extend((t, p, now) for t, p, _ in items)
         if any(carries_fall(p) for _, p, _ in items):
             self.fall_hint.set()
+            self.enough.set()
+        elif self.enough_messages and len(self.inbox) >= self.enough_messages:
+            self.enough.set()
         if not self.wakeup.is_set():
             self.wakeup.set()
 
