@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from carewatch.bench.blast import write_packets
 from carewatch.bench.scale import (
@@ -15,6 +16,7 @@ from carewatch.bench.scale import (
     _reap_cpu_s,
     _tree_cpu_s,
     _wait_idle,
+    steady_rate,
     summarise_rounds,
 )
 from tests.ingest_harness import wait_for
@@ -103,3 +105,16 @@ def test_wait_idle_returns_once_the_start_up_work_is_done() -> None:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=30)
+
+
+def test_steady_rate_leaves_out_start_up_and_tail() -> None:
+    """A run that stores nothing for its first second and crawls at the end: the rate is
+    the middle's, interpolated between looks."""
+    seen = [(0.0, 0.0), (1.0, 0.0), (1.5, 50.0), (3.0, 200.0), (5.0, 400.0), (6.0, 450.0),
+            (9.0, 500.0)]
+    # 10 % (50) at 1.5 s, 90 % (450) at 6.0 s: 400 samples in 4.5 s
+    assert steady_rate(seen, 500.0) == pytest.approx(400 / 4.5)
+    # between looks: 25 % (125) at 2.25 s, 75 % (375) at 4.75 s
+    assert steady_rate(seen, 500.0, 0.25, 0.75) == pytest.approx(250 / 2.5)
+    with pytest.raises(ValueError):
+        steady_rate(seen[:3], 500.0)
