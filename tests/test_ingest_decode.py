@@ -284,3 +284,19 @@ def test_row_ts_order_is_lexsorts(seed: int) -> None:
         ts[rng.integers(0, n, 3)] = np.nan
     assert np.array_equal(row_ts_order(row, ts), np.lexsort((ts, row)))
     assert np.array_equal(row_ts_order(row[:1], ts[:1]), [0])
+
+
+def test_sample_columns_take_accepts_every_index_form() -> None:
+    """Integer indices go through `take`, masks and anything else through indexing: the
+    same samples either way, and an empty list is an empty selection."""
+    from ingest.samples import SampleColumns
+
+    c = SampleColumns.empty(5)
+    c.row[:] = [4, 3, 2, 1, 0]
+    c.hr[:] = [40, 30, 20, 10, 0]
+    assert c.take(np.array([1, 0])).row.tolist() == [3, 4]
+    assert c.take([1, 0]).hr.tolist() == [30, 40]
+    assert c.take(np.array([1, 0], np.uint16)).row.tolist() == [3, 4]
+    assert c.take(c.row > 2).row.tolist() == [4, 3]
+    assert c.take([True, False, True, False, True]).hr.tolist() == [40, 20, 0]
+    assert len(c.take([])) == 0
