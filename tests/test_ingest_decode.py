@@ -12,7 +12,7 @@ import pytest
 from carewatch.clock import SimClock
 from carewatch.pipeline import Pipeline
 from ingest.publish import ListPublisher
-from ingest.samples import row_ts_order
+from ingest.samples import SampleColumns, row_ts_order
 from tests.ingest_harness import small_config
 
 NOW = 1_764_316_800.0
@@ -289,8 +289,6 @@ def test_row_ts_order_is_lexsorts(seed: int) -> None:
 def test_sample_columns_take_accepts_every_index_form() -> None:
     """Integer indices go through `take`, masks and anything else through indexing: the
     same samples either way, and an empty list is an empty selection."""
-    from ingest.samples import SampleColumns
-
     c = SampleColumns.empty(5)
     c.row[:] = [4, 3, 2, 1, 0]
     c.hr[:] = [40, 30, 20, 10, 0]
