@@ -79,9 +79,7 @@ class _AwakeRule(ABC):
         """After a restart: hold these rows' conditions active, so that they clear as usual."""
         if kind not in self.kinds or not len(rows):
             return
-        group = self._group
-        j = next(i for i, m in enumerate(group.members) if m is self)
-        group.bank.resume(j * group.n + np.asarray(rows, np.intp), onset, self.severity)
+        self._group.resume_member(self, rows, onset, self.severity)
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Freshness, the awake window and the episodes (`detectors.runs.Episodes`: runs with

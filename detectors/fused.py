@@ -26,7 +26,7 @@ import numpy as np
 from detectors.base import Findings, TickState
 from detectors.kernels import blend
 from detectors.quality import f32_threshold
-from detectors.runs import Emitter, Episodes, rank_groups
+from detectors.runs import Emitter, Episodes, MemberBank, rank_groups
 
 if TYPE_CHECKING:
     from detectors.sustained import SustainedThreshold
@@ -60,7 +60,7 @@ def at(matrix: np.ndarray, r: np.ndarray) -> np.ndarray:
     return matrix if matrix.shape[1] in (1, len(r)) else matrix.take(r, axis=1)
 
 
-class SustainedGroup:
+class SustainedGroup(MemberBank):
     """Shared tick work of some sustained rules over the same devices."""
 
     def __init__(self, members: list[SustainedThreshold]) -> None:

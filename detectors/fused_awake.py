@@ -13,7 +13,7 @@ import numpy as np
 
 from detectors.base import Findings, TickState
 from detectors.fused import _flat_param
-from detectors.runs import Emitter, Episodes, Fresh, rank_groups
+from detectors.runs import Emitter, Episodes, Fresh, MemberBank, rank_groups
 
 if TYPE_CHECKING:
     from detectors.activity import _AwakeRule
@@ -25,7 +25,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-class AwakeGroup:
+class AwakeGroup(MemberBank):
     """Shared tick work of some awake-hours rules."""
 
     def __init__(self, members: list[_AwakeRule]) -> None:

@@ -302,3 +302,18 @@ class Episodes:
             self.cstart[cr] = np.nan
             for run in self.runs:
                 run.reset(cr)
+
+
+class MemberBank:
+    """A group of rules sharing one `Episodes` bank: member j's device row r is bank row
+    j * n + r (`detectors.fused.SustainedGroup`, `detectors.fused_awake.AwakeGroup`)."""
+
+    members: list[Any]
+    n: int
+    bank: Episodes
+
+    def resume_member(self, member: object, rows: np.ndarray, onset: np.ndarray,
+                      sev: Any) -> None:
+        """`Episodes.resume` for one member's rows (after a restart)."""
+        j = next(i for i, m in enumerate(self.members) if m is member)
+        self.bank.resume(j * self.n + np.asarray(rows, np.intp), onset, sev)

@@ -89,12 +89,10 @@ class SustainedThreshold:
         and the rule has a critical level), so that they clear as usual."""
         if kind not in self.kinds or not len(rows):
             return
-        group = self._group
-        j = next(i for i, m in enumerate(group.members) if m is self)
         sev = np.full(len(rows), self.severity, np.int8)
         if self.crit is not None and severity is not None:
             sev[np.asarray(severity) >= 4] = 4
-        group.bank.resume(j * group.n + np.asarray(rows, np.intp), onset, sev)
+        self._group.resume_member(self, rows, onset, sev)
 
     def update(self, state: TickState, now: float) -> list[Findings]:
         """Gating (freshness, wear, rest, jumps, flat-lines) and the sustained-run episodes
