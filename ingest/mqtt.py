@@ -266,13 +266,7 @@ class MqttEdge:
             self._mids.append(msg.mid if msg.qos else 0)  # before the inbox: drain pairs them
         payload = bytes(msg.payload)
         self.inbox.append((topic, payload, self.clock.now()))
-        if carries_fall(payload):
-            self.fall_hint.set()
-            self.enough.set()
-        elif self.enough_messages and len(self.inbox) >= self.enough_messages:
-            self.enough.set()
-        if not self.wakeup.is_set():
-            self.wakeup.set()
+        self._queued(carries_fall(payload))
 
     def _on_batch(self, items: list[tuple[str, bytes, int]]) -> None:
         """Paho's thread, fast path: many PUBLISH packets at once (see ingest.fastpaho)."""
@@ -305,7 +299,12 @@ class MqttEdge:
         if self.manual_ack:
             self._mids.extend(m for _, _, m in items)  # before the inbox: drain pairs them
         self.inbox.extend((t, p, now) for t, p, _ in items)
-        if any(carries_fall(p) for _, p, _ in items):
+        self._queued(any(carries_fall(p) for _, p, _ in items))
+
+    def _queued(self, fall: bool) -> None:
+        """After messages joined the inbox: flag a fall, end a linger once enough wait, and
+        wake the pipeline thread."""
+        if fall:
             self.fall_hint.set()
             self.enough.set()
         elif self.enough_messages and len(self.inbox) >= self.enough_messages:
