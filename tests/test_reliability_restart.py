@@ -49,6 +49,15 @@ def _vitals_sender(fleet: Client) -> Callable[..., None]:
     return send
 
 
+def _shut(first: Service, second: Service | None, *clients: Client) -> None:
+    """Stop both runs (a second stop() does nothing) and close the MQTT clients."""
+    first.stop()
+    if second is not None:
+        second.stop()
+    for c in clients:
+        c.close()
+
+
 def test_a_device_back_during_a_restart_clears_its_offline_alert(
         mosquitto: MosquittoProcess, tmp_path: Path) -> None:
     offline_s = 4.0
@@ -105,11 +114,7 @@ def test_a_device_back_during_a_restart_clears_its_offline_alert(
         assert sorted(opened) == sorted([(back.id, "device_offline"), (dark.id, "device_offline"),
                                          (back.id, "hypoxemia")]), opened
     finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-        watcher.close()
-        fleet.close()
+        _shut(first, second, watcher, fleet)
 
 
 def test_a_condition_that_ends_during_a_restart_clears_its_alert(
@@ -123,10 +128,7 @@ def test_a_condition_that_ends_during_a_restart_clears_its_alert(
     broker = BrokerSettings(url=mosquitto.url, client_id="cw-resume-physio")
     watcher = Client(mosquitto.port, "ops-physio", subscribe=("carewatch/v1/+/alerts/+",))
     fleet = Client(mosquitto.port, "fleet-physio")
-    send = _vitals_sender(fleet)
-
-    def vitals(ts: float, spo2: float) -> None:
-        send(r, ts, spo2)
+    vitals = _vitals_sender(fleet)
 
     first = Service(config, broker=broker, data_dir=tmp_path)
     second: Service | None = None
@@ -135,7 +137,7 @@ def test_a_condition_that_ends_during_a_restart_clears_its_alert(
         wait_for(lambda: first.edge.counters.subscribed, 10, "the first run subscribed")
         now = time.time()
         for k in range(4):
-            vitals(now - 3 + k, 84.0)
+            vitals(r, now - 3 + k, 84.0)
         wait_for(lambda: _has(watcher, r.id, "hypoxemia", "opened"), 15, "hypoxemia opened")
         first.stop()
 
@@ -145,7 +147,7 @@ def test_a_condition_that_ends_during_a_restart_clears_its_alert(
                  "the second run subscribed")
         now = time.time()
         for k in range(4):
-            vitals(now - 3 + k, 97.0)
+            vitals(r, now - 3 + k, 97.0)
         wait_for(lambda: _has(watcher, r.id, "hypoxemia", "condition_cleared"), 15,
                  "the recovered resident's hypoxemia cleared after the restart")
         (held,) = [a for a in second.pipeline.alerts.open_alerts()  # type: ignore[union-attr]
@@ -155,11 +157,7 @@ def test_a_condition_that_ends_during_a_restart_clears_its_alert(
         opened = [e["kind"] for e in _events(watcher) if e.get("event") == "opened"]
         assert opened == ["hypoxemia"], opened
     finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-        watcher.close()
-        fleet.close()
+        _shut(first, second, watcher, fleet)
 
 
 def _persistent_watcher(port: int, topic: str) -> tuple[mqtt.Client, list[dict[str, Any]]]:
