@@ -7,6 +7,7 @@ High: aggregate >= 7; medium: 5-6 or any single parameter scoring 3; held >= 5 m
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,15 +85,62 @@ class News2Params(DetectorParams):
     rest_g: float = Field(0.1, gt=0, description="HR and SpO2 count at rest only")
 
 
-# The 2-D scoring pass: one lookup-table row per parameter (spo2 has two: scales 1 and 2).
-_ROWS = ("rr", "spo2", "sbp", "hr", "temp_c", "spo2_copd")
-_LUT2 = np.concatenate([_LUTS[name] for name in _ROWS])
-_SCALE = np.array([[_LUT_RANGE[v][1]] for v in PARAMS], np.float64)
-_LO = np.array([[_LUT_RANGE[v][0]] for v in PARAMS], np.float64)
-_HI = _LO + (_LUT_SIZE - 2)
-_LO_MISSING = _LO.astype(np.intp) + (_LUT_SIZE - 1)  # charted value - this: index - missing
-_AT_REST_ONLY = np.array([[v in ("hr", "spo2")] for v in PARAMS])
+def _charted(x: np.float32, scale: float) -> float:
+    """The charted code of a float32 reading, as the lookup tables index it."""
+    return float(np.rint(np.float64(x) * scale))
+
+
+def _edge_threshold(code: int, scale: float) -> np.float32:
+    """The largest float32 reading charted at or below `code`: a reading scores above the
+    band edge exactly when it is greater than this (charting is monotonic in the reading,
+    so one comparison in float32 decides what rounding in float64 would)."""
+    t = np.float32((code + 0.5) / scale)
+    while _charted(t, scale) > code:
+        t = np.nextafter(t, np.float32(-np.inf))
+    while _charted(np.nextafter(t, np.float32(np.inf)), scale) <= code:
+        t = np.nextafter(t, np.float32(np.inf))
+    return t
+
+
+def _edges(name: str) -> tuple[list[np.float32], list[int], int]:
+    """(float32 thresholds, score steps at them, score of the lowest band) for a parameter."""
+    scale = _LUT_RANGE[name][1]
+    edges, scores = _BANDS[name]
+    thr = [_edge_threshold(round(e * scale), scale) for e in edges]
+    return thr, [b - a for a, b in itertools.pairwise(scores)], scores[0]
+
+
+# The 2-D scoring pass: a reading's score is its lowest band's plus a step at every band
+# edge it lies above, one float32 comparison per edge on (parameters x devices), padded
+# with +inf edges (never above) where a parameter has fewer bands. SpO2's row is scale 1;
+# copd rows redo it on scale 2 (`News2._spo2_copd`), whose steps are the same.
+_EDGES = [_edges(v) for v in PARAMS]
+_K = max(len(e[0]) for e in _EDGES)
+_THR = np.array([e[0] + [np.float32(np.inf)] * (_K - len(e[0])) for e in _EDGES], np.float32)
+_STEP = np.array([e[1] + [0] * (_K - len(e[1])) for e in _EDGES], np.int8)
+_LOWEST = np.array([[e[2]] for e in _EDGES], np.int8)
 _SPO2 = PARAMS.index("spo2")
+_SPO2_THR, _SPO2_STEP, _SPO2_LOWEST = _edges("spo2")
+_SPO2_COPD_THR, _COPD_STEP, _COPD_LOWEST = _edges("spo2_copd")
+assert (_SPO2_STEP, _SPO2_LOWEST) == (_COPD_STEP, _COPD_LOWEST) == ([-1, -1, -1], 3)
+_AT_REST_ONLY = np.array([[v in ("hr", "spo2")] for v in PARAMS])
+
+
+def band_scores(val: np.ndarray, spo2_thr: np.ndarray | None = None) -> np.ndarray:
+    """Scores (int8, the shape of `val`) of float32 readings, (PARAMS x samples), as charted
+    (NaN scores the lowest band: mask it). `spo2_thr`: per-sample SpO2 edges (3 x samples)
+    where some rows use scale 2."""
+    scores = np.empty(val.shape, np.int8)
+    scores[...] = _LOWEST
+    above = np.empty(val.shape, bool)
+    step = np.empty(val.shape, np.int8)
+    for k in range(_K):
+        np.greater(val, _THR[:, k:k + 1], out=above)
+        np.multiply(above.view(np.int8), _STEP[:, k:k + 1], out=step)
+        scores += step
+    if spo2_thr is not None:  # every SpO2 step is -1: 3 less one per edge exceeded
+        np.subtract(3, (val[_SPO2] > spo2_thr).sum(axis=0, dtype=np.int8), out=scores[_SPO2])
+    return scores
 
 
 class News2:
@@ -110,18 +158,15 @@ class News2:
         self.copd = copd_mask(devices)
         self.fresh = Fresh(n)
         # latest accepted value and its time, one row per parameter (PARAMS order). Values
-        # stay float32, the readings' own type (lossless, half the bytes to blend); scoring
-        # widens them to float64 as before, so charted codes are the same bits
+        # stay float32, the readings' own type (lossless, half the bytes to blend), and are
+        # scored in float32 against edges that chart as float64 rounding would
         self.values = np.full((len(PARAMS), n), np.nan, np.float32)
         self.values_ts = np.full((len(PARAMS), n), np.nan)
         self.offsets = (np.arange(len(PARAMS), dtype=np.intp) * n)[:, None]
-        # each parameter's table's "missing" entry in the flat lookup table; copd rows score
-        # spo2 on scale 2, a table further on (a shift per row, small: the tick reads it whole)
-        self.lut_missing = np.arange(len(PARAMS), dtype=np.intp)[:, None] * _LUT_SIZE + (
-            _LUT_SIZE - 1)
-        shift = (_ROWS.index("spo2_copd") - _ROWS.index("spo2")) * _LUT_SIZE
-        self.copd_shift = np.where(self.copd, shift, 0).astype(np.int16)
+        # SpO2's band edges per row: scale 2 where the resident has copd
         self.any_copd = bool(self.copd.any())
+        self.spo2_thr = np.where(self.copd, np.array(_SPO2_COPD_THR)[:, None],
+                                 np.array(_SPO2_THR)[:, None]).astype(np.float32)
         self.episodes = Episodes("news2", n, (2, 3), "max")
 
     def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
@@ -144,7 +189,8 @@ class News2:
         for idx in rank_groups(new.row):
             whole = len(idx) == m
             r, t = (new.row, new.ts) if whole else (new.row[idx], new.ts[idx])
-            ok = self.fresh.step(r, t) & (new.worn[idx] != 0)
+            worn, act = (new.worn, new.activity) if whole else (new.worn[idx], new.activity[idx])
+            ok = self.fresh.step(r, t) & (worn != 0)
             if not ok.any():
                 continue
             # score every sample of the group (dense ticks need no gathers), then hand the
@@ -156,30 +202,20 @@ class News2:
             val_ts = self.values_ts if dense else self.values_ts.take(r, axis=1)
             take = x == x
             take &= ok
-            take &= at_rest(new.activity[idx], p.at("rest_g", r)) >= _AT_REST_ONLY
+            take &= at_rest(act, p.at("rest_g", r)) >= _AT_REST_ONLY
             blend(val_ts, t, lane=lanes(take))
             blend(val, x, lane=lanes(take, np.int32))
             if fi is not None:
                 self.values.reshape(-1)[fi] = val
                 self.values_ts.reshape(-1)[fi] = val_ts
             recent = (t - val_ts) <= p.at("max_age_s", r)  # NaN (never taken): False
-            # charted (rounded) values index the lookup tables; missing or too old scores 0
-            # (the last entry). In place: np.where over NaN-laden arrays costs 5x this.
-            # fmax/fmin also turn NaN (never taken) into a bound: `recent` is False there
-            # (a value and its time are taken together), and masks it below
-            code = val.astype(np.float64)  # then scaled in place: a casting multiply is slower
-            code *= _SCALE
-            np.rint(code, out=code)
-            np.fmax(code, _LO, out=code)
-            np.fmin(code, _HI, out=code)
-            lut_idx = code.astype(np.intp)
-            # where(recent, index - lo, missing) + table offset, in integer arithmetic
-            lut_idx -= _LO_MISSING
-            lut_idx *= recent
-            lut_idx += self.lut_missing
+            # scored as charted; missing or too old scores 0 (a value and its time are
+            # taken together: never taken is NaN in both, and `recent` is False there)
+            spo2_thr = None
             if self.any_copd:
-                lut_idx[_SPO2] += self.copd_shift if dense else self.copd_shift.take(r)
-            scores = _LUT2.take(lut_idx)
+                spo2_thr = self.spo2_thr if dense else self.spo2_thr.take(r, axis=1)
+            scores = band_scores(val, spo2_thr)
+            scores *= recent
             total = scores.sum(axis=0, dtype=np.int16)
             high = total >= p.at("high_score", r)
             medium = high | (total >= p.at("medium_score", r))

@@ -14,7 +14,15 @@ from detectors.baseline import BaselineDeviation
 from detectors.bp import HypertensiveCrisis, Hypotension
 from detectors.device import DeviceOffline, LowBattery
 from detectors.fall import Fall
-from detectors.news2 import News2, news2_scores
+from detectors.news2 import (
+    _SPO2_COPD_THR,
+    _SPO2_THR,
+    _THR,
+    PARAMS,
+    News2,
+    band_scores,
+    news2_scores,
+)
 from ingest.samples import SampleColumns
 
 T0 = 1_764_316_800.0
@@ -72,6 +80,31 @@ def test_news2_table() -> None:
     assert list(s["temp_c"]) == [3, 1, 0, 1, 2, 0]
     s2 = news2_scores({**values, "spo2": np.array([83, 84, 86, 88, 97, nan])}, np.ones(6, bool))
     assert list(s2["spo2"]) == [3, 2, 1, 0, 0, 0]
+
+
+def test_news2_band_scores_chart_as_the_tables() -> None:
+    """The detector scores float32 readings by comparing them with float32 edges; the charted
+    tables round the float64 reading first. They agree on every reading near every edge (each
+    of the 8 float32 neighbours on both sides), on a fine grid and on random readings."""
+    rng = np.random.default_rng(7)
+    near = []
+    for edge in np.concatenate([_THR.ravel(), _SPO2_THR, _SPO2_COPD_THR]):
+        if np.isfinite(edge):
+            x = np.float32(edge)
+            for _ in range(8):
+                x = np.nextafter(x, np.float32(-np.inf))
+            for _ in range(17):
+                near.append(x)
+                x = np.nextafter(x, np.float32(np.inf))
+    x = np.concatenate([near, np.arange(-20, 520, 0.05), np.arange(30, 42, 0.001),
+                        rng.uniform(-10, 600, 100_000), [np.inf, -np.inf, 1e30]]).astype(np.float32)
+    val = np.tile(x, (len(PARAMS), 1))
+    for copd in (False, True):
+        want = news2_scores({v: x.astype(np.float64) for v in PARAMS}, np.full(len(x), copd))
+        spo2_thr = np.repeat(np.array(_SPO2_COPD_THR, np.float32)[:, None], len(x), axis=1)
+        got = band_scores(val, spo2_thr if copd else None)
+        for i, v in enumerate(PARAMS):
+            assert np.array_equal(got[i], want[v]), (v, copd, x[got[i] != want[v]][:5])
 
 
 def news_stream(seconds: float, **vitals: float) -> SampleColumns:
