@@ -45,11 +45,14 @@ def readings(new: SampleColumns) -> list[tuple[np.ndarray, ...]]:
     readings. Both rules read them; the tick's result is kept for the second."""
     if _readings_cache[0] is new:
         return list(_readings_cache[1])
-    has = np.flatnonzero(~(np.isnan(new.sbp) & np.isnan(new.dbp)))
+    has = np.flatnonzero((new.sbp == new.sbp) | (new.dbp == new.dbp))  # not both NaN
     out: list[tuple[np.ndarray, ...]] = []
     if len(has):
-        # lateness is judged among readings: rank them among themselves
-        for sel in rank_groups(new.row[has], cache=False):
+        # lateness is judged among readings: rank them among themselves (with one sample a
+        # device in the tick, readings are one a device too)
+        single = len(rank_groups(new.row)) == 1
+        for sel in ([np.arange(len(has))] if single else
+                    rank_groups(new.row[has], cache=False)):
             idx = has[sel]
             out.append((new.row[idx], new.ts[idx], new.sbp[idx].astype(np.float64),
                         new.dbp[idx].astype(np.float64), worn_ok(new.worn[idx])))
@@ -64,22 +67,19 @@ class _BloodPressure(ABC):
     sample_driven: ClassVar[bool] = True  # replay spans: see detectors.base.Detector
 
     def __init__(self, devices: DeviceTable | int, params: Any = None) -> None:
-        n = n_rows(devices)
-        self.params: ParamTable[Any] = ParamTable(self.Params, params, n)
-        self.fresh = Fresh(n)
-        self.count = np.zeros(n, np.int32)
-        self.streak_start = np.full(n, np.nan)
-        self.last_reading = np.full(n, np.nan)
-        self.active = np.zeros(n, bool)
-        self.onset = np.full(n, np.nan)
+        self.n = n_rows(devices)
+        self.params: ParamTable[Any] = ParamTable(self.Params, params, self.n)
+        self._group = BpGroup([self])  # link_bp() may share a bigger one
 
     def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
                severity: np.ndarray | None = None) -> None:
         """After a restart: these rows' conditions stay active until a clear-side reading."""
         if kind not in self.kinds or not len(rows):
             return
-        self.active[rows] = True
-        self.onset[rows] = onset
+        g = self._group
+        j = g.members.index(self)
+        g.active[j, rows] = True
+        g.onset[j, rows] = onset
 
     @abstractmethod
     def _judge(self, r: np.ndarray, sbp: np.ndarray, dbp: np.ndarray
@@ -87,36 +87,105 @@ class _BloodPressure(ABC):
         """(qualifying, clearing) for readings of rows `r`."""
 
     def update(self, state: TickState, now: float) -> list[Findings]:
-        new = state.new
+        """Streaks of qualifying readings, run for every linked blood-pressure rule at once
+        (`BpGroup`)."""
+        return self._group.take(self, state, now)
+
+
+class BpGroup:
+    """The blood-pressure rules' shared tick: the same readings, freshness and worn test,
+    and each rule's streak state as one row of (rules x devices) arrays, stepped with one
+    call per operation for all rules. Findings are the same as each rule running alone."""
+
+    def __init__(self, members: list[_BloodPressure]) -> None:
+        n = members[0].n
+        if any(m.n != n for m in members):
+            raise ValueError("grouped rules must cover the same devices")
+        k = len(members)
+        self.members = members
+        self.n = n
+        self.fresh = Fresh(n)
+        self.count = np.zeros((k, n), np.int32)
+        self.streak_start = np.full((k, n), np.nan)
+        self.last_reading = np.full(n, np.nan)  # the newest fresh, worn reading: every rule's
+        self.active = np.zeros((k, n), bool)
+        self.onset = np.full((k, n), np.nan)
+        self.offsets = (np.arange(k, dtype=np.intp) * n)[:, None]  # flat index of (rule, 0)
+        for m in members:
+            m._group = self
+        # parameters alike on every row, per rule: (rules, 1), built once
+        self._shared = {name: np.array([m.params[name] for m in members], np.float64)
+                        .reshape(-1, 1) for name in ("max_interval_s", "readings")
+                        if not any(isinstance(m.params[name], np.ndarray) for m in members)}
+        self._new: Any = None
+        self._now = np.nan
+        self._out: dict[int, list[Findings]] = {}
+
+    def take(self, member: _BloodPressure, state: TickState, now: float) -> list[Findings]:
+        """`member`'s findings for this tick (the first member asking runs the tick)."""
+        if state.new is not self._new or now != self._now:
+            self._new, self._now = state.new, now
+            self._out = self._run(state.new)
+        return self._out.pop(id(member), [])
+
+    def _param(self, name: str, r: np.ndarray) -> np.ndarray:
+        """Each rule's parameter for rows `r`, (rules, 1) or (rules, len(r))."""
+        shared = self._shared.get(name)
+        if shared is not None:
+            return shared
+        vals = [m.params.at(name, r) for m in self.members]
+        if all(not isinstance(v, np.ndarray) for v in vals):
+            return np.array(vals, np.float64).reshape(-1, 1)
+        return np.stack([np.broadcast_to(np.asarray(v, np.float64), r.shape) for v in vals])
+
+    def _run(self, new: SampleColumns) -> dict[int, list[Findings]]:
         if len(new) == 0:
-            return []
-        out = Emitter(self.kinds[0])
-        p = self.params
+            return {}
+        outs = [Emitter(m.kinds[0]) for m in self.members]
         for r, t, sbp, dbp, worn in readings(new):
             ok = self.fresh.step(r, t) & worn
             if not ok.all():
                 if not ok.any():
                     continue
                 r, t, sbp, dbp = r[ok], t[ok], sbp[ok], dbp[ok]
-            q, clear = self._judge(r, sbp, dbp)
-            cont = (t - self.last_reading[r]) <= p.at("max_interval_s", r) + EPS
-            count = np.where(q, np.where(cont, self.count[r] + 1, 1), 0)
-            start = np.where(q & ((count == 1) | np.isnan(self.streak_start[r])), t,
-                             self.streak_start[r])
-            start = np.where(q, start, np.nan)
-            self.count[r], self.streak_start[r], self.last_reading[r] = count, start, t
-            was = self.active[r]
-            fire = ~was & (count >= p.at("readings", r))
+            judged = [m._judge(r, sbp, dbp) for m in self.members]
+            q = np.array([j[0] for j in judged])
+            clear = np.array([j[1] for j in judged])
+            fi = self.offsets + r  # (rules, len(r)) flat indices
+            cont = (t - self.last_reading[r]) <= self._param("max_interval_s", r) + EPS
+            count = np.where(cont, self.count.take(fi) + 1, 1)
+            count *= q
+            begun = self.streak_start.take(fi)
+            start = np.where(q, np.where((count == 1) | (begun != begun), t, begun), np.nan)
+            self.count.reshape(-1)[fi] = count
+            self.streak_start.reshape(-1)[fi] = start
+            self.last_reading[r] = t
+            was = self.active.take(fi)
+            fire = ~was & (count >= self._param("readings", r))
             cleared = was & clear
-            self.onset[r[fire]] = start[fire]
-            onset = self.onset[r]
-            ev = {"sbp": sbp, "dbp": dbp, "readings": count.astype(np.float64),
-                  "duration_s": t - onset}
-            out.add(fire, r, 3, True, onset, ev)
-            out.add(cleared, r, 3, False, onset, ev)
-            self.active[r[fire]] = True
-            self.active[r[cleared]] = False
-        return out.build()
+            onset = np.where(fire, start, self.onset.take(fi))
+            if fire.any():
+                self.onset.reshape(-1)[fi[fire]] = start[fire]
+                self.active.reshape(-1)[fi[fire]] = True
+            if cleared.any():
+                self.active.reshape(-1)[fi[cleared]] = False
+            for j, out in enumerate(outs):
+                if fire[j].any() or cleared[j].any():
+                    ev = {"sbp": sbp, "dbp": dbp, "readings": count[j].astype(np.float64),
+                          "duration_s": t - onset[j]}
+                    out.add(fire[j], r, 3, True, onset[j], ev)
+                    out.add(cleared[j], r, 3, False, onset[j], ev)
+        return {id(m): out.build() for m, out in zip(self.members, outs, strict=True)}
+
+
+def link_bp(detectors: list[Any]) -> None:
+    """Put every blood-pressure rule in `detectors` into one shared group (before any tick)."""
+    members = [d for d in detectors if isinstance(d, _BloodPressure)]
+    if len(members) < 2:
+        return
+    if any(m._group._new is not None for m in members):
+        raise ValueError("link blood-pressure rules before their first tick")
+    BpGroup(members)
 
 
 class Hypotension(_BloodPressure):

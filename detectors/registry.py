@@ -16,7 +16,7 @@ from config.models import Config
 from detectors.activity import Inactivity, NotWorn
 from detectors.base import Detector
 from detectors.baseline import BaselineDeviation
-from detectors.bp import HypertensiveCrisis, Hypotension
+from detectors.bp import HypertensiveCrisis, Hypotension, link_bp
 from detectors.device import DeviceOffline, LowBattery
 from detectors.fall import Fall
 from detectors.fused import link_sustained
@@ -110,12 +110,13 @@ def build_detectors(config: Config, devices: DeviceTable | None = None) -> list[
 
 
 def link(detectors: list[Detector]) -> list[Detector]:
-    """Let detectors that share tick work do it once (the sustained rules; the awake-hours
-    rules).
+    """Let detectors that share tick work do it once (the sustained rules, the awake-hours
+    rules, the blood-pressure rules).
 
     Call before the first tick; findings are the same as unlinked, only faster."""
     link_sustained(list(detectors))
     link_awake(list(detectors))
+    link_bp(list(detectors))
     return detectors
 
 

@@ -94,9 +94,11 @@ class Runs:
         begin &= q
         end = gapped | (miss > self.max_stray)
         end &= ~q
-        np.copyto(start, t, where=begin)
-        np.copyto(start, np.nan, where=end)
-        last = np.where(q, t, last)  # q is mixed: a masked copy mispredicts (2x this)
+        # begin and q are mixed masks: a masked copy mispredicts (2x a `where`)
+        start = np.where(begin, t, start)
+        if end.any():
+            start = np.where(end, np.nan, start)
+        last = np.where(q, t, last)
         self.start[r], self.last[r], self.miss[r] = start, last, miss
         return start, last
 
