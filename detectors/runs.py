@@ -81,9 +81,10 @@ class Runs:
         self.miss = np.zeros(n, np.int32)
         self.max_stray = max_stray
 
-    def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """Advance rows `r`; returns their new (start, last)."""
+    def step(self, r: np.ndarray, t: np.ndarray, q: np.ndarray, max_gap: Any,
+             breaks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance rows `r`; returns their new (start, last). A row with `breaks` ends its
+        run after this sample (as `reset` would)."""
         start, last, miss = self.start.take(r), self.last.take(r), self.miss.take(r)
         gapped = (t - last) > max_gap + EPS  # NaN compares False without a warning
         miss += 1
@@ -94,6 +95,9 @@ class Runs:
         begin &= q
         end = gapped | (miss > self.max_stray)
         end &= ~q
+        if breaks is not None:
+            end |= breaks
+            miss *= ~breaks
         # begin and q are mixed masks: a masked copy mispredicts (2x a `where`)
         start = np.where(begin, t, start)
         if end.any():
@@ -178,11 +182,13 @@ class Episodes:
 
     @staticmethod
     def _step_some(run: Runs, start: np.ndarray, some: np.ndarray, r: np.ndarray,
-                   t: np.ndarray, q: np.ndarray, max_gap: Any) -> tuple[np.ndarray, np.ndarray]:
+                   t: np.ndarray, q: np.ndarray, max_gap: Any, breaks: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """`run.step` on rows `r[some]` only; full-length (start, last), where the other rows
         (idle: `start` NaN) keep NaN."""
         gap = max_gap.take(some) if isinstance(max_gap, np.ndarray) else max_gap
-        s_some, l_some = run.step(r.take(some), t.take(some), q.take(some), gap)
+        s_some, l_some = run.step(r.take(some), t.take(some), q.take(some), gap,
+                                  None if breaks is None else breaks.take(some))
         start = start.copy()
         start[some] = s_some
         last = np.full(len(r), np.nan)
@@ -224,6 +230,10 @@ class Episodes:
         # A higher level's rows with no qualifying sample and no run going are idle: their
         # step would only count strays, which matter to nothing until a run starts again.
         # Such a level steps only its other rows (usually none or a few).
+        # A break (e.g. outside awake hours) ends every level's run after its sample; an
+        # idle level's rows have no run to end.
+        if breaks is not None and not breaks.any():
+            breaks = None
         spans: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, (run, q) in enumerate(zip(self.runs, qs, strict=True)):
             if i:
@@ -234,14 +244,9 @@ class Episodes:
                         spans.append(None)
                         continue
                     spans.append(self._step_some(run, old, np.flatnonzero(go), r, t, q,
-                                                 max_gap))
+                                                 max_gap, breaks))
                     continue
-            spans.append(run.step(r, t, q, max_gap))
-        if breaks is not None and breaks.any():
-            for run in self.runs:
-                run.reset(r[breaks])
-            spans = [None if sp is None else (run.start.take(r), run.last.take(r))
-                     for run, sp in zip(self.runs, spans, strict=True)]
+            spans.append(run.step(r, t, q, max_gap, breaks))
         # the highest level whose run has lasted its duration (NaN: no run, compares False)
         cand: Any = 0
         for sp, dur, s in zip(spans, durs, levels, strict=True):
