@@ -72,7 +72,7 @@ class _AwakeRule(ABC):
     def _judge(self, r: np.ndarray, new: Any, sel: Any, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(included, qualifying, breaks, clear, value) for samples `sel` (indices, or a
-        slice) of rows `r`."""
+        slice) of rows `r`; values of any real type (the group widens the ones it keeps)."""
 
     def resume(self, kind: str, rows: np.ndarray, onset: np.ndarray,
                severity: np.ndarray | None = None) -> None:
@@ -105,14 +105,15 @@ class Inactivity(_AwakeRule):
     def _judge(self, r: np.ndarray, new: Any, sel: Any, day: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         p = self.params
-        a = new.activity[sel].astype(np.float64)
+        a = new.activity[sel]  # float32
         off = new.worn[sel] == 0
-        inc = ~np.isnan(a) | off
+        on = ~off
+        inc = (a == a) | off
         # thresholds rounded through float32, the reading's type (`quality.f32_threshold`):
         # a reading of exactly `still_g` is still, as the rule says
-        q = (a <= f32_threshold(p.at("still_g", r))) & day & ~off
-        clear = (a >= f32_threshold(p.at("clear_g", r))) & ~off
-        return inc, q, ~day | off, clear, np.where(off, np.nan, a)
+        q = (a <= f32_threshold(p.at("still_g", r))) & day & on
+        clear = (a >= f32_threshold(p.at("clear_g", r))) & on
+        return inc, q, ~day | off, clear, np.where(off, np.float32(np.nan), a)
 
 
 class NotWorn(_AwakeRule):
@@ -128,7 +129,7 @@ class NotWorn(_AwakeRule):
         w = new.worn[sel]
         inc = w >= 0
         off = w == 0
-        return inc, off & day, ~day, w == 1, w.astype(np.float64)
+        return inc, off & day, ~day, w == 1, w
 
     def _clear_param(self) -> Any:
         return self.params["clear_s"]

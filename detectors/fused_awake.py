@@ -79,6 +79,7 @@ class AwakeGroup(MemberBank):
             dense = len(r) == self.n  # distinct rows, all of them: no gathers
             day: np.ndarray | None = None
             parts = []
+            sizes: list[int] = []
             for j, m in enumerate(self.members):
                 if day is None or not self.shared_day:
                     p = m.params
@@ -89,14 +90,18 @@ class AwakeGroup(MemberBank):
                 busy = self.busy[j] if dense else self.busy[j].take(r)
                 go = np.flatnonzero(inc & (q | busy))
                 if len(go):
-                    parts.append((r[go] + j * self.n, t[go], q[go], brk[go], clear[go],
-                                  value[go]))
+                    parts.append((r.take(go) + j * self.n, t.take(go), q.take(go),
+                                  brk.take(go), clear.take(go),
+                                  value.take(go).astype(np.float64)))
+                sizes.append(len(go))
             if not parts:
                 continue
             fi, tp, q, brk, clear, value = (parts[0] if len(parts) == 1 else
                                            (np.concatenate(x) for x in zip(*parts, strict=True)))
-            rule = fi // self.n
-            pp = {name: v.take(rule) if len(v) == k else v.take(fi) for name, v in self.pp.items()}
+            # per-pair parameters: a rule's own value repeated over its pairs (pairs are
+            # rule-major), or gathered where some vary by row
+            pp = {name: np.repeat(v, sizes) if len(v) == k else v.take(fi)
+                  for name, v in self.pp.items()}
             self.bank.step(out, fi, tp, [q], [pp["dur"]], clear, pp["clear_s"], pp["max_gap"],
                            value=value, ext_key="ext", breaks=brk,
                            severities=[pp["sev"].astype(np.int8)])
