@@ -101,7 +101,12 @@ class DeviceOffline:
             return []
         store = state.store
         last = store.last_received
-        ref = heard = np.where(np.isnan(last), state.started_at, last)
+        # never heard: silent since the pipeline started (rare after the first minutes:
+        # then no copy at all)
+        ref = heard = last
+        never = np.isnan(last)
+        if never.any():
+            ref = heard = np.where(never, state.started_at, last)
         lost = state.link_lost_at
         if lost == lost:  # the link was lost at least once
             back = state.link_back_at
@@ -215,21 +220,22 @@ class LowBattery:
         change = rise | clear
         if not change.any():
             return []
-        rows = np.flatnonzero(change).astype(np.int32)
-        on = rise[rows]
+        rows = np.flatnonzero(change)
+        on = rise.take(rows)
         if on.any():
-            self.onset[rows[on]] = self._run_onset(state, rows[on])
-        onset = self.onset[rows].copy()
+            up = rows[on]
+            self.onset[up] = self._run_onset(state, up)
+        onset = self.onset.take(rows)
         self.active[rows] = on
-        return [Findings("low_battery", rows, np.ones(len(rows), np.int8), on.copy(), onset,
-                         {"battery": b[rows].astype(np.float64)})]
+        return [Findings("low_battery", rows.astype(np.int32), np.ones(len(rows), np.int8), on,
+                         onset, {"battery": b.take(rows).astype(np.float64)})]
 
     def _run_onset(self, state: TickState, rows: np.ndarray) -> np.ndarray:
         """Onset of `rows` found low: the held reading's `ts`, or, when that reading is the
         last of this tick's samples, the first of their trailing run of low readings (a
         batch upload spans minutes; the condition began at its first low reading)."""
         store = state.store
-        onset = store.battery_ts[rows]
+        onset = store.battery_ts.take(rows)
         new = state.new  # sorted by (row, ts)
         if len(rank_groups(new.row)) <= 1:
             return onset  # one sample per device: a held reading is its own run
