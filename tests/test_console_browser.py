@@ -9,6 +9,7 @@ residents and 200 open alerts. Screenshots and figures go to test-artifacts/.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,47 @@ def test_live_alert_ack_resolve_and_charts(browser: Any, mosquitto: MosquittoPro
         page.screenshot(path=str(ARTIFACTS / "console-resident.png"), full_page=True)
         page.click("#cw-lang")
         assert page.locator("h2").first.inner_text() == "Vital signs, last 24 h"
+        assert not errors, errors
+    finally:
+        page.close()
+        dev.close()
+        service.stop()
+
+
+def test_board_keeps_an_alert_pushed_while_it_rereads(browser: Any, mosquitto: MosquittoProcess,
+                                                       tmp_path: Path) -> None:
+    """A re-read of the board (here the one on connecting the live stream) whose answer was
+    taken before a fall, but arrives after the fall was pushed, must not wipe the fall off
+    the board (before, it vanished until the next re-read, up to a minute later)."""
+    config, carer, service, base = carer_console(tmp_path, mosquitto.url)
+    dev = Client(mosquitto.port, "dev-reread")
+    page, errors = new_page(browser)
+    held: list[tuple[Any, Any]] = []
+    asked = [0]
+
+    def second_read_held(route: Any) -> None:
+        asked[0] += 1
+        if asked[0] == 2:  # the first re-read after the page's own first read
+            held.append((route, route.fetch()))  # the board as it is now: no fall yet
+        else:
+            route.continue_()
+
+    try:
+        page.route(re.compile(r"/api/alerts(\?.*)?$"), second_read_held)
+        sign_in(page, base, carer)
+        page.wait_for_selector("#live[data-state='open']")
+        deadline = time.monotonic() + 10
+        while not held:  # Playwright dispatches the route handler while it waits
+            assert time.monotonic() < deadline, "the board never re-read"
+            page.wait_for_timeout(20)
+        dev.publish(vitals_topic(config, 0), {"ts": WallClock().now(), "fall": True,
+                                              "worn": True, "hr": 88}).wait_for_publish(5)
+        page.wait_for_selector("li.alert[data-severity='critical']", timeout=15000)
+        route, answer = held[0]
+        assert json.loads(answer.text())["alerts"] == []  # taken before the fall
+        route.fulfill(response=answer)
+        page.wait_for_function("Number(document.body.dataset.loads) >= 2", timeout=10000)
+        assert page.locator("li.alert[data-severity='critical']").count() == 1
         assert not errors, errors
     finally:
         page.close()

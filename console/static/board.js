@@ -119,22 +119,51 @@
     document.getElementById("sound").textContent = CW.t(soundOn ? "sound_on" : "sound_off");
   }
 
+  // Re-reads of the board race with pushed events: a re-read's answer may describe the
+  // board before an event that arrived while it was on its way (a fall pushed during a
+  // resync), and re-reads started together may answer out of order. Only the latest
+  // re-read's answer is applied, and the events that arrived while it was on its way are
+  // applied again on top of it (in order; never one older than the row it would replace).
+  let loadsStarted = 0, loadsSettled = 0;
+  let pushedDuringLoad = [];
+
   async function load() {
+    const gen = ++loadsStarted;
     const f0 = performance.now();
-    const data = await CW.api("/api/alerts");
+    let data;
+    try {
+      data = await CW.api("/api/alerts");
+    } catch (e) {
+      if (gen === loadsStarted) { loadsSettled = gen; pushedDuringLoad = []; }
+      throw e;
+    }
+    document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
+    if (gen !== loadsStarted) return; // a newer re-read is on its way: its answer counts
     document.body.dataset.fetchMs = (performance.now() - f0).toFixed(1);
     CW.syncClock(data.now);
     alerts.clear();
     data.alerts.forEach((a) => alerts.set(a.alert_id, a));
+    const replay = pushedDuringLoad;
+    pushedDuringLoad = [];
+    loadsSettled = gen;
+    replay.forEach((row) => {
+      const have = alerts.get(row.alert_id);
+      if (!have || !(row.updated_at < have.updated_at)) apply(row);
+    });
     ready = true;
     queue();
+  }
+
+  function apply(row) {
+    if (row.state === "resolved") alerts.delete(row.alert_id);
+    else alerts.set(row.alert_id, row);
   }
 
   function onEvent(row) {
     CW.syncClock(row.now);
     const isNew = !alerts.has(row.alert_id);
-    if (row.state === "resolved") alerts.delete(row.alert_id);
-    else alerts.set(row.alert_id, row);
+    if (loadsStarted > loadsSettled) pushedDuringLoad.push(row);
+    apply(row);
     if (isNew && row.state !== "resolved" && row.severity === "critical" && ready) {
       beep();
       document.body.dataset.newCritical = String(Number(document.body.dataset.newCritical || 0) + 1);
