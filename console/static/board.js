@@ -146,10 +146,7 @@
     const replay = pushedDuringLoad;
     pushedDuringLoad = [];
     loadsSettled = gen;
-    replay.forEach((row) => {
-      const have = alerts.get(row.alert_id);
-      if (!have || !(row.updated_at < have.updated_at)) apply(row);
-    });
+    replay.forEach(applyIfNotOlder);
     ready = true;
     queue();
   }
@@ -157,6 +154,11 @@
   function apply(row) {
     if (row.state === "resolved") alerts.delete(row.alert_id);
     else alerts.set(row.alert_id, row);
+  }
+
+  function applyIfNotOlder(row) {
+    const have = alerts.get(row.alert_id);
+    if (!have || !(row.updated_at < have.updated_at)) apply(row);
   }
 
   function onEvent(row) {
@@ -190,7 +192,7 @@
     const id = li.dataset.alertId;
     const body = action === "resolve" ? { note } : undefined;
     const res = await CW.api(`/api/alerts/${encodeURIComponent(id)}/${action}`, { method: "POST", body });
-    if (res.alert.state === "resolved") alerts.delete(id); else alerts.set(id, res.alert);
+    applyIfNotOlder(res.alert); // an escalation pushed meanwhile is newer than this answer
     queue();
   }
 
