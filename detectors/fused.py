@@ -225,7 +225,8 @@ class SustainedGroup(MemberBank):
             moving = a > at(self.rest, r)
             motion = self._cols(self.last_motion, r, dense)
             if moving.any():
-                blend(motion, t, moving & (t > motion))
+                # the latest moving sample's time: fmax skips the NaN of samples at rest
+                np.fmax(motion, np.where(moving, t, np.nan), out=motion)
                 self._back(self.last_motion, None if dense else self.motion_offsets + r,
                            motion)
             # a moving sample has t <= motion now, so this excludes it too
