@@ -38,7 +38,9 @@ _BANDS: dict[str, tuple[list[float], list[int]]] = {
     "hr": ([40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3]),
     "temp_c": ([35.0, 36.0, 38.0, 39.0], [3, 1, 0, 1, 2]),
 }
-# Lookup tables over charted (rounded) values: index = round(x * scale) - lo; last = missing.
+# The charting reference (`news2_scores`, the per-device loop of `detectors.naive`): lookup
+# tables over charted (rounded) values, index = round(x * scale) - lo, last = missing. The
+# detector itself compares readings with band edges (`band_scores`), which chart the same.
 _LUT_RANGE = {"rr": (0, 1), "spo2": (0, 1), "spo2_copd": (0, 1), "sbp": (0, 1), "hr": (0, 1),
               "temp_c": (250, 10)}
 _LUT_SIZE = 501
