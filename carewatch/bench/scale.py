@@ -259,9 +259,10 @@ def bench_scale(quick: bool = False, cpu_rounds: int = 9) -> dict[str, float]:
     Unprefixed keys: a minute of 1 Hz samples per message (60-sample batches, how a wearable
     uploads to save battery), 1,000 residents, one worker and two alternating over five
     rounds (the median round's ratio counts: this machine drifts by more than the margin
-    between rounds), each rate taken over the middle 80 % of the samples (`steady_rate`). Keys prefixed `batch10_`: 10-sample messages over
-    200 residents, one round: six times the messages per sample, so the broker takes about
-    three times the CPU share and the two cores run out first."""
+    between rounds), each rate taken over the middle 80 % of the samples (`steady_rate`).
+    Keys prefixed `batch10_`: 10-sample messages over 200 residents, one round: six times
+    the messages per sample, so the broker takes about three times the CPU share and the two
+    cores run out first."""
     out: dict[str, float] = {}
     if quick:  # one small round of the first shape: does it run, roughly how fast
         out.update(scale_shape(residents=200, samples_per_device=300, batch=60, rounds=1))
