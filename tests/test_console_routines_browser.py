@@ -8,6 +8,9 @@ screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,57 @@ def test_tasks_complete_with_hazard_and_monthly_report(
         assert overflow <= 0, overflow
         phone.screenshot(path=str(ARTIFACTS / "console-tasks-phone.png"))
         phone.close()
+        assert not errors, errors
+    finally:
+        page.close()
+        service.stop()
+
+
+def test_a_tab_never_shows_an_earlier_tabs_answer(
+        browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    """Overdue clicked, then back to my tasks before the overdue answer came: when it comes,
+    late, the page still lists my tasks (before, the last answer to arrive won)."""
+    _config, carer, service, base = carer_console(tmp_path, mosquitto.url)
+    routines = service.routines
+    assert routines is not None
+    wait_for(lambda: len(routines.my_tasks(carer, routines.clock.now())) > 0,
+             what="the carer's routine tasks")
+    page, errors = new_page(browser)
+    held: list[tuple[Any, Any]] = []
+
+    def hold_overdue(route: Any) -> None:
+        if "view=overdue" in route.request.url and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    def shown() -> set[str]:
+        return set(page.eval_on_selector_all("li.task", "els => els.map(e => e.dataset.taskId)"))
+
+    try:
+        sign_in(page, base, carer)
+        page.goto(base + "/tasks")
+        page.wait_for_selector("body.page-tasks[data-ready='1']")
+        mine = shown()
+        assert mine == {t.task_id for t in routines.my_tasks(carer, routines.clock.now())}
+        page.route(re.compile(r"/api/routines/tasks\?"), hold_overdue)
+        answers = int(page.evaluate("Number(document.body.dataset.loads)"))
+        page.click("#views button[data-view='overdue']")
+        deadline = time.monotonic() + 10
+        while not held:  # Playwright dispatches the route handler while it waits
+            assert time.monotonic() < deadline, "the overdue tab never asked"
+            page.wait_for_timeout(20)
+        page.click("#views button[data-view='mine']")
+        page.wait_for_function("n => Number(document.body.dataset.loads) >= n",
+                               arg=answers + 1, timeout=10000)
+        assert shown() == mine
+        route, answer = held[0]
+        overdue = {t["task_id"] for t in json.loads(answer.text())["tasks"]}
+        assert overdue != mine  # else the late answer could not show anything wrong
+        route.fulfill(response=answer)
+        page.wait_for_function("n => Number(document.body.dataset.loads) >= n",
+                               arg=answers + 2, timeout=10000)
+        assert shown() == mine
         assert not errors, errors
     finally:
         page.close()

@@ -73,23 +73,39 @@
     document.getElementById("counts").textContent = `${tasks.length} · ${late} ${CW.t("overdue")}`;
   }
 
+  // Switching tabs (or institutions) quickly leaves earlier answers on their way; only the
+  // latest load's answer is shown, so a tab never lists another tab's tasks.
+  let loadsStarted = 0;
+
   async function load() {
+    const gen = ++loadsStarted;
     const err = document.getElementById("error");
     const q = new URLSearchParams({ view });
     if (view === "institution" && instSel.value) q.set("institution", instSel.value);
+    let data = null, failure = null;
     try {
-      const data = await CW.api(`/api/routines/tasks?${q}`);
+      data = await CW.api(`/api/routines/tasks?${q}`);
+    } catch (e) {
+      failure = e;
+    }
+    answered();
+    if (gen !== loadsStarted) return; // a later load's answer counts
+    if (failure) {
+      tasks = [];
+      note = null;
+      err.textContent = failure.status === 403 ? CW.t("forbidden") : failure.status === 404 ? CW.t("routines_off") : failure.message;
+      err.hidden = false;
+    } else {
       CW.syncClock(data.now);
       tasks = data.tasks;
       note = data.note || null;
       err.hidden = true;
-    } catch (e) {
-      tasks = [];
-      note = null;
-      err.textContent = e.status === 403 ? CW.t("forbidden") : e.status === 404 ? CW.t("routines_off") : e.message;
-      err.hidden = false;
     }
     render();
+  }
+
+  function answered() { // for tests: how many loads have had their answer
+    document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
   }
 
   document.getElementById("views").addEventListener("click", (ev) => {
