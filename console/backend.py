@@ -26,8 +26,9 @@ from carewatch.clock import Clock
 from carewatch.pipeline import Pipeline
 from config.models import Config
 from ingest.devices import DeviceTable
+from ingest.minutes import MinuteSeries
 from ingest.samples import VITALS
-from ingest.state import MinuteSeries, StateStore
+from ingest.state import StateStore
 
 T = TypeVar("T")
 Submit = Callable[[Callable[[], Any]], "Future[Any]"]

@@ -21,8 +21,8 @@ from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import at_rest
 from detectors.runs import Emitter, Episodes, Fresh, rank_groups
 from ingest.devices import DeviceTable
+from ingest.minutes import MinuteSeries
 from ingest.samples import SampleColumns
-from ingest.state import MinuteSeries
 
 BASE_VITALS = ("hr", "spo2", "rr", "temp_c")
 MOTION_SENSITIVE = ("hr", "spo2")
