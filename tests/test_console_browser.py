@@ -148,7 +148,7 @@ def test_board_keeps_an_alert_pushed_while_it_rereads(browser: Any, mosquitto: M
         route, answer = held[0]
         assert json.loads(answer.text())["alerts"] == []  # taken before the fall
         route.fulfill(response=answer)
-        page.wait_for_function("Number(document.body.dataset.loads) >= 2", timeout=10000)
+        page.wait_for_function("() => Number(document.body.dataset.loads) >= 2", timeout=10000)
         assert page.locator("li.alert[data-severity='critical']").count() == 1
         assert not errors, errors
     finally:
