@@ -15,7 +15,7 @@ from pydantic import Field
 from detectors.base import Findings, TickState
 from detectors.params import DetectorParams, ParamTable, n_rows
 from detectors.quality import worn_ok
-from detectors.runs import EPS, Emitter, Fresh, rank_groups
+from detectors.runs import EPS, Emitter, Fresh, TickGroup, rank_groups
 from ingest.devices import DeviceTable
 from ingest.samples import SampleColumns
 
@@ -92,7 +92,7 @@ class _BloodPressure(ABC):
         return self._group.take(self, state, now)
 
 
-class BpGroup:
+class BpGroup(TickGroup):
     """The blood-pressure rules' shared tick: the same readings, freshness and worn test,
     and each rule's streak state as one row of (rules x devices) arrays, stepped with one
     call per operation for all rules. Findings are the same as each rule running alone."""
@@ -117,16 +117,6 @@ class BpGroup:
         self._shared = {name: np.array([m.params[name] for m in members], np.float64)
                         .reshape(-1, 1) for name in ("max_interval_s", "readings")
                         if not any(isinstance(m.params[name], np.ndarray) for m in members)}
-        self._new: Any = None
-        self._now = np.nan
-        self._out: dict[int, list[Findings]] = {}
-
-    def take(self, member: _BloodPressure, state: TickState, now: float) -> list[Findings]:
-        """`member`'s findings for this tick (the first member asking runs the tick)."""
-        if state.new is not self._new or now != self._now:
-            self._new, self._now = state.new, now
-            self._out = self._run(state.new)
-        return self._out.pop(id(member), [])
 
     def _param(self, name: str, r: np.ndarray) -> np.ndarray:
         """Each rule's parameter for rows `r`, (rules, 1) or (rules, len(r))."""
@@ -138,7 +128,8 @@ class BpGroup:
             return np.array(vals, np.float64).reshape(-1, 1)
         return np.stack([np.broadcast_to(np.asarray(v, np.float64), r.shape) for v in vals])
 
-    def _run(self, new: SampleColumns) -> dict[int, list[Findings]]:
+    def _run(self, state: TickState) -> dict[int, list[Findings]]:
+        new = state.new
         if len(new) == 0:
             return {}
         outs = [Emitter(m.kinds[0]) for m in self.members]
@@ -180,12 +171,7 @@ class BpGroup:
 
 def link_bp(detectors: list[Any]) -> None:
     """Put every blood-pressure rule in `detectors` into one shared group (before any tick)."""
-    members = [d for d in detectors if isinstance(d, _BloodPressure)]
-    if len(members) < 2:
-        return
-    if any(m._group._new is not None for m in members):
-        raise ValueError("link blood-pressure rules before their first tick")
-    BpGroup(members)
+    BpGroup.link(detectors, _BloodPressure, "blood-pressure rules")
 
 
 class Hypotension(_BloodPressure):

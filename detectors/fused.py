@@ -152,17 +152,7 @@ class SustainedGroup(MemberBank):
         self.pp = {k: _flat_param(v, n) for k, v in pp.items()}
         for m in members:
             m._group = self
-        self._new: Any = None
-        self._now = np.nan
-        self._out: dict[int, list[Findings]] = {}
         self._bufs: dict[str, np.ndarray] = {}
-
-    def take(self, member: SustainedThreshold, state: TickState, now: float) -> list[Findings]:
-        """`member`'s findings for this tick (the first member asking runs the tick)."""
-        if state.new is not self._new or now != self._now:
-            self._new, self._now = state.new, now
-            self._out = self._run(state)
-        return self._out.pop(id(member), [])
 
     def _run(self, state: TickState) -> dict[int, list[Findings]]:
         new = state.new
@@ -324,9 +314,4 @@ def link_sustained(detectors: list[Any]) -> None:
     """Put every sustained rule in `detectors` into one shared group (before any tick)."""
     from detectors.sustained import SustainedThreshold
 
-    members = [d for d in detectors if isinstance(d, SustainedThreshold)]
-    if len(members) < 2:
-        return
-    if any(m._group._new is not None for m in members):
-        raise ValueError("link sustained rules before their first tick")
-    SustainedGroup(members)
+    SustainedGroup.link(detectors, SustainedThreshold, "sustained rules")

@@ -50,16 +50,6 @@ class AwakeGroup(MemberBank):
             "clear_s": [m._clear_param() for m in members]}.items()}
         for m in members:
             m._group = self
-        self._new: Any = None
-        self._now = np.nan
-        self._out: dict[int, list[Findings]] = {}
-
-    def take(self, member: _AwakeRule, state: TickState, now: float) -> list[Findings]:
-        """`member`'s findings for this tick (the first member asking runs the tick)."""
-        if state.new is not self._new or now != self._now:
-            self._new, self._now = state.new, now
-            self._out = self._run(state)
-        return self._out.pop(id(member), [])
 
     def _run(self, state: TickState) -> dict[int, list[Findings]]:
         new = state.new
@@ -128,9 +118,4 @@ def link_awake(detectors: list[Any]) -> None:
     """Put every awake-hours rule in `detectors` into one shared group (before any tick)."""
     from detectors.activity import _AwakeRule
 
-    members = [d for d in detectors if isinstance(d, _AwakeRule)]
-    if len(members) < 2:
-        return
-    if any(m._group._new is not None for m in members):
-        raise ValueError("link awake-hours rules before their first tick")
-    AwakeGroup(members)
+    AwakeGroup.link(detectors, _AwakeRule, "awake-hours rules")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Findings, concat_findings
+from detectors.base import Findings, TickState, concat_findings
 
 _rank_cache: list[Any] = [None, None]
 # Durations are whole seconds in the contract; sample times carry float error and device
@@ -311,7 +311,42 @@ class Episodes:
                 run.reset(cr)
 
 
-class MemberBank:
+class TickGroup:
+    """Tick work shared by some member detectors (one per rule and config name): each
+    member's `update` asks its group, the first asking runs the whole tick (`_run`, findings
+    by `id(member)`), and every member takes its own. An unlinked rule is a group of one."""
+
+    members: list[Any]
+    _new: Any = None  # the tick's samples the findings belong to
+    _now = float("nan")
+    _out: dict[int, list[Findings]]
+
+    def __init__(self, members: list[Any]) -> None:
+        self.members = members
+
+    def take(self, member: object, state: TickState, now: float) -> list[Findings]:
+        """`member`'s findings for this tick (the first member asking runs the tick)."""
+        if state.new is not self._new or now != self._now:
+            self._new, self._now = state.new, now
+            self._out = self._run(state)
+        return self._out.pop(id(member), [])
+
+    def _run(self, state: TickState) -> dict[int, list[Findings]]:
+        raise NotImplementedError
+
+    @classmethod
+    def link(cls, detectors: list[Any], member_type: type, what: str) -> None:
+        """Put every `member_type` detector in `detectors` into one shared group of this
+        class (before any tick)."""
+        members: list[Any] = [d for d in detectors if isinstance(d, member_type)]
+        if len(members) < 2:
+            return
+        if any(m._group._new is not None for m in members):
+            raise ValueError(f"link {what} before their first tick")
+        cls(members)
+
+
+class MemberBank(TickGroup):
     """A group of rules sharing one `Episodes` bank: member j's device row r is bank row
     j * n + r (`detectors.fused.SustainedGroup`, `detectors.fused_awake.AwakeGroup`)."""
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from carewatch.service import Service
+from config.models import Config
 from console.testing import set_passwords, staff_of_each_tier
 from ingest.broker import MosquittoProcess
 from tests.browser_harness import ARTIFACTS, needs_chromium
@@ -24,15 +26,23 @@ from tests.test_console_server import carer_console, service_config, start_servi
 pytestmark = needs_chromium
 
 
-def test_tasks_complete_with_hazard_and_monthly_report(
-        browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
+def carer_with_tasks(tmp_path: Path, mosquitto: MosquittoProcess
+                     ) -> tuple[Config, str, Service, str, Any]:
+    """A carer's console over a started Service: (config, carer, service, base URL,
+    routines), once the first start has issued the running week's and month's tasks
+    (APScheduler's first wake) and the carer has some."""
     config, carer, service, base = carer_console(tmp_path, mosquitto.url)
     routines = service.routines
     assert routines is not None
-    # first start issues the running week's and month's tasks (APScheduler's first wake)
     wait_for(lambda: len(routines.my_tasks(carer, routines.clock.now())) > 0,
              what="the carer's routine tasks")
+    return config, carer, service, base, routines
+
+
+def test_tasks_complete_with_hazard_and_monthly_report(
+        browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    config, carer, service, base, routines = carer_with_tasks(tmp_path, mosquitto)
     page, errors = new_page(browser)
     try:
         sign_in(page, base, carer)
@@ -115,11 +125,7 @@ def test_a_tab_never_shows_an_earlier_tabs_answer(
         browser: Any, mosquitto: MosquittoProcess, tmp_path: Path) -> None:
     """Overdue clicked, then back to my tasks before the overdue answer came: when it comes,
     late, the page still lists my tasks (before, the last answer to arrive won)."""
-    _config, carer, service, base = carer_console(tmp_path, mosquitto.url)
-    routines = service.routines
-    assert routines is not None
-    wait_for(lambda: len(routines.my_tasks(carer, routines.clock.now())) > 0,
-             what="the carer's routine tasks")
+    _config, carer, service, base, routines = carer_with_tasks(tmp_path, mosquitto)
     page, errors = new_page(browser)
     held: list[tuple[Any, Any]] = []
 
