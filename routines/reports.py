@@ -264,12 +264,20 @@ def _daily_series(records: list[AlertRecord], tasks: list[Task], start: float, e
 
 
 def build_report(config: Config, tasks: TaskHistory, alerts: AlertHistory, kind: str,
-                 label: str, as_of: float) -> dict[str, Any]:
-    """The supervision report for a local day or month, as of `as_of` (JSON-ready)."""
+                 label: str, as_of: float, towns: list[str] | None = None) -> dict[str, Any]:
+    """The supervision report for a local day or month, as of `as_of` (JSON-ready).
+
+    `towns`: only these towns' sections, and a daily series of theirs alone, with no
+    district section (what a town office or an institution may read); None: the district.
+    """
     tz = ZoneInfo(config.timezone)
     start, end = period_bounds(kind, label, tz)
     records = alerts.opened_between(start, end)
     period_tasks = tasks.tasks(issued_from=start, issued_to=end)
+    if towns is not None:
+        keep = set(towns)
+        records = [r for r in records if r.alert.town_id in keep]
+        period_tasks = [t for t in period_tasks if t.town_id in keep]
     ack_time = AckTimes(config)
     names = config.town_names()
     return {
@@ -277,10 +285,11 @@ def build_report(config: Config, tasks: TaskHistory, alerts: AlertHistory, kind:
         "period": {"kind": kind, "label": label, "start": start, "end": end,
                    "timezone": config.timezone, "finished": as_of >= end},
         "as_of": as_of,
-        "district": _section(config, None, records, period_tasks, ack_time, as_of, start, end),
+        "district": (_section(config, None, records, period_tasks, ack_time, as_of, start, end)
+                     if towns is None else None),
         "towns": {t.id: {"name": names[t.id],
                          **_section(config, t.id, records, period_tasks, ack_time, as_of,
                                     start, end)}
-                  for t in config.towns},
+                  for t in config.towns if towns is None or t.id in keep},
         "daily": _daily_series(records, period_tasks, start, end, tz),
     }

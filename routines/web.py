@@ -46,9 +46,9 @@ def _in_scope(p: Any, t: Task) -> bool:
     if tier >= 4:
         return True
     if tier == 3:
-        return t.town_id == p.town
-    if tier == 2:
-        return t.institution_id == p.institution
+        return p.town is not None and t.town_id == p.town
+    if tier == 2:  # staff not yet linked to an institution see none, not the unlinked
+        return p.institution is not None and t.institution_id == p.institution
     return t.owner == p.staff_id or p.staff_id in t.on_duty
 
 
@@ -101,15 +101,11 @@ def report_for(config: Config, store: TaskHistory, data: AlertHistory, p: Any, l
             raise HTTPException(404, f"no town {town}")
         if towns is not None and town not in towns:
             raise HTTPException(403, f"town {town} is outside your scope")
+    keep = [town] if town is not None else towns  # None: the whole district
     try:
-        rep = build_report(config, store, data, kind, label, now)
+        return build_report(config, store, data, kind, label, now, towns=keep)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    if towns is not None or town is not None:
-        keep = [town] if town is not None else towns or []
-        rep["district"] = None
-        rep["towns"] = {k: v for k, v in rep["towns"].items() if k in keep}
-    return rep
 
 
 def report_page(rep: dict[str, Any], town: str | None) -> str:

@@ -18,10 +18,11 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from carewatch.clock import SimClock
+from config.generate import demo_registry
 from config.models import Config
 from console.app import create_app
 from console.settings import ConsoleSettings
-from console.testing import T0, Harness, password_of
+from console.testing import T0, Harness, password_of, set_passwords
 from ingest.publish import ListPublisher
 from routines.service import Routines
 
@@ -284,6 +285,60 @@ def test_reports_are_scoped_by_tier(m: Mounted, client: TestClient) -> None:
     assert day.status_code == 200 and f"title='{own}'" in day.text
     assert "<h2>全区 District" not in day.text
     assert [t["id"] for t in client.get("/api/routines/scope").json()["towns"]] == [own]
+
+
+def test_a_town_report_counts_its_own_town_alone(m: Mounted, client: TestClient) -> None:
+    """The daily series of a narrowed report (what a town office reads, or the district
+    asking for one town) counts that town's alerts, not the district's."""
+    town_staff = m.tiers[3]
+    own = next(s.town for s in m.config.staff if s.id == town_staff)
+    now = m.h.clock.now()
+    others = [r for r in m.config.residents if r.town != own][:3]
+    mine = next(r for r in m.config.residents if r.town == own)
+    for r in [*others, mine]:
+        m.h.engine.raise_manual(r.id, by="tester", note="check", now=now)
+    day = "2025-11-28"
+    login(client, town_staff)
+    rep = client.get(f"/api/routines/reports/{day}").json()
+    assert set(rep["towns"]) == {own}
+    assert sum(d["alerts"] for d in rep["daily"]) == rep["towns"][own]["alerts"]["total"] == 1
+    login(client, m.tiers[4])
+    whole = client.get(f"/api/routines/reports/{day}").json()
+    assert sum(d["alerts"] for d in whole["daily"]) == whole["district"]["alerts"]["total"] == 4
+    one = client.get(f"/api/routines/reports/{day}", params={"town": own}).json()
+    assert sum(d["alerts"] for d in one["daily"]) == 1
+
+
+def test_staff_not_yet_linked_to_an_institution_see_no_tasks(tmp_path: Path) -> None:
+    """A tier-2 desk registered before its institution is set sees none of the tasks of
+    residents without an institution (it has no residents in the console either)."""
+    data = demo_registry(30, seed=1, towns=3)
+    lone = data["towns"][2]["id"]
+    for inst in data["institutions"]:
+        inst["towns"] = [t for t in inst["towns"] if t != lone]
+    for r in data["residents"]:
+        if r["town"] == lone:
+            r.pop("institution", None)
+    data["staff"].append({"id": "desk-new", "name": "新机构值班台", "tier": 2})
+    config = Config.model_validate(data)
+    h = Harness(tmp_path, config=config, settings=ConsoleSettings(auth_clock=SimClock(0.0)))
+    set_passwords(tmp_path / "users.json", config, ["desk-new"])
+    routines = Routines(config, h.pipeline.devices, h.clock, tmp_path, alerts=h.engine,
+                        state=h.pipeline.store)
+    try:
+        routines.tick(h.clock.now())
+        unlinked = [t for t in routines.store.tasks() if t.institution_id is None]
+        assert unlinked  # the lone town's residents have tasks, with no institution
+        with TestClient(create_app(h.backend, h.settings, routines=routines)) as c:
+            csrf = login(c, "desk-new")
+            assert c.get("/api/me").json()["residents_in_scope"] == 0
+            assert c.get("/api/routines/tasks", params={"view": "open"}).json()["tasks"] == []
+            done = c.post(f"/api/routines/tasks/{unlinked[0].task_id}/complete",
+                          json={"notes": "x"}, headers={"X-CSRF-Token": csrf})
+            assert done.status_code == 403
+    finally:
+        routines.close()
+        h.close()
 
 
 def test_pages_and_nav_flag(m: Mounted, client: TestClient, tmp_path: Path) -> None:
