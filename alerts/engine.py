@@ -86,7 +86,11 @@ class AlertEngine(EngineApi):
         self._silences = {s["silence_id"]: s for s in self.store.active_silences()}
         self._follower = follower_for(self.store)  # shared store: before the load below
         for alert in self.store.open_alerts():
-            self._index(alert)
+            # a shared store holds other workers' alerts too: escalating one of those here,
+            # with no route to its resident's staff, would notify nobody (and win the race)
+            if alert.resident_id in self.devices.row_of_resident:
+                self._index(alert)
+        self._unsynced: set[str] = set()  # alerts to take again from the store (`_rollback`)
         # events to the broker, marked published once delivered; a crashed run's first
         self.outbox = EventOutbox(self.store, publisher)
         if webhook_secret is None:
@@ -190,17 +194,43 @@ class AlertEngine(EngineApi):
             # alerts. Our copies of them are ahead of the store now; take the stored ones.
             self._reload([a.alert_id for a in step.txn.alerts])
             raise
+        except Exception:
+            self._rollback(step)
+            raise
         for seq, (topic, doc) in zip(seqs, step.announce, strict=True):
             self._announce(topic, doc, seq)
         self.outbox.confirm()
 
+    def _rollback(self, step: Step) -> None:
+        """After a commit that stored nothing (a lost connection, a full disk): take back
+        what the step changed in memory, so that its alerts escalate as stored and a retry
+        (a console ack) is not refused as already done. While the store cannot be read
+        either, they are taken again at the next tick (`_resync`)."""
+        self._unsynced.update(a.alert_id for a in step.txn.alerts)
+        if step.txn.silences:
+            self._unsynced.add("")  # "" stands for the silences
+        try:
+            self._resync()
+        except Exception:
+            log.exception("alert store unreadable after a failed commit; retrying next tick")
+
+    def _resync(self) -> None:
+        if not self._unsynced:
+            return
+        ids = sorted(self._unsynced)
+        if "" in ids:
+            self._silences = {s["silence_id"]: s for s in self.store.active_silences()}
+        self._reload([i for i in ids if i])
+        self._unsynced.clear()
+
     def _reload(self, alert_ids: list[str]) -> None:
-        """Replace our copies of these alerts by the stored ones (drop them if resolved)."""
+        """Replace our copies of these alerts by the stored ones (drop them if resolved or
+        never stored)."""
         for alert_id in dict.fromkeys(alert_ids):
+            stored = self.store.get_alert(alert_id)  # first: if reading fails, ours stays
             cached = self._by_id.get(alert_id)
             if cached is not None:
                 self._unindex(cached)
-            stored = self.store.get_alert(alert_id)
             if stored is not None and stored.is_open:
                 self._index(stored)
 
@@ -333,6 +363,7 @@ class AlertEngine(EngineApi):
         with self._lock:
             if self._follower is not None:  # other instances' acks, resolves, new alerts
                 self._follower.refresh(self)
+            self._resync()
             step = Step()
             self.outbox.resend_unpublished()
             self.outbox.confirm()

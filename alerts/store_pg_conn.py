@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,19 @@ class PgConnection:
 
     @contextmanager
     def _txn(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
-        """A cursor inside one transaction (caller holds the lock)."""
-        conn = self._connection()
-        with conn.transaction(), conn.cursor() as cur:
+        """A cursor inside one transaction (caller holds the lock). Beginning it is retried
+        once on a fresh connection if the old one had gone (server restart, idle timeout):
+        nothing was done yet, and without this the first write after a restart fails."""
+        with ExitStack() as stack:
+            for attempt in (0, 1):
+                conn = self._connection()
+                try:
+                    stack.enter_context(conn.transaction())
+                    break
+                except psycopg.OperationalError:
+                    if attempt or not conn.broken:
+                        raise
+            cur = stack.enter_context(conn.cursor())
             yield cur
 
     def _q(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
