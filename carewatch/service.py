@@ -111,12 +111,15 @@ class Service:
         self.clock = clock or WallClock()
         self.broker = broker or config.broker
         from alerts.commands import COMMAND_SUBSCRIPTION
+        from ingest.handoff import handoff_subscriptions
         from ingest.mqtt import STATUS_TOPIC, VITALS_TOPIC
 
         self.edge = MqttEdge(self.broker, self.clock, inbox_max=config.pipeline.queue_max,
                              manual_ack=config.pipeline.ack_after_handling,
                              enough=config.pipeline.linger_enough_messages,
-                             topics=topics or [VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION])
+                             topics=([VITALS_TOPIC, STATUS_TOPIC, COMMAND_SUBSCRIPTION,
+                                      *handoff_subscriptions(None)]
+                                     if topics is None else topics))
         self.data_dir = data_dir or Path(config.storage.data_dir)
         self.pipeline: Pipeline
         self.pipeline, self._close_pipeline = build(

@@ -3,9 +3,10 @@
 Per-device state lives in exactly one process: worker k subscribes only to the topics of its
 towns (`carewatch/v1/{town}/+/vitals`, `/status`, `/cmd/alerts`), keeps the state and alert
 store of their residents (`DATA_DIR/worker-k`, or the shared PostgreSQL store), and uses its
-own persistent MQTT session (`{client_id}-w{k}`), so a worker that dies and is restarted
-picks up what was published meanwhile. The supervisor restarts dead workers with backoff;
-a town is never left unowned for longer than a restart.
+own persistent MQTT session (named after its towns: `carewatch.sessions`), so a worker that
+dies and is restarted picks up what was published meanwhile, and after a change of partition
+the sessions left behind are handed over to the towns' new owners. The supervisor restarts
+dead workers with backoff; a town is never left unowned for longer than a restart.
 
 The partition is a pure function of the registry and N (towns sorted by resident count,
 each given to the least-loaded worker), so every worker computes its own share and a
@@ -80,13 +81,17 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def partition_towns(config: Config, workers: int, towns: list[str] | None = None
-                    ) -> list[list[str]]:
+def partition_towns(config: Config, workers: int, towns: list[str] | None = None,
+                    what: str = "workers") -> list[list[str]]:
     """Towns (all of the registry's, or `towns`) per worker, balanced by resident count;
-    deterministic."""
+    deterministic. ValueError when some worker would own no town: it would be idle at best
+    (and `what` names the parts in the message: workers, machines)."""
     if workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise ValueError(f"{what} must be >= 1")
     counts = {t.id: 0 for t in config.towns if towns is None or t.id in towns}
+    if workers > len(counts):
+        raise ValueError(f"{workers} {what} for {len(counts)} towns: one would own no town "
+                         f"(use at most {len(counts)})")
     for r in config.residents:
         if r.town in counts:
             counts[r.town] += 1
@@ -114,7 +119,7 @@ def machine_towns(config: Config, machine: str | None) -> list[str] | None:
     if machine is None:
         return None
     k, m = parse_share(machine, "--machine")
-    return partition_towns(config, m)[k]
+    return partition_towns(config, m, what="machines")[k]
 
 
 def worker_config(config: Config, towns: list[str]) -> Config:
@@ -128,6 +133,10 @@ def worker_config(config: Config, towns: list[str]) -> Config:
 
 
 def worker_topics(towns: list[str]) -> list[str]:
+    """What the owner of `towns` subscribes to: their devices, their alert commands, and
+    what left-behind sessions hand over to them (`ingest.handoff`)."""
+    from ingest.handoff import handoff_subscriptions
+
     topics = []
     for town in towns:
         topics += [
@@ -135,7 +144,7 @@ def worker_topics(towns: list[str]) -> list[str]:
             f"carewatch/v1/{town}/+/status",
             f"carewatch/v1/{town}/cmd/alerts",
         ]
-    return topics
+    return topics + handoff_subscriptions(towns)
 
 
 def foreign_devices(config: Config, towns: list[str]) -> dict[str, str]:

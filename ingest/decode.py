@@ -9,6 +9,7 @@ says what was wrong. De-duplication against state happens in the pipeline.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 from collections import Counter
@@ -41,6 +42,8 @@ REJECTION_REASONS = (
     "device_mismatch",
     "future_ts",
 )
+
+log = logging.getLogger(__name__)
 
 
 DEEP = "JSON nesting too deep"
@@ -135,6 +138,8 @@ class VitalsDecoder:
         # the registry, since only valid topics are cached
         # devices of towns another worker owns (`carewatch run --workers`): device -> town
         self.foreign_towns: dict[str, str] = {}
+        self.not_owned = 0  # valid messages of another worker's towns, dropped
+        self._warned_towns: set[str] = set()
         self._known_topics: dict[str, tuple[int, str, str]] = {}
 
     def _route(
@@ -150,6 +155,14 @@ class VitalsDecoder:
         row = self.devices.row_of_device.get(device)
         if row is None:
             home = self.foreign_towns.get(device)
+            if home == town:  # not the device's fault: a subscription this process should
+                # not have (tell the operator, not the device, whose message was valid)
+                self.not_owned += 1
+                if town not in self._warned_towns:
+                    self._warned_towns.add(town)
+                    log.warning("messages of town %s reach this worker, which does not own "
+                                "it: dropped here (its owner has them)", town)
+                return None
             if home is not None:  # registered, but owned by another worker's town
                 reject(
                     "wrong_town", f"device {device!r} is registered to town {home!r}, not {town!r}"

@@ -41,9 +41,12 @@ def test_partition_is_disjoint_balanced_and_deterministic() -> None:
         "carewatch/v1/gufu/+/vitals",
         "carewatch/v1/gufu/+/status",
         "carewatch/v1/gufu/cmd/alerts",
+        "carewatch/system/pipeline/handoff/gufu/#",
     ]
     with pytest.raises(ValueError):
         partition_towns(config, 0)
+    with pytest.raises(ValueError, match="one would own no town"):
+        partition_towns(config, len(config.towns) + 1)
 
 
 def test_two_workers_share_the_towns_and_a_killed_worker_resumes(

@@ -64,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     config = load(args.config)
     broker = broker_from_args(args, config)
     http = args.http or (config.http.host, config.http.port)
+    from carewatch.sessions import Session, hand_over_left_behind, session_id
     from carewatch.workers import (
         foreign_devices,
         machine_towns,
@@ -76,21 +77,25 @@ def main(args: argparse.Namespace) -> int:
     try:
         mine = machine_towns(config, args.machine)
         share = parse_share(args.worker, "--worker") if args.worker else None
+        count = share[1] if share is not None else args.workers
+        parts = partition_towns(config, count, mine) if count > 1 else None
     except ValueError as exc:
         print(f"carewatch run: {exc}", file=sys.stderr)
         return 2
-    if args.workers > 1 and not args.worker:
-        return _supervise(args, config, http, mine)
+    if parts is not None and share is None:
+        return _supervise(args, config, http, parts)
     topics = None
     foreign: dict[str, str] = {}
-    towns = mine if share is None else partition_towns(config, share[1], mine)[share[0]]
+    towns = mine if parts is None or share is None else parts[share[0]]
     if towns is not None:
         foreign = foreign_devices(config, towns)
         config = worker_config(config, towns)
         topics = worker_topics(towns)
-    # every process needs its own MQTT session: a shared client id would have the broker
-    # hand the session back and forth between them
-    client_id = broker_id(args, config) + (f"-w{share[0]}" if share is not None else "")
+    # every process needs its own MQTT session, named after the towns it owns: a shared
+    # client id would have the broker hand the session back and forth between them, and one
+    # named after a worker number would, after a change of partition, resume a session
+    # queued for towns another process owns now (carewatch.sessions)
+    client_id = session_id(broker_id(args, config), towns)
     if client_id != broker.client_id:
         broker = broker.model_copy(update={"client_id": client_id})
     from console.app import ConsoleStartError
@@ -113,6 +118,11 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
+    handoff = None
+    if share is None:  # the top process of its data directory (a worker's is the supervisor)
+        handoff = hand_over_left_behind(
+            broker, service.data_dir, [Session(client_id, service.edge.topics)],
+            lambda: service.edge.counters.subscribed, stop)
     host, port = service.http.address if service.http else ("-", 0)
     print(
         f"carewatch: pipeline running; broker {broker.url}; console http://{host}:{port}/ "
@@ -130,19 +140,29 @@ def main(args: argparse.Namespace) -> int:
                 log.warning("worker %s: the supervisor is gone; stopping", args.worker)
                 break
     finally:
+        stop.set()  # ends a hand-over still waiting
+        if handoff is not None:
+            handoff.join(timeout=35)
         service.stop()
     return 0
 
 
 def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
-               towns: list[str] | None) -> int:
-    """The supervisor of `--workers N` (over `towns`, default all): starts the workers,
-    restarts any that die."""
+               parts: list[list[str]]) -> int:
+    """The supervisor of `--workers N` (worker k owns the towns `parts[k]`): starts the
+    workers, restarts any that die."""
     from pathlib import Path
 
-    from carewatch.workers import Supervisor, partition_towns, port_free, worker_argv
+    from carewatch.sessions import Session, hand_over_left_behind, session_id
+    from carewatch.supervisor_http import loopback_for
+    from carewatch.workers import (
+        Supervisor,
+        port_free,
+        probe_subscribed,
+        worker_argv,
+        worker_topics,
+    )
 
-    parts = partition_towns(config, args.workers, towns)
     data_dir = Path(args.data_dir or config.storage.data_dir)
     console_dir = Path(args.console_dir) if args.console_dir else data_dir
     passed_on: list[str] = []
@@ -168,13 +188,19 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     supervisor.start()
+    base = broker_id(args, config)
+    worker_ports = [http[1] + 1 + k for k in range(len(parts))]
+    handoff = hand_over_left_behind(
+        broker_from_args(args, config), data_dir,
+        [Session(session_id(base, towns), worker_topics(towns)) for towns in parts],
+        lambda: all(probe_subscribed(p, loopback_for(http[0])) for p in worker_ports), stop)
     from carewatch.supervisor_http import supervisor_server
 
     server = supervisor_server(supervisor, http[0], http[1], parts, config, data_dir,
                                console_dir)
     server.start()
     from carewatch.clock import WallClock
-    from carewatch.supervisor_http import loopback_for, workers_monitoring
+    from carewatch.supervisor_http import workers_monitoring
     from carewatch.watchdog import from_config
 
     # a worker that crash-loops or hangs pages the district (it cannot page for itself)
@@ -195,6 +221,8 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
     try:
         stop.wait()
     finally:
+        if handoff is not None:
+            handoff.join(timeout=35)
         if watchdog is not None:
             watchdog.stop()
         server.stop()
