@@ -7,16 +7,19 @@ small function or class testable alone:
 - `group_rows`: due outbox rows → one batch per group (recipient × resident);
 - `webhook_body` / `sign`: the JSON body and its HMAC-SHA256 signature;
 - `post_webhook`: one HTTP attempt, classified sent / retry (5xx, 408, 429, timeouts,
-  connection errors) / failed (other 4xx: permanent);
+  connection errors, replies that are not HTTP) / failed (other 4xx, a bad URL: permanent);
 - `backoff`: capped exponential backoff with jitter;
 - `Dispatcher`: a bounded queue and worker threads; every attempt is recorded in the store
   (a `started` row before the request, the outcome after), so a crash mid-send leaves a record.
+  Retry or give up is decided per notice from its own attempts, so a notice grouped with an
+  older one keeps its full allowance; an unexpected error counts as a retry, never as nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import logging
 import os
 import queue
@@ -32,6 +35,7 @@ import orjson
 
 from alerts.store import AlertStore, OutboxRow
 from carewatch.clock import Clock
+from config.urls import webhook_url_problem
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,10 @@ def classify(status: int | None) -> str:
 def post_webhook(url: str, body: bytes, secret: bytes | None, timestamp: str,
                  timeout: float) -> tuple[str, int | None, str]:
     """POST once; return (outcome, HTTP status or None, error text)."""
+    # Checked at config load too; here so that no URL can raise out of a send.
+    problem = webhook_url_problem(url)
+    if problem is not None:
+        return "failed", None, f"bad webhook URL {url!r}: expected {problem}"
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
                "User-Agent": "carewatch-alerts/1"}
     if secret is not None:
@@ -93,7 +101,10 @@ def post_webhook(url: str, body: bytes, secret: bytes | None, timestamp: str,
             return classify(status), status, ""
     except urllib.error.HTTPError as exc:
         return classify(exc.code), exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except http.client.InvalidURL as exc:  # an HTTPException, but no retry will fix it
+        return "failed", None, f"bad webhook URL {url!r}: {exc}"
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: a reply that is not HTTP (a TLS port, a broken proxy) may be fixed
         reason = getattr(exc, "reason", exc)
         return "retry", None, f"{type(exc).__name__}: {reason}"
 
@@ -159,8 +170,14 @@ class Dispatcher:
             ids = [r.outbox_id for r in batch]
             try:
                 self._send(batch, ids)
-            except Exception:  # a broken store or sender must not kill the worker
+            except Exception as exc:  # a broken store or sender must not kill the worker
                 log.exception("alert delivery failed unexpectedly")
+                # Still an attempt: counted and backed off, so it is given up in the end
+                # rather than tried again every tick for ever.
+                try:
+                    self._record(batch, "retry", None, f"{type(exc).__name__}: {exc}")
+                except Exception:
+                    log.exception("alert delivery outcome not recorded")
             finally:
                 with self._idle:
                     self._inflight.difference_update(ids)
@@ -172,18 +189,29 @@ class Dispatcher:
         self.store.record_attempt(ids, self.clock.now(), "started", None, "", None)
         outcome, status, error = self.sender(batch[0].target, body, self.secret, stamp,
                                              self.timeout_s)
-        attempt = max(r.attempts for r in batch) + 1
-        next_at = None
-        if outcome == "retry":
-            if attempt >= self.max_attempts:
-                outcome, error = "failed", f"{error} (gave up after {attempt} attempts)"
-            else:
-                with self._lock:
-                    delay = backoff(attempt, self.base, self.cap, self._rng)
-                next_at = self.clock.now() + delay
-        if outcome != "sent":
-            log.warning("webhook %s: %s %s", batch[0].target, outcome, error)
-        self.store.record_attempt(ids, self.clock.now(), outcome, status, error, next_at)
+        self._record(batch, outcome, status, error)
+
+    def _record(self, batch: list[OutboxRow], outcome: str, status: int | None,
+                error: str) -> None:
+        """Store one attempt's outcome; a retry is given up, or backed off, row by row."""
+        now = self.clock.now()
+        results: dict[tuple[str, str, float | None], list[int]] = {}
+        with self._lock:  # the rng is shared by the workers
+            delays: dict[int, float] = {}  # one draw per attempt number keeps equals together
+            for row in batch:
+                attempt = row.attempts + 1
+                result: tuple[str, str, float | None] = (outcome, error, None)
+                if outcome == "retry" and attempt >= self.max_attempts:
+                    result = ("failed", f"{error} (gave up after {attempt} attempts)", None)
+                elif outcome == "retry":
+                    if attempt not in delays:
+                        delays[attempt] = backoff(attempt, self.base, self.cap, self._rng)
+                    result = ("retry", error, now + delays[attempt])
+                results.setdefault(result, []).append(row.outbox_id)
+        for (row_outcome, row_error, next_at), ids in results.items():
+            if row_outcome != "sent":
+                log.warning("webhook %s: %s %s", batch[0].target, row_outcome, row_error)
+            self.store.record_attempt(ids, now, row_outcome, status, row_error, next_at)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the workers after the batches already queued; join them."""

@@ -46,9 +46,11 @@ class Lifecycle:
         """Acknowledgement time per tier (town setting > deployment setting > contract)."""
         name = SEVERITY_NAMES[severity]
         town = self._town_ack.get(town_id, {})
-        if name in town:
-            return float(town[name])
-        return float(self.config.ack_timeout_s.get(name, DEFAULT_ACK_TIMEOUT_S[name]))
+        seconds = float(town.get(name, self.config.ack_timeout_s.get(
+            name, DEFAULT_ACK_TIMEOUT_S[name])))
+        # Refused at config load; a config built unchecked must still never make `due` loop
+        # for ever or `renotify` divide by zero (NaN fails this test too).
+        return seconds if seconds > 0 else DEFAULT_ACK_TIMEOUT_S[name]
 
     def record(self, step: Step, alert: Alert, event: str, actor: str, detail: dict[str, Any],
                **extra: Any) -> dict[str, Any]:

@@ -346,12 +346,14 @@ class SqliteAlertStore:
         return orjson.loads(rows[0][0]) if rows else default
 
     def due_outbox(self, now: float, exclude: set[int], limit: int) -> list[OutboxRow]:
-        # A whole group goes when its earliest member is due (group wait), so select groups.
+        # A whole group goes when its earliest member is due (group wait), so select groups;
+        # a member waiting out its own retry backoff stays behind until that is over.
         rows = self._q(
             "SELECT outbox_id, dedup_key, channel, target, group_key, payload, created_at, "
             "due_at, attempts FROM outbox WHERE status = 'pending' AND group_key IN "
             "(SELECT group_key FROM outbox WHERE status = 'pending' AND due_at <= ?) "
-            "ORDER BY outbox_id LIMIT ?", (now, limit + len(exclude)))
+            "AND (attempts = 0 OR due_at <= ?) "
+            "ORDER BY outbox_id LIMIT ?", (now, now, limit + len(exclude)))
         out = []
         for oid, key, ch, target, gk, payload, created, due, attempts in rows:
             if oid in exclude:

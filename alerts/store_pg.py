@@ -245,7 +245,8 @@ class PgAlertStore(PgConnection):
             rows = cur.execute(
                 "WITH due AS (SELECT outbox_id FROM outbox WHERE status = 'pending' "
                 "AND group_key IN (SELECT group_key FROM outbox WHERE status = 'pending' "
-                "AND due_at <= %(now)s) AND NOT (outbox_id = ANY(%(exclude)s)) "
+                "AND due_at <= %(now)s) AND (attempts = 0 OR due_at <= %(now)s) "
+                "AND NOT (outbox_id = ANY(%(exclude)s)) "
                 "AND (claimed_by IS NULL OR claimed_by = %(me)s OR claimed_until < %(now)s) "
                 "ORDER BY outbox_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 "UPDATE outbox o SET claimed_by = %(me)s, "

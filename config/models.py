@@ -8,10 +8,12 @@ falls back to a default.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     Field,
     PrivateAttr,
     field_validator,
@@ -20,6 +22,7 @@ from pydantic import (
 
 from config.routine_settings import RoutineSettings
 from config.strict import HHMM_PATTERN, Strict
+from config.urls import WebhookUrl
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,19 @@ KNOWN_CONDITIONS = frozenset(
     {"copd", "hypertension", "atrial_fibrillation", "heart_failure", "diabetes", "dementia"}
 )
 SEVERITIES = ("low", "medium", "high", "critical")
+def _severity_seconds(value: dict[str, float]) -> dict[str, float]:
+    """Acknowledgement times: severity names only, each a finite number of seconds > 0 (0
+    divided by zero at tier 4, a negative one looped for ever, NaN never escalated)."""
+    for key, seconds in value.items():
+        if key not in SEVERITIES:
+            raise ValueError(f"keys must be severities {SEVERITIES}, got {key!r}")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"{key}: a positive number of seconds, got {seconds}")
+    return value
+
+
+# Deployment-wide and per town, checked alike (an unchecked town value of 0 crashed every tick).
+AckTimes = Annotated[dict[str, float], AfterValidator(_severity_seconds)]
 
 
 class Town(Strict):
@@ -36,7 +52,7 @@ class Town(Strict):
     thresholds: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-town detector overrides: {detector: {arg: value}}"
     )
-    ack_timeout_s: dict[str, float] = Field(
+    ack_timeout_s: AckTimes = Field(
         default_factory=dict, description="per-town acknowledgement times by severity"
     )
 
@@ -54,7 +70,7 @@ class Staff(Strict):
     town: str | None = None
     institution: str | None = None
     phone: str | None = None
-    webhook: str | None = None
+    webhook: WebhookUrl | None = None
     password_hash: str | None = None
 
 
@@ -95,7 +111,7 @@ class AlertSettings(Strict):
     group_wait_s: float = Field(
         5.0, ge=0, description="notices to one recipient on one resident in this window go as one"
     )
-    webhooks: list[str] = Field(
+    webhooks: list[WebhookUrl] = Field(
         default_factory=list, description="integration endpoints sent every notification"
     )
     webhook_timeout_s: float = Field(5.0, gt=0)
@@ -266,7 +282,7 @@ class Config(Strict):
     thresholds: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="deployment-wide detector overrides"
     )
-    ack_timeout_s: dict[str, float] = Field(default_factory=dict)
+    ack_timeout_s: AckTimes = Field(default_factory=dict)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     state: StateSettings = Field(default_factory=StateSettings)
@@ -284,16 +300,6 @@ class Config(Strict):
             raise ValueError(
                 f"an IANA time zone name such as Asia/Shanghai, got {value!r}"
             ) from exc
-        return value
-
-    @field_validator("ack_timeout_s")
-    @classmethod
-    def _severity_keys(cls, value: dict[str, float]) -> dict[str, float]:
-        for key, seconds in value.items():
-            if key not in SEVERITIES:
-                raise ValueError(f"keys must be severities {SEVERITIES}, got {key!r}")
-            if seconds <= 0:
-                raise ValueError(f"{key}: a positive number of seconds, got {seconds}")
         return value
 
     @model_validator(mode="after")

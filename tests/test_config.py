@@ -53,6 +53,26 @@ def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
         (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 0}},
                                       "towns": {"gufu": {"weekly_call": {"time": "19:00"}}}}),
          "routines", "towns.gufu.weekly_call: due_time 18:00 must be after time 19:00"),
+        # a town's acknowledgement times are checked like the deployment's (0 crashed every
+        # tick at tier 4, a negative one looped for ever, a misspelt severity was ignored)
+        (lambda d: d["towns"][0].update(ack_timeout_s={"critical": 0}),
+         "towns[0].ack_timeout_s", "critical: a positive number of seconds, got 0"),
+        (lambda d: d["towns"][0].update(ack_timeout_s={"critical": -10}),
+         "towns[0].ack_timeout_s", "critical: a positive number of seconds, got -10"),
+        (lambda d: d["towns"][0].update(ack_timeout_s={"Critical": 60}),
+         "towns[0].ack_timeout_s", "keys must be severities"),
+        (lambda d: d.update(ack_timeout_s={"high": float("nan")}),
+         "ack_timeout_s", "high: a positive number of seconds, got nan"),
+        # webhook URLs: a typo failed only when sending, every tick
+        (lambda d: d.update(alerts={"webhooks": ["hooks.example.org/carewatch"]}),
+         "alerts.webhooks[0]", "expected an http:// or https:// URL with a host (no spaces or "
+         "control characters), got 'hooks.example.org/carewatch'"),
+        (lambda d: d.update(alerts={"webhooks": ["http://hooks.example.org:80a/x"]}),
+         "alerts.webhooks[0]", "expected an http:// or https:// URL with a valid host and port"),
+        (lambda d: d.update(staff=[{"id": "carer-1", "tier": 1, "webhook": "ftp://h/x"}]),
+         "staff[0].webhook", "expected an http:// or https:// URL with a host"),
+        (lambda d: d.update(staff=[{"id": "carer-1", "tier": 1, "webhook": "https:///x"}]),
+         "staff[0].webhook", "expected an http:// or https:// URL with a host"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(
@@ -152,3 +172,14 @@ def test_broker_settings_mistakes_name_the_option_or_key(
                     ["simulate", "--hours", "0.1"]):
         assert main([command[0], "--config", str(path), *command[1:], *flags]) == 2
         assert expected.format(path=path) in capsys.readouterr().err
+
+
+def test_webhook_urls_accepted(tmp_path: Path) -> None:
+    data = yaml.safe_load(MINIMAL)
+    data["alerts"] = {"webhooks": ["https://integration.example/hook", "http://[::1]:8080/h",
+                                   "http://127.0.0.1:9/x?token=a%20b"]}
+    data["staff"] = [{"id": "carer-1", "tier": 1, "webhook": "http://10.0.0.7/pager"},
+                     {"id": "carer-2", "tier": 2}]
+    config = load_config(write(tmp_path, yaml.safe_dump(data)))
+    assert config.alerts.webhooks == data["alerts"]["webhooks"]
+    assert [s.webhook for s in config.staff] == ["http://10.0.0.7/pager", None]
