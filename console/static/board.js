@@ -7,6 +7,15 @@
   let audio = null;
   let ready = false;
   const list = document.getElementById("alerts");
+  // Tier 4 re-notifies when its deadline passes and moves the deadline on by the
+  // acknowledgement period, but that is a notice, not an event: nothing is pushed, and the
+  // rows do not carry the period (deadline - tier_reached_at is an unknown multiple of it).
+  // So a passed tier-4 deadline reads "re-notifying" rather than "0:00", and the board
+  // re-reads for the new deadline once the engine has had time to move it.
+  const RENOTIFYING = { zh: "正在再次通知", en: "re-notifying" };
+  const RENOTIFY_READ_AFTER_S = 3; // the engine acts on the next tick (1 s) after a deadline
+  const RENOTIFY_READ_GAP_S = 10; // and such re-reads never come faster than every 10 s
+  let renotifyReadAt = 0; // server time of the last such re-read
 
   const unacked = (a) => a.state === "open" || a.state === "escalated";
   const key = (a) => [unacked(a) ? 0 : 1, -a.severity_code, a.opened_at, a.alert_id];
@@ -16,12 +25,17 @@
     return 0;
   }
 
+  function countdownText(tier, deadline, now) {
+    if (tier < 4) return `${CW.t("next_escalation")} ${CW.fmtDur(deadline - now)}`;
+    if (deadline <= now) return RENOTIFYING[CW.lang] || RENOTIFYING.en;
+    return `${CW.t("renotify")} ${CW.fmtDur(deadline - now)}`;
+  }
+
   function countdown(a) {
     // a stale card's worker is not answering: its timers are not running as shown
     if (a.stale) return { text: CW.t("timer_unknown"), running: 0 };
     if (a.deadline === null || a.deadline === undefined) return { text: CW.t("stopped"), running: 0 };
-    const label = a.tier >= 4 ? CW.t("renotify") : CW.t("next_escalation");
-    return { text: `${label} ${CW.fmtDur(a.deadline - CW.now())}`, running: 1 };
+    return { text: countdownText(a.tier, a.deadline, CW.now()), running: 1 };
   }
 
   function card(a) {
@@ -50,9 +64,9 @@
           <span class="by">${CW.esc(who)}</span>
         </div>
         <form class="resolve-form" hidden>
-          <textarea name="note" rows="2" required maxlength="4000" placeholder="${CW.esc(CW.t("note"))}"></textarea>
-          <div class="row"><button type="submit" class="primary">${CW.esc(CW.t("submit"))}</button>
-          <button type="button" class="cancel">${CW.esc(CW.t("cancel"))}</button>
+          <textarea name="note" rows="2" required maxlength="4000" data-i18n-ph="note" placeholder="${CW.esc(CW.t("note"))}"></textarea>
+          <div class="row"><button type="submit" class="primary" data-i18n="submit">${CW.esc(CW.t("submit"))}</button>
+          <button type="button" class="cancel" data-i18n="cancel">${CW.esc(CW.t("cancel"))}</button>
           <span class="err" role="alert"></span></div>
         </form>
       </div>
@@ -64,22 +78,54 @@
     </li>`;
   }
 
+  // Cards are keyed by alert id and updated in place, and a card's resolve form is never
+  // rebuilt: a push or a re-read while staff type a note leaves every open form, its text,
+  // the caret and an IME composition alone (rebuilding the list used to take them away).
+  const shown = new WeakMap(); // card -> { row, lang } it was built from
+  const PARTS = [".sev", ".line1", ".evidence", ".line3", ".actions"]; // all but the form
+
+  function refresh(li, fresh) { // li takes fresh's attributes and parts, keeping its form
+    for (const { name } of [...li.attributes]) if (!fresh.hasAttribute(name)) li.removeAttribute(name);
+    for (const { name, value } of fresh.attributes) li.setAttribute(name, value);
+    for (const sel of PARTS) {
+      const part = li.querySelector(sel), next = fresh.querySelector(sel);
+      if (part.outerHTML !== next.outerHTML) part.replaceWith(next); // an unchanged button keeps focus
+    }
+  }
+
   function render() {
     renderQueued = false;
     const t0 = performance.now();
-    // keep an open resolve form (and its text) across re-renders
-    const openForm = list.querySelector(".resolve-form:not([hidden])");
-    const keep = openForm ? { id: openForm.closest("li").dataset.alertId, note: openForm.note.value } : null;
     const rows = [...alerts.values()].sort(cmp);
-    list.innerHTML = rows.map(card).join("");
+    const ids = new Set(rows.map((a) => a.alert_id));
+    const cards = new Map();
+    for (const li of [...list.children]) {
+      if (ids.has(li.dataset.alertId)) cards.set(li.dataset.alertId, li); else li.remove();
+    }
+    // a card moved by a re-sort loses the focus held inside it: note it to put it back
+    const focused = list.contains(document.activeElement) ? document.activeElement : null;
+    // new cards and cards whose row (or the language) changed, built in one parse
+    const tpl = document.createElement("template");
+    tpl.innerHTML = rows.filter((a) => {
+      const s = shown.get(cards.get(a.alert_id));
+      return !s || s.row !== a || s.lang !== CW.lang;
+    }).map(card).join("");
+    const built = new Map([...tpl.content.children].map((li) => [li.dataset.alertId, li]));
+    rows.forEach((a, i) => {
+      const fresh = built.get(a.alert_id);
+      let li = cards.get(a.alert_id);
+      if (!li) li = fresh; else if (fresh) refresh(li, fresh);
+      if (fresh) shown.set(li, { row: a, lang: CW.lang });
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+    });
+    // (a moved textarea keeps its text and caret itself: only the focus needs putting back)
+    if (focused && focused.isConnected && document.activeElement !== focused) {
+      focused.focus({ preventScroll: true });
+    }
     document.getElementById("empty").hidden = rows.length > 0;
     const un = rows.filter(unacked).length;
     document.getElementById("counts").textContent =
       `${rows.length} ${CW.t("open_count")} · ${un} ${CW.t("unacked_count")}`;
-    if (keep) {
-      const li = list.querySelector(`li[data-alert-id="${CSS.escape(keep.id)}"]`);
-      if (li) { const f = li.querySelector(".resolve-form"); f.hidden = false; f.note.value = keep.note; }
-    }
     badge();
     document.body.dataset.lastRenderMs = (performance.now() - t0).toFixed(1);
   }
@@ -90,15 +136,25 @@
     document.title = `${crit ? `(${crit}) ` : ""}${CW.t("nav_board")} · CareWatch`;
   }
 
-  function tick() { // once a second: countdowns and waiting times only, no fetch
+  function tick() { // once a second: countdowns and waiting times; a re-read only as below
     const n = CW.now();
+    let renotified = 0; // the latest tier-4 deadline passed, if any
     list.querySelectorAll('.countdown[data-running="1"]').forEach((el) => {
-      const label = Number(el.dataset.tier) >= 4 ? CW.t("renotify") : CW.t("next_escalation");
-      el.textContent = `${label} ${CW.fmtDur(Number(el.dataset.deadline) - n)}`;
+      const tier = Number(el.dataset.tier), deadline = Number(el.dataset.deadline);
+      el.textContent = countdownText(tier, deadline, n);
+      if (tier >= 4 && deadline <= n) renotified = Math.max(renotified, deadline);
     });
     list.querySelectorAll("[data-since]").forEach((el) => {
       el.textContent = CW.fmtDur(n - Number(el.dataset.since));
     });
+    // re-read for the deadline a re-notification moved (once per passed deadline: a
+    // re-read that still shows it, e.g. while the engine is held up, is not repeated)
+    const readAt = renotified + RENOTIFY_READ_AFTER_S;
+    if (renotified && readAt <= n && readAt > renotifyReadAt
+        && n - renotifyReadAt >= RENOTIFY_READ_GAP_S) {
+      renotifyReadAt = n;
+      load().catch(() => {});
+    }
   }
 
   function beep() {
@@ -163,10 +219,12 @@
 
   function onEvent(row) {
     CW.syncClock(row.now);
-    const isNew = !alerts.has(row.alert_id);
+    const before = alerts.get(row.alert_id);
     if (loadsStarted > loadsSettled) pushedDuringLoad.push(row);
     apply(row);
-    if (isNew && row.state !== "resolved" && row.severity === "critical" && ready) {
+    // a critical alert that needs someone: a new one, or an unacknowledged one whose
+    // severity has just risen to critical (its timer restarted at the shorter time)
+    if (ready && unacked(row) && row.severity === "critical" && before?.severity !== "critical") {
       beep();
       document.body.dataset.newCritical = String(Number(document.body.dataset.newCritical || 0) + 1);
     }

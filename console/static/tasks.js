@@ -19,8 +19,8 @@
   }
 
   function card(t) {
-    const opts = (xs, prefix, sel) => xs.map((x) =>
-      `<option value="${x}" ${x === sel ? "selected" : ""}>${CW.esc(prefix ? CW.t(prefix + x) : x)}</option>`).join("");
+    const opts = (xs, prefix, sel) => xs.map((x) => `<option value="${x}" ${x === sel ? "selected" : ""}
+      data-i18n="${prefix + x}">${CW.esc(CW.t(prefix + x))}</option>`).join("");
     return `<li class="task ${t.overdue ? "overdue" : ""} tier-${t.tier}" data-task-id="${CW.esc(t.task_id)}"
         data-kind="${CW.esc(t.kind)}" data-state="${CW.esc(t.state)}">
       <div class="main">
@@ -39,17 +39,57 @@
           ${checkLine(t.check)}
         </div>
         <form class="complete-form" hidden>
-          <label>${CW.esc(CW.t("outcome"))} <select name="outcome">${opts(OUTCOMES, "oc_", "ok")}</select></label>
-          <textarea name="notes" rows="2" maxlength="4000" placeholder="${CW.esc(CW.t("task_notes"))}"></textarea>
-          <textarea name="hazard" rows="1" maxlength="2000" placeholder="${CW.esc(CW.t("hazard"))}"></textarea>
-          <label>${CW.esc(CW.t("hazard_severity"))} <select name="hazard_severity">${opts(SEVERITIES, "sev_", "high")}</select></label>
-          <div class="row"><button type="submit" class="primary">${CW.esc(CW.t("submit"))}</button>
-          <button type="button" class="cancel">${CW.esc(CW.t("cancel"))}</button>
+          <label><span data-i18n="outcome">${CW.esc(CW.t("outcome"))}</span> <select name="outcome">${opts(OUTCOMES, "oc_", "ok")}</select></label>
+          <textarea name="notes" rows="2" maxlength="4000" data-i18n-ph="task_notes" placeholder="${CW.esc(CW.t("task_notes"))}"></textarea>
+          <textarea name="hazard" rows="1" maxlength="2000" data-i18n-ph="hazard" placeholder="${CW.esc(CW.t("hazard"))}"></textarea>
+          <label><span data-i18n="hazard_severity">${CW.esc(CW.t("hazard_severity"))}</span> <select name="hazard_severity">${opts(SEVERITIES, "sev_", "high")}</select></label>
+          <div class="row"><button type="submit" class="primary" data-i18n="submit">${CW.esc(CW.t("submit"))}</button>
+          <button type="button" class="cancel" data-i18n="cancel">${CW.esc(CW.t("cancel"))}</button>
           <span class="err" role="alert"></span></div>
         </form>
       </div>
       <div class="actions"><button type="button" class="primary act" data-act="complete">${CW.esc(CW.t("complete"))}</button></div>
     </li>`;
+  }
+
+  // Cards are keyed by task id and updated in place, and a card's completion form is never
+  // rebuilt (its words follow the language through data-i18n): the language toggle or
+  // another task's completion leaves every open form, its notes, the caret and an IME
+  // composition alone (rebuilding the list used to take them away). Every view is in due-time
+  // order, so cards that stay keep their order and are never moved: unlike the board's,
+  // the focus in them needs no putting back.
+  const shown = new WeakMap(); // card -> { row, lang } it was built from
+  const PARTS = [".line1", ".line3", ".actions"]; // all but the form
+
+  function refresh(li, fresh) { // li takes fresh's attributes and parts, keeping its form
+    for (const { name } of [...li.attributes]) if (!fresh.hasAttribute(name)) li.removeAttribute(name);
+    for (const { name, value } of fresh.attributes) li.setAttribute(name, value);
+    for (const sel of PARTS) {
+      const part = li.querySelector(sel), next = fresh.querySelector(sel);
+      if (part.outerHTML !== next.outerHTML) part.replaceWith(next); // an unchanged button keeps focus
+    }
+  }
+
+  function renderCards() {
+    const ids = new Set(tasks.map((t) => t.task_id));
+    const cards = new Map();
+    for (const li of [...list.children]) {
+      if (ids.has(li.dataset.taskId)) cards.set(li.dataset.taskId, li); else li.remove();
+    }
+    // new cards and cards whose task (or the language) changed, built in one parse
+    const tpl = document.createElement("template");
+    tpl.innerHTML = tasks.filter((t) => {
+      const s = shown.get(cards.get(t.task_id));
+      return !s || s.row !== t || s.lang !== CW.lang;
+    }).map(card).join("");
+    const built = new Map([...tpl.content.children].map((li) => [li.dataset.taskId, li]));
+    tasks.forEach((t, i) => {
+      const fresh = built.get(t.task_id);
+      let li = cards.get(t.task_id);
+      if (!li) li = fresh; else if (fresh) refresh(li, fresh);
+      if (fresh) shown.set(li, { row: t, lang: CW.lang });
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+    });
   }
 
   function render() {
@@ -58,7 +98,7 @@
       b.setAttribute("aria-selected", String(b.dataset.view === view));
     });
     instSel.hidden = view !== "institution";
-    list.innerHTML = tasks.map(card).join("");
+    renderCards();
     // an empty "my tasks" by design says why and where to look, instead of looking idle
     const explain = Boolean(view === "mine" && note && tasks.length === 0);
     const noteEl = document.getElementById("mine-note");
