@@ -119,8 +119,13 @@ class StateStore:
         battery = cols.battery
         has_batt = ~np.isnan(battery)
         if has_batt.any():
-            self.battery[rows[has_batt]] = battery[has_batt]  # sorted: last one wins
-            self.battery_ts[rows[has_batt]] = ts[has_batt]
+            # only readings not older than the held one (a late sample or backlog must not
+            # bring back an earlier charge and clear a low-battery alert); sorted by (row,
+            # ts): of a row's newer readings the last one wins
+            br, bt = rows[has_batt], ts[has_batt]
+            newer = ~(bt < self.battery_ts[br])  # NaN held: none yet
+            self.battery[br[newer]] = battery[has_batt][newer]
+            self.battery_ts[br[newer]] = bt[newer]
         flags = _FLAG_LUT[worn.view(np.uint8), cols.fall.view(np.uint8)]
         self._append_raw(cols, x, flags, starts, counts, urows)
         self.minutes.add(rows, ts, x[:-1], have[:-1], flags)
@@ -147,9 +152,10 @@ class StateStore:
         """A status message received at `at`; `ts` is its own time, if it gave one."""
         self.online[row] = 1 if online else 0
         self.status_ts[row] = at  # receipt: a Last Will is judged against later data
-        if battery is not None:
+        reading_ts = at if ts is None else ts
+        if battery is not None and not reading_ts < self.battery_ts[row]:  # as in `append`
             self.battery[row] = battery
-            self.battery_ts[row] = at if ts is None else ts
+            self.battery_ts[row] = reading_ts
 
     def _update_latest(
         self,

@@ -83,6 +83,7 @@ class Reference:
         self.devices, self.c, self.m = devices, raw_capacity, minute_capacity
         self.latest: dict[tuple[int, str], tuple[float, float]] = {}  # (row, vital) -> (x, ts)
         self.battery: dict[int, float] = {}
+        self.battery_ts: dict[int, float] = {}
         self.last_ts: dict[int, float] = {}
         self.last_received: dict[int, float] = {}
         self.raw: dict[int, list[Sample]] = defaultdict(list)
@@ -200,9 +201,9 @@ class Reference:
                 x = float(s.worn) if v == "worn" else s.values[v]
                 if (row, v) not in self.latest or s.ts > self.latest[row, v][1]:
                     self.latest[row, v] = (x, s.ts)
-        for s in samples:
-            if s.battery is not None:
-                self.battery[row] = s.battery
+        for s in samples:  # a reading older than the held one does not replace it
+            if s.battery is not None and s.ts >= self.battery_ts.get(row, -np.inf):
+                self.battery[row], self.battery_ts[row] = s.battery, s.ts
         self.raw[row].extend(samples)
         groups: dict[int, Minute] = {}
         for s in samples:
