@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.api import build_router
 from console.auth import Auth
-from console.backend import BackendUnavailable, ConsoleBackend
+from console.backend import REQUEST_DEADLINE, BackendUnavailable, ConsoleBackend, PastDeadline
 from console.context import Ctx
 from console.errors import add_error_codes, error_response
 from console.federation import DEADLINE_HEADER
@@ -74,16 +74,30 @@ class _Deadline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            deadline = next((v for k, v in scope["headers"] if k == self._NAME), None)
-            if deadline is not None and time.time() > _epoch(deadline):
-                log.warning("refused %s %s: it arrived after its deadline", scope["method"],
-                            scope["path"])
-                late = JSONResponse({"detail": "this request arrived after its deadline and "
-                                     "was not carried out", "code": "past_deadline"},
-                                    status_code=504)
-                await late(scope, receive, send)
+            raw = next((v for k, v in scope["headers"] if k == self._NAME), None)
+            if raw is not None:
+                deadline = _epoch(raw)
+                if time.time() > deadline:
+                    log.warning("refused %s %s: it arrived after its deadline",
+                                scope["method"], scope["path"])
+                    await _late(scope, receive, send)
+                    return
+                # work handed to the pipeline thread is refused there too once it passes
+                token = REQUEST_DEADLINE.set(deadline)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    REQUEST_DEADLINE.reset(token)
                 return
         await self.app(scope, receive, send)
+
+
+_LATE = {"detail": "this request arrived after its deadline and was not carried out",
+         "code": "past_deadline"}
+
+
+async def _late(scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse(_LATE, status_code=504)(scope, receive, send)
 
 
 def _epoch(raw: bytes) -> float:
@@ -160,6 +174,12 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
         return error_response(503, "unavailable", f"pipeline unavailable: {exc}")
+
+    @app.exception_handler(PastDeadline)
+    async def _past(request: Request, exc: PastDeadline) -> JSONResponse:
+        log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({**_LATE, "detail": f"{exc}; it was not carried out"},
+                            status_code=504)
 
     add_ops_routes(app, backend.registry, backend.ready)
 

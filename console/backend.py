@@ -11,8 +11,10 @@ inline under a lock.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -36,6 +38,25 @@ Submit = Callable[[Callable[[], Any]], "Future[Any]"]
 
 class BackendUnavailable(RuntimeError):
     """The pipeline is stopping or did not answer in time."""
+
+
+class PastDeadline(RuntimeError):
+    """The request's deadline passed before the pipeline thread came to it: not done."""
+
+
+# The deadline (epoch s) of the request being served, when its sender set one (the district
+# console's actions: `console.app._Deadline`); inf otherwise.
+REQUEST_DEADLINE: ContextVar[float] = ContextVar("request_deadline", default=float("inf"))
+
+
+def _by(deadline: float, fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn`, refused if the pipeline thread comes to it after `deadline`: its sender has
+    told staff by then that it was not done (a busy tick held it back)."""
+    def guarded() -> T:
+        if time.time() > deadline:
+            raise PastDeadline("the pipeline came to it after its deadline")
+        return fn()
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,9 @@ class ConsoleBackend:
         if self._submit is None:
             with self._inline:
                 return fn()
+        deadline = REQUEST_DEADLINE.get()
+        if deadline != float("inf"):
+            fn = _by(deadline, fn)
         fut = None
         try:
             fut = self._submit(fn)
@@ -112,7 +136,7 @@ class ConsoleBackend:
                     pass
             raise BackendUnavailable("the pipeline did not answer in time") from exc
         except RuntimeError as exc:
-            if isinstance(exc, BackendUnavailable):
+            if isinstance(exc, BackendUnavailable | PastDeadline):
                 raise
             raise BackendUnavailable(str(exc)) from exc
 

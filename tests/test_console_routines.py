@@ -4,9 +4,11 @@ and the 任务 / 报告 pages."""
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +356,41 @@ def test_pages_and_nav_flag(m: Mounted, client: TestClient, tmp_path: Path) -> N
         assert plain.get("/api/me").json()["features"] == {"routines": False}
         assert plain.get("/api/routines/tasks").status_code == 404
         assert plain.get("/tasks").status_code == 404
+
+
+def test_an_action_the_pipeline_comes_to_after_its_deadline_is_not_done(
+        m: Mounted, client: TestClient) -> None:
+    """The district console sends actions with a deadline, and past it tells staff the
+    action was not done. A completion that waited behind a busy tick on the pipeline thread
+    is refused there once its deadline has passed (it used to be carried out late)."""
+    carer = m.tiers[1]
+    rid = m.config.residents[0].id
+    hdr = {"X-CSRF-Token": login(client, carer)}
+    pipeline = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+    busy = threading.Event()
+    pipeline.submit(busy.wait, 30)  # a long tick
+    m.h.backend._submit = pipeline.submit
+    deadline = time.time() + 0.3
+    release = threading.Thread(target=lambda: (_until(lambda: time.time() > deadline),
+                                               busy.set()))
+    release.start()
+    try:
+        call = f"weekly_call:{rid}:2025-W48"
+        late = client.post(f"/api/routines/tasks/{call}/complete", json={"notes": "ok"},
+                           headers={**hdr, "X-CareWatch-Deadline": f"{deadline:.3f}"})
+        assert late.status_code == 504 and late.json()["code"] == "past_deadline", late.text
+        assert client.get(f"/api/routines/tasks/{call}").json()["task"]["state"] == "open"
+        in_time = client.post(f"/api/routines/tasks/{call}/complete", json={"notes": "ok"},
+                              headers={**hdr, "X-CareWatch-Deadline": f"{time.time() + 30:.3f}"})
+        assert in_time.status_code == 200 and in_time.json()["task"]["state"] == "done"
+    finally:
+        busy.set()
+        release.join(5)
+        pipeline.shutdown(wait=True)
+
+
+def _until(cond: Any, timeout_s: float = 10.0) -> None:
+    stop = threading.Event()
+    end = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < end:
+        stop.wait(0.01)
