@@ -20,9 +20,14 @@ import orjson
 from carewatch.clock import Clock
 from config.models import Config
 from detectors.base import Detector, Findings, TickState
-from ingest.decode import DecodedVitals, Rejection, VitalsDecoder, split_topic
+from ingest.decode import (
+    DecodedVitals,
+    Rejection,
+    VitalsDecoder,
+    original_topic,
+    split_topic,
+)
 from ingest.devices import DeviceTable
-from ingest.handoff import unwrap
 from ingest.metrics import IngestMetrics
 from ingest.publish import Publisher
 from ingest.samples import SampleColumns
@@ -104,7 +109,6 @@ class Pipeline:
         """Process a batch of received messages (any mix of topics)."""
         if not messages:
             return
-        messages = unwrap(messages)  # handed over from a left-behind session: as sent
         now = self.clock.now()
         self.metrics.count("received", len(messages))
         self.metrics.lag_seconds.set(max(0.0, now - messages[0][2]))
@@ -125,7 +129,7 @@ class Pipeline:
                         update.row, update.online, update.battery, update.received_at, update.ts
                     )
             elif self.commands is not None and "/cmd/" in msg[0]:
-                self.commands.handle_command(msg[0], msg[1], now)
+                self.commands.handle_command(original_topic(msg[0]), msg[1], now)
             else:
                 log.debug("ignoring message on %s", msg[0])
         if vitals:

@@ -33,6 +33,7 @@ from ingest.wire import (
 )
 
 TOPIC_ROOT = "carewatch/v1"
+HANDOFF_ROOT = "carewatch/system/pipeline/handoff"  # see ingest.handoff
 REJECTION_REASONS = (
     "invalid_json",
     "schema",
@@ -113,11 +114,22 @@ class StatusUpdate:
 
 
 def split_topic(topic: str) -> tuple[str, str, str] | None:
-    """(town, device, leaf) of a `carewatch/v1/{town}/{device}/{leaf}` topic, else None."""
+    """(town, device, leaf) of a `carewatch/v1/{town}/{device}/{leaf}` topic, or of the same
+    handed over from a left-behind session (`HANDOFF_ROOT/{town}/{device}/{leaf}`,
+    `ingest.handoff`), else None."""
     parts = topic.split("/")
-    if len(parts) != 5 or parts[0] != "carewatch" or parts[1] != "v1":
-        return None
-    return parts[2], parts[3], parts[4]
+    if len(parts) == 5 and parts[0] == "carewatch" and parts[1] == "v1":
+        return parts[2], parts[3], parts[4]
+    if len(parts) == 7 and topic.startswith(HANDOFF_ROOT + "/"):
+        return parts[4], parts[5], parts[6]
+    return None
+
+
+def original_topic(topic: str) -> str:
+    """The `carewatch/v1/...` topic a message was first published on (handed over or not)."""
+    if topic.startswith(HANDOFF_ROOT + "/"):
+        return TOPIC_ROOT + topic[len(HANDOFF_ROOT):]
+    return topic
 
 
 class VitalsDecoder:

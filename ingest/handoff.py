@@ -7,7 +7,8 @@ sessions, which no process opens any more. `drain_session` opens such a session,
 queued messages, republishes each one on the handoff topic of its town
 (`carewatch/system/pipeline/handoff/{town}/...`, in the pipeline's own namespace, which the
 broker ACL lets pipelines write), and ends the session. The owner of that town subscribes to
-its handoff topics and reads each one as the message it wraps (`unwrap`); one it has seen
+its handoff topics and reads each one as the message it wraps (`ingest.decode.split_topic`,
+`original_topic`: no extra work per message on the usual topics); one it has seen
 already (it was subscribed to the device topic too) is a duplicate it drops like any other.
 
 A message is acknowledged to the old session only once its handoff copy is with the broker,
@@ -27,16 +28,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from config.models import BrokerSettings
-from ingest.mqtt import SYS_DROPPED_TOPIC, Message, configure_client, parse_broker_url
+from ingest.decode import HANDOFF_ROOT, TOPIC_ROOT
+from ingest.mqtt import SYS_DROPPED_TOPIC, configure_client, parse_broker_url
 
 log = logging.getLogger(__name__)
 
-DEVICE_PREFIX = "carewatch/v1/"
-HANDOFF_PREFIX = "carewatch/system/pipeline/handoff/"
+DEVICE_PREFIX = TOPIC_ROOT + "/"
+HANDOFF_PREFIX = HANDOFF_ROOT + "/"
 
 
 def handoff_topic(topic: str) -> str:
-    """The handoff topic carrying a message of `carewatch/v1/...` topic `topic`."""
+    """The handoff topic carrying a message of `carewatch/v1/...` topic `topic` (the
+    decoder reads it as the original: `ingest.decode.split_topic`, `original_topic`)."""
     return HANDOFF_PREFIX + topic[len(DEVICE_PREFIX):]
 
 
@@ -45,15 +48,6 @@ def handoff_subscriptions(towns: list[str] | None) -> list[str]:
     if towns is None:
         return [HANDOFF_PREFIX + "#"]
     return [f"{HANDOFF_PREFIX}{town}/#" for town in towns]
-
-
-def unwrap(messages: list[Message]) -> list[Message]:
-    """`messages` with every handed-off one under the topic it was first published on."""
-    if not any(m[0].startswith(HANDOFF_PREFIX) for m in messages):
-        return messages  # nearly always: one pass, no copies
-    cut = len(HANDOFF_PREFIX)
-    return [(DEVICE_PREFIX + m[0][cut:], m[1], m[2]) if m[0].startswith(HANDOFF_PREFIX) else m
-            for m in messages]
 
 
 class DrainError(RuntimeError):

@@ -21,7 +21,8 @@ from carewatch.workers import partition_towns, probe_samples, probe_subscribed, 
 from config.generate import write_demo_registry
 from config.loader import load_config
 from ingest.broker import MosquittoProcess, free_port_block
-from ingest.handoff import handoff_topic, unwrap
+from ingest.decode import original_topic, split_topic
+from ingest.handoff import handoff_topic
 from tests.ingest_harness import Client, wait_for
 from tests.process_harness import start_supervisor, stop_process
 
@@ -32,9 +33,11 @@ def test_session_ids_topics_and_the_ledger(tmp_path: Path) -> None:
     topic = "carewatch/v1/gufu/dev-1/vitals"
     wrapped = handoff_topic(topic)
     assert wrapped == "carewatch/system/pipeline/handoff/gufu/dev-1/vitals"
-    plain = [("carewatch/v1/lishi/dev-2/status", b"{}", 1.0)]
-    assert unwrap(plain) is plain
-    assert unwrap([*plain, (wrapped, b"x", 2.0)]) == [*plain, (topic, b"x", 2.0)]
+    assert split_topic(wrapped) == split_topic(topic) == ("gufu", "dev-1", "vitals")
+    assert original_topic(wrapped) == original_topic(topic) == topic
+    command = "carewatch/v1/gufu/cmd/alerts"
+    assert original_topic(handoff_topic(command)) == command
+    assert split_topic("carewatch/system/pipeline/handoff/gufu/dev-1") is None
     one, two, three = (Session(f"cw-{k}", [f"t{k}"]) for k in range(3))
     assert take_over(tmp_path, [one, two]) == []  # a first start leaves nothing behind
     assert take_over(tmp_path, [one, two]) == []  # nor does a restart of the same partition
