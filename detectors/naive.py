@@ -95,7 +95,8 @@ class NaiveLoop:
             if d.off_active or d.online == 0:
                 off_dirty.add(row)
             if b == b:
-                d.battery, d.bat_ts = b, t
+                if not t < d.bat_ts:  # an older reading than the held one does not replace it
+                    d.battery, d.bat_ts = b, t
                 d.bat_tick.append((t, b))
                 bat_dirty.add(row)
 
@@ -107,9 +108,10 @@ class NaiveLoop:
         d.online = 1 if online else 0
         d.status_ts = at
         self._offline_dirty.add(row)
-        if battery is not None:
+        reading_ts = at if ts is None else ts
+        if battery is not None and not reading_ts < d.bat_ts:  # as in `receive`
             d.battery = f32(battery)  # the store holds battery as float32
-            d.bat_ts = at if ts is None else ts
+            d.bat_ts = reading_ts
             self._battery_dirty.add(row)
 
     def sync_baseline(self) -> None:
