@@ -162,6 +162,7 @@ class _Child:
     next_start: float = 0.0
     backoff_s: float = 1.0
     started_at: float = field(default=0.0)
+    spawn_failures: int = 0  # restarts the system refused (see Supervisor._respawn)
 
 
 class Supervisor:
@@ -188,7 +189,7 @@ class Supervisor:
             for child in self.children:
                 if child.proc is None:
                     if now >= child.next_start:
-                        self._spawn(child)
+                        self._respawn(child, now)
                     continue
                 code = child.proc.poll()
                 if code is None:
@@ -205,6 +206,19 @@ class Supervisor:
                     child.backoff_s,
                 )
                 child.backoff_s = min(30.0, child.backoff_s * 2)
+
+    def _respawn(self, child: _Child, now: float) -> None:
+        """`_spawn`, and if the system refuses (out of processes or memory, the executable
+        gone mid-upgrade) try again later: an exception here would end the watch, and with
+        it every later restart, leaving the worker's towns unwatched."""
+        try:
+            self._spawn(child)
+        except OSError as exc:
+            child.spawn_failures += 1
+            child.next_start = now + child.backoff_s
+            log.error("worker %d could not be started (%s); trying again in %.0f s",
+                      child.index, exc, child.backoff_s)
+            child.backoff_s = min(30.0, child.backoff_s * 2)
 
     def alive(self) -> list[bool]:
         return [c.proc is not None and c.proc.poll() is None for c in self.children]
