@@ -92,12 +92,10 @@ class _Deadline:
         await self.app(scope, receive, send)
 
 
-_LATE = {"detail": "this request arrived after its deadline and was not carried out",
-         "code": "past_deadline"}
-
-
 async def _late(scope: Scope, receive: Receive, send: Send) -> None:
-    await JSONResponse(_LATE, status_code=504)(scope, receive, send)
+    late = error_response(504, "past_deadline",
+                          "this request arrived after its deadline and was not carried out")
+    await late(scope, receive, send)
 
 
 def _epoch(raw: bytes) -> float:
@@ -178,8 +176,7 @@ def create_app(backend: ConsoleBackend, settings: ConsoleSettings | None = None,
     @app.exception_handler(PastDeadline)
     async def _past(request: Request, exc: PastDeadline) -> JSONResponse:
         log.warning("refused %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({**_LATE, "detail": f"{exc}; it was not carried out"},
-                            status_code=504)
+        return error_response(504, "past_deadline", f"{exc}; it was not carried out")
 
     add_ops_routes(app, backend.registry, backend.ready)
 
