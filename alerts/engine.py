@@ -39,7 +39,7 @@ from alerts.store import AlertStore, SqliteAlertStore
 from alerts.store_pg_base import StaleAlertError
 from carewatch.clock import Clock
 from config.models import Config
-from detectors.base import Findings
+from detectors.base import Findings, take_findings
 from ingest.devices import DeviceTable
 from ingest.publish import Publisher
 
@@ -91,6 +91,10 @@ class AlertEngine(EngineApi):
             if alert.resident_id in self.devices.row_of_resident:
                 self._index(alert)
         self._unsynced: set[str] = set()  # alerts to take again from the store (`_rollback`)
+        # (row, kind) -> severity of a condition going on whose alert a silence or an
+        # inhibiting alert held back: detectors report a condition once, when it begins, so
+        # it opens when that ends (`_release_held`) unless its clear came first
+        self._held: dict[tuple[int, str], int] = {}
         # events to the broker, marked published once delivered; a crashed run's first
         self.outbox = EventOutbox(self.store, publisher)
         if webhook_secret is None:
@@ -247,18 +251,44 @@ class AlertEngine(EngineApi):
         """Open, raise, clear or update alerts from one tick's findings."""
         with self._lock:
             for attempt in range(3):
+                held = dict(self._held)
                 step = Step()
                 for f in findings:
                     if len(f):
                         self._apply(f, now, step)
+                self._release_held(now, step)  # e.g. an offline device's backlog cleared it
                 try:
                     self._finish(step)
                     return
                 except StaleAlertError:  # reloaded: apply again to the stored alerts
+                    self._held = held
                     if attempt == 2:
                         raise
+                except Exception:
+                    self._held = held
+                    raise
 
     def _apply(self, f: Findings, now: float, step: Step) -> None:
+        """A row may have several findings in one tick (a batch upload: a condition began
+        and cleared): they are applied one occurrence at a time, in order, each against
+        what the one before left (at once, the second was judged against the alert as it
+        was before the tick, and dropped)."""
+        rows = f.row
+        if len(rows) > 1:
+            order = np.argsort(rows, kind="stable")
+            srt = rows[order]
+            first = np.ones(len(srt), bool)
+            first[1:] = srt[1:] != srt[:-1]
+            if not first.all():
+                pos = np.arange(len(srt))
+                rank = pos - np.maximum.accumulate(np.where(first, pos, 0))
+                for k in range(int(rank.max()) + 1):
+                    self._apply_once(take_findings(f, np.sort(order[rank == k])), now, step)
+                return
+        self._apply_once(f, now, step)
+
+    def _apply_once(self, f: Findings, now: float, step: Step) -> None:
+        """`_apply` for findings of distinct rows."""
         sev_now, cond_now = self._arrays(f.kind)
         rows = f.row.astype(np.int64)
         sev = f.severity.astype(np.int8)
@@ -275,6 +305,9 @@ class AlertEngine(EngineApi):
             if arr.shape == rows.shape:
                 col[rows[active]] = arr[active]
         changed = active & ((cur == 0) | (sev > cur) | ~cond) | (~active & (cur > 0) & cond)
+        if self._held:  # a held condition that clears is over: nothing to open later
+            for i in np.flatnonzero(~active):
+                self._held.pop((int(rows[i]), f.kind), None)
         for i in np.flatnonzero(changed):
             self._change(f.kind, int(rows[i]), int(sev[i]), bool(active[i]), now, step)
 
@@ -321,6 +354,7 @@ class AlertEngine(EngineApi):
         silence = self._silenced(resident_id, device_id, kind, now)
         if silence is not None:
             self._note(step, resident_id, kind, "silenced", now, {"silence_id": silence})
+            self._hold(row, kind, sev)
             return
         # only the kinds that could inhibit this one: a scan of every open alert per new
         # alert made opening alerts O(open alerts)
@@ -331,7 +365,9 @@ class AlertEngine(EngineApi):
         if blocker is not None:
             self._note(step, resident_id, kind, "inhibited", now, {"by": blocker},
                        self._open[(resident_id, blocker)].alert_id)
+            self._hold(row, kind, sev)
             return
+        self._held.pop((row, kind), None)  # opened or merged below: no longer held
         host = self._open.get((resident_id, MERGED_INTO.get(kind, "")))
         onset = self._onset(kind, row)
         if host is not None and not merges(kind, onset, self._onset(host.kind, row)
@@ -357,6 +393,28 @@ class AlertEngine(EngineApi):
         self._index(alert)
         self.life.open(step, alert, now)
 
+    def _finish_releasing(self, step: Step, now: float) -> None:
+        """`_finish` a step that may have ended silences, opening what they held back."""
+        held = dict(self._held)
+        self._release_held(now, step)
+        try:
+            self._finish(step)
+        except Exception:
+            self._held = held
+            raise
+
+    def _hold(self, row: int, kind: str, sev: int) -> None:
+        self._held[(row, kind)] = max(sev, self._held.get((row, kind), 0))
+
+    def _release_held(self, now: float, step: Step) -> None:
+        """Open the alerts of held conditions whose silence or inhibitor has ended (each
+        is held again while one still applies)."""
+        for (row, kind), sev in list(self._held.items()):
+            if (self.devices.resident_ids[row], kind) in self._open:
+                del self._held[(row, kind)]  # its alert is open: the usual path from here
+            else:
+                self._open_new(kind, row, sev, now, step)
+
     # ---- timers ------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Escalations, tier-4 re-notifications, silence expiry and notices due by `now`."""
@@ -374,7 +432,7 @@ class AlertEngine(EngineApi):
                     step.txn.silences.append(s)
                     step.txn.audit.append((now, None, s.get("resident_id"), "system",
                                            "silence_expired", {"silence_id": sid}))
-            self._finish(step)
+            self._finish_releasing(step, now)
             for attempt in range(3):
                 due = self._deadlines.pop_due(now, self._by_id)
                 if not due:

@@ -48,6 +48,7 @@ class EngineApi:
     command_secret: bytes | None
 
     def _finish(self, step: Step) -> None: ...
+    def _finish_releasing(self, step: Step, now: float) -> None: ...
     def _unindex(self, alert: Alert) -> None: ...
     def _refresh_evidence(self, alert: Alert) -> None: ...
     def _index(self, alert: Alert) -> None: ...
@@ -229,7 +230,7 @@ class EngineApi:
             step.txn.silences.append({**s, "active": False, "ended_at": now, "ended_by": by})
             step.txn.audit.append((now, None, s.get("resident_id"), by, "unsilenced",
                                    {"silence_id": silence_id}))
-            self._finish(step)
+            self._finish_releasing(step, now)
 
     def silences(self) -> list[dict[str, Any]]:
         with self._lock:

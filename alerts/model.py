@@ -114,7 +114,8 @@ class Alert:
             "severity": self.severity_name, "state": self.state, "tier": self.tier,
             "tier_name": TIER_NAMES[self.tier], "opened_at": self.opened_at,
             "updated_at": self.updated_at, "condition_active": self.condition_active,
-            "evidence": self.evidence, "message": self.message, "event": event,
+            # a copy: the alert's evidence changes later, an event must not
+            "evidence": dict(self.evidence), "message": self.message, "event": event,
         }
         if self.acked_by is not None:
             out["acked_by"] = self.acked_by

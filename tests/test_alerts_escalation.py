@@ -69,10 +69,22 @@ def test_silenced_resident_never_notifies(h: Harness) -> None:
     actions = [(a["action"], a["actor"]) for a in h.engine.audit()]
     assert actions == [("silenced", "admin"), ("silenced", "system")]  # created; finding muted
     assert h.engine.silences()[0]["silence_id"] == s["silence_id"]
-    h.run_until(T0 + 3601, step=10)  # expiry is audited; findings open alerts again
-    assert h.engine.audit()[-1]["action"] == "silence_expired"
-    h.findings(finding("fall", [0], 4))
+    # expiry is audited, and the fall, never cleared, opens its alert then: detectors
+    # report a condition once, so a silence that dropped it lost it for good
+    h.run_until(T0 + 3601, step=10)
+    assert [a["action"] for a in h.engine.audit()][-2:] == ["silence_expired", "opened"]
+    assert [(e["event"], e["opened_at"]) for e in h.events] == [("opened", T0 + 3600)]
+    h.findings(finding("fall", [0], 4))  # the same condition: no second alert
     assert [e["event"] for e in h.events] == ["opened"]
+
+
+def test_a_condition_that_cleared_under_a_silence_opens_nothing_after(h: Harness) -> None:
+    h.engine.silence(by="admin", reason="visit", until=T0 + 600, now=T0, resident_id="r-0001")
+    h.findings(finding("hypoxemia", [0], 3))
+    h.run_until(T0 + 300, step=10)
+    h.findings(finding("hypoxemia", [0], 3, active=False))
+    h.run_until(T0 + 1200, step=10)
+    assert h.events == [] and h.engine.open_alerts() == []
 
 
 def test_silence_pauses_escalation_of_an_open_alert(h: Harness) -> None:
