@@ -16,6 +16,7 @@ import orjson
 
 ACTIONS = ("ack", "dispatch", "resolve")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SIG_RE = re.compile(r"[0-9a-f]{64}")
 TOPIC_RE = re.compile(r"^carewatch/v1/([A-Za-z0-9_-]{1,64})/cmd/alerts$")
 MAX_PAYLOAD = 8 * 1024
 MAX_NOTE = 2000
@@ -76,7 +77,7 @@ def _str(doc: dict[str, object], key: str, pattern: re.Pattern[str] | None = Non
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise ValueError(f"{key}: a string of at most {limit} characters")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):  # `$` would pass a final \n
         raise ValueError(f"{key}: an identifier [A-Za-z0-9_-]{{1,64}}")
     return value
 
@@ -111,6 +112,8 @@ def parse_command(topic: str, payload: bytes, secret: bytes | None, now: float |
         note = _str(doc, "note", limit=MAX_NOTE)
         nonce = _str(doc, "nonce", ID_RE)
         sig = _str(doc, "sig")
+        if sig is not None and not SIG_RE.fullmatch(sig):
+            raise ValueError("sig: 64 lowercase hex digits (HMAC-SHA256)")
         ts = doc.get("ts")
         if by is None or nonce is None or sig is None:
             raise ValueError("by, nonce and sig are required")
@@ -126,7 +129,7 @@ def parse_command(topic: str, payload: bytes, secret: bytes | None, now: float |
         return CommandError("auth", "no command secret configured", request_id)
     expected = sign_command(secret, action, by, ts, nonce, alert_id=alert_id or "",
                             resident_id=resident_id or "", kind=kind or "", note=note or "")
-    if not hmac.compare_digest(expected, sig):
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
         return CommandError("auth", "bad signature", request_id)
     if now is not None and abs(now - ts) > max_skew_s:
         return CommandError("stale", f"ts {ts} is more than {max_skew_s:.0f} s from now",

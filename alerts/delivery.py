@@ -28,13 +28,13 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from alerts.store import AlertStore, OutboxRow
 from carewatch.clock import Clock
+from config.secrets import read_secret_file
 from config.urls import webhook_url_problem
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,13 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def load_secret(path: str | None, env: str | None) -> bytes | None:
-    """A shared secret from a file (stripped) or else an environment variable."""
+def load_secret(path: str | None, env: str | None, what: str = "secret file"
+                ) -> bytes | None:
+    """A shared secret from a file (stripped; missing or empty: `SecretFileError` naming
+    `what`) or else an environment variable."""
     if path:
-        return Path(path).read_text(encoding="utf-8").strip().encode()
-    value = os.environ.get(env or "")
+        return read_secret_file(path, what).encode()
+    value = os.environ.get(env or "", "").strip()
     return value.encode() if value else None
 
 

@@ -98,7 +98,8 @@ class AlertEngine(EngineApi):
         # events to the broker, marked published once delivered; a crashed run's first
         self.outbox = EventOutbox(self.store, publisher)
         if webhook_secret is None:
-            webhook_secret = load_secret(settings.webhook_secret_file, settings.webhook_secret_env)
+            webhook_secret = load_secret(settings.webhook_secret_file, settings.webhook_secret_env,
+                                         "alerts.webhook_secret_file")
         self.dispatcher = Dispatcher(
             self.store, clock, secret=webhook_secret, timeout_s=settings.webhook_timeout_s,
             retry_base_s=settings.retry_base_s, retry_cap_s=settings.retry_cap_s,
@@ -106,7 +107,8 @@ class AlertEngine(EngineApi):
             queue_max=settings.queue_max)
         self._nonces: dict[str, float] = {}
         self.command_secret = load_secret(settings.command_secret_file,
-                                          settings.command_secret_env)
+                                          settings.command_secret_env,
+                                          "alerts.command_secret_file")
         self._closed = False
 
     # ---- bookkeeping -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from alerts.model import Alert
+from carewatch.files import private_db
 
 
 @dataclass
@@ -224,8 +225,7 @@ class SqliteAlertStore:
     """The default store: one SQLite file in WAL mode. Thread-safe (one connection, one lock)."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_db(Path(path))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                    isolation_level=None, timeout=30.0)

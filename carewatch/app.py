@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from carewatch.clock import Clock
 from carewatch.pipeline import Pipeline
@@ -93,4 +96,11 @@ class _AlertCommands:
         self.alerts = alerts
 
     def handle_command(self, topic: str, payload: bytes, now: float) -> None:
-        self.alerts.handle_command_message(topic, payload, now)
+        try:
+            self.alerts.handle_command_message(topic, payload, now)
+        except (sqlite3.Error, psycopg.Error):
+            raise  # the store failed: end as designed; the broker hands the command back
+        except Exception:
+            # but one bad command must not end the pipeline: unacknowledged, the broker
+            # would hand it back after the restart, and the pipeline would die again
+            log.exception("alert command on %s failed; dropped", topic)

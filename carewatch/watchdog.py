@@ -176,5 +176,6 @@ def from_config(config: Any, monitoring: Callable[[], dict[str, Any]], clock: An
     # looks often enough to page within a quarter of the notify time (and never spin)
     check_s = max(0.05, min(5.0, a.monitoring_notify_after_s / 4))
     return Watchdog(watch, monitoring, clock, list(a.webhooks), pagers,
-                    secret=load_secret(a.webhook_secret_file, a.webhook_secret_env),
+                    secret=load_secret(a.webhook_secret_file, a.webhook_secret_env,
+                                                      "alerts.webhook_secret_file"),
                     timeout_s=a.webhook_timeout_s, check_s=check_s)

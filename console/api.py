@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from alerts.model import MANUAL_KINDS, AlertNotFoundError, AlertTransitionError
 from config.models import ID_PATTERN
-from console.auth import COOKIE, Actor, Reader
+from console.auth import COOKIE, Actor, LockedOut, Reader
 from console.context import Ctx
 from console.errors import ApiError
 from console.scope import Principal
@@ -94,9 +94,10 @@ def build_router(ctx: Ctx) -> APIRouter:
     # ---- session ------------------------------------------------------------------------
     @api.post("/login", summary="sign in; sets the session cookie, returns the CSRF token")
     def login(body: LoginIn, response: Response) -> dict[str, Any]:
-        if auth.locked_out(body.staff_id):
-            raise HTTPException(429, "too many failed sign-ins; try again later")
-        staff = auth.sign_in(body.staff_id, body.password)
+        try:
+            staff = auth.sign_in(body.staff_id, body.password)
+        except LockedOut:
+            raise HTTPException(429, "too many failed sign-ins; try again later") from None
         if staff is None:
             backend.audit(body.staff_id, "console_login_failed")
             raise ApiError(401, "login_failed", "wrong staff id or password")

@@ -37,6 +37,10 @@ class Session:
     expires: float
 
 
+class LockedOut(Exception):
+    """Too many failed sign-ins for this staff id lately."""
+
+
 class Auth:
     """Issues and checks sessions and tokens; rate-limits failed sign-ins per staff id."""
 
@@ -53,19 +57,21 @@ class Auth:
         self._lock = threading.Lock()
 
     # ---- sign-in ----------------------------------------------------------------------
-    def locked_out(self, staff_id: str) -> bool:
+    def sign_in(self, staff_id: str, password: str) -> Staff | None:
+        """The staff member, or None for a wrong id or password; `LockedOut` past the
+        limit. The attempt counts as failed before the (slow) password check and is taken
+        back if it succeeds: counted after, a burst of concurrent attempts all passed the
+        limit check while the first ones were still being verified."""
         now = self.clock.now()
         with self._lock:
             recent = [t for t in self._failures.get(staff_id, []) if now - t < self.lockout_s]
-            self._failures[staff_id] = recent
-            return len(recent) >= self.max_failures
-
-    def sign_in(self, staff_id: str, password: str) -> Staff | None:
+            if len(recent) >= self.max_failures:
+                self._failures[staff_id] = recent
+                raise LockedOut(staff_id)
+            self._failures[staff_id] = [*recent, now]
         staff = self.users.verify(staff_id, password)
-        with self._lock:
-            if staff is None:
-                self._failures.setdefault(staff_id, []).append(self.clock.now())
-            else:
+        if staff is not None:
+            with self._lock:
                 self._failures.pop(staff_id, None)
         return staff
 
@@ -124,7 +130,8 @@ class Auth:
         p = self.require(request)
         if p.via == "session":
             sent = request.headers.get(CSRF_HEADER, "")
-            if not sent or not secrets.compare_digest(sent, p.csrf or ""):
+            # compared as bytes: str comparison raises (a 500) on a non-ASCII header
+            if not sent or not secrets.compare_digest(sent.encode(), (p.csrf or "").encode()):
                 raise ApiError(403, "csrf", "missing or wrong CSRF token")
         return p
 

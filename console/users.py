@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from config.models import Config, Staff
+from config.secrets import SecretFileError
 
 WEAK_PASSWORDS = frozenset({
     "admin", "administrator", "password", "passw0rd", "carewatch", "changeme", "123456",
@@ -196,17 +197,34 @@ def ensure_demo_users(store: UserStore) -> list[tuple[str, str]]:
     return out
 
 
+KEY_BYTES = 32
+
+
 def secret_key(path: Path) -> bytes:
-    """The session-signing key, created (0600) on first use."""
+    """The session-signing key, created (0600) on first use. It appears whole or not at
+    all (written to a temporary file, then linked into place, which fails if another
+    process got there first): created in place, a crash or a full disk mid-write left an
+    empty key, and anyone can sign with an empty key. A short key is refused."""
     try:
-        return path.read_bytes()
+        key = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
+        key = secrets.token_bytes(KEY_BYTES)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:  # another process created it first: theirs
+                key = path.read_bytes()
+        finally:
+            tmp.unlink(missing_ok=True)
+    if len(key) < KEY_BYTES:
+        raise SecretFileError(f"{path}: the console's session key is {len(key)} bytes, expected "
+                         f"at least {KEY_BYTES}; delete the file to have a new one made "
+                         "(signed-in users will have to sign in again)")
+    return key

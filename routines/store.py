@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from carewatch.files import private_db
 from routines.model import Task, TaskError
 
 
@@ -128,7 +129,7 @@ class SqliteTaskStore:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                        check_same_thread=False, isolation_level=None)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                    isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -10,8 +10,10 @@ import orjson
 import pytest
 
 from alerts.commands import Command, CommandError, command_topic, parse_command, sign_command
+from alerts.delivery import load_secret
 from alerts.model import AlertNotFoundError, AlertTransitionError
 from alerts.testing import T0, Harness, finding
+from config.secrets import SecretFileError
 
 SECRET = b"s3cret"
 TS = int(T0) + 60
@@ -121,3 +123,26 @@ def test_handle_command_message_publishes_results(tmp_path: Path,
         assert [r["ok"] for r in results] == [True, False, False]
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("fields", [
+    {"sig": "é"},  # compare_digest raised on a non-ASCII str: it ended the pipeline
+    {"sig": "ab" * 31},  # not an HMAC-SHA256 in hex
+    {"sig": "AB" * 32},
+    {"nonce": "n-1\n"},  # `$` lets a final newline through a match
+])
+def test_malformed_signature_fields_are_schema_errors(fields: dict[str, str]) -> None:
+    got = parse_command(command_topic("gufu"), payload(**fields), SECRET, now=TS)
+    assert isinstance(got, CommandError) and got.reason == "schema", got
+
+
+def test_an_empty_secret_file_is_refused_not_an_empty_key(tmp_path: Path) -> None:
+    """HMAC with an empty key lets anyone sign commands (and webhooks)."""
+    empty = tmp_path / "command.secret"
+    empty.write_text("  \n")
+    with pytest.raises(SecretFileError, match=r"alerts\.command_secret_file: .* is empty"):
+        load_secret(str(empty), None, "alerts.command_secret_file")
+    with pytest.raises(SecretFileError, match="cannot read"):
+        load_secret(str(tmp_path / "missing"), None, "alerts.command_secret_file")
+    (tmp_path / "good").write_text("s3cret\n")
+    assert load_secret(str(tmp_path / "good"), None) == b"s3cret"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,21 @@ def test_lockout_after_repeated_failures(h: Harness, client: TestClient) -> None
     login(client, sid)
 
 
+def test_a_burst_of_concurrent_sign_ins_gets_no_more_tries(h: Harness,
+                                                          client: TestClient) -> None:
+    """Counted before the slow password check: a burst of concurrent guesses gets the
+    same few tries as guesses one after another (all of it passed the limit check while
+    the first were still being verified)."""
+    sid = h.tiers[2]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: client.post(
+            "/api/login", json={"staff_id": sid, "password": "wrong"}).status_code, range(24)))
+    assert codes.count(401) == h.settings.login_max_failures
+    assert codes.count(429) == 24 - h.settings.login_max_failures
+    r = client.post("/api/login", json={"staff_id": sid, "password": password_of(sid)})
+    assert r.status_code == 429
+
+
 def test_session_expires_and_tampered_cookie_is_refused(h: Harness, client: TestClient) -> None:
     login(client, h.tiers[4])
     assert client.get("/api/me").status_code == 200
@@ -190,6 +206,9 @@ def test_actions_need_the_csrf_token(h: Harness, client: TestClient) -> None:
     (aid,) = open_alerts(h, [0])
     assert client.post(f"/api/alerts/{aid}/ack").status_code == 403
     assert client.post(f"/api/alerts/{aid}/ack", headers={"X-CSRF-Token": "forged"}
+                       ).status_code == 403
+    # not ASCII: refused as any wrong token (str comparison raised: a 500)
+    assert client.post(f"/api/alerts/{aid}/ack", headers={"X-CSRF-Token": "é".encode()}
                        ).status_code == 403
     assert h.engine.get_alert(aid).state == "open"
     r = client.post(f"/api/alerts/{aid}/ack", headers={"X-CSRF-Token": csrf})

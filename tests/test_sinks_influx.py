@@ -71,6 +71,7 @@ def test_exact_points_tags_and_gzip(server: FakeInflux, tmp_path: Path) -> None:
     assert all(r.headers["authorization"] == f"Token {TOKEN}" for r in server.requests)
     st = sink.stats()
     assert st["written"] == 3 and st["skipped_empty"] == 1 and st["failed_batches"] == 0
+    assert st["dropped_failed"] == 0  # a sample with nothing to store is not a loss
 
 
 def test_second_precision_and_batching(server: FakeInflux, tmp_path: Path) -> None:

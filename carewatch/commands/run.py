@@ -98,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
     client_id = session_id(broker_id(args, config), towns)
     if client_id != broker.client_id:
         broker = broker.model_copy(update={"client_id": client_id})
+    from config.secrets import SecretFileError
     from console.app import ConsoleStartError
     from console.settings import ConsoleSettings
 
@@ -111,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         service = Service(config, broker=broker, http=http, data_dir=data_dir, topics=topics,
                           console=console)
         service.pipeline.decoder.foreign_towns = foreign
-    except ConsoleStartError as exc:
+    except (ConsoleStartError, SecretFileError) as exc:
         print(f"carewatch: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -254,11 +254,13 @@ class BackgroundSink(ABC):
             self._held += n
         return SampleColumns.concat(parts)
 
-    def _release(self, n: int, *, written: bool) -> None:
-        """`n` held rows are done: stored (`written`) or given up for good."""
+    def _release(self, n: int, *, written: bool, counted_as: str | None = None) -> None:
+        """`n` held rows are done: stored (`written`) or given up for good, counted as
+        such unless `counted_as` names another outcome (e.g. nothing there to store)."""
         with self._cond:
             self._held = max(0, self._held - n)
-            self._counts["written" if written else "dropped_failed"] += n
+            key = counted_as or ("written" if written else "dropped_failed")
+            self._counts[key] = self._counts.get(key, 0) + n
             self._cond.notify_all()
 
     def _count(self, key: str, n: int = 1) -> None:

@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, cast
 
 from influxdb_client import InfluxDBClient, WriteOptions, WritePrecision
@@ -30,6 +29,7 @@ from influxdb_client.rest import ApiException
 from reactivex.scheduler import ThreadPoolScheduler
 
 from config.models import InfluxSinkSettings
+from config.secrets import read_secret_file
 from ingest.devices import DeviceTable
 from ingest.samples import SampleColumns
 from ingest.sinks.base import BackgroundSink, StatValue
@@ -41,10 +41,11 @@ PERMANENT = {400, 401, 403, 404, 422}
 
 
 def read_token(path: str | None) -> str | None:
-    """The API token from `token_file` (surrounding whitespace stripped), or None."""
+    """The API token from `token_file` (surrounding whitespace stripped), or None; a
+    missing or empty file is a `SecretFileError` naming the setting."""
     if not path:
         return None
-    return Path(path).read_text(encoding="utf-8").strip()
+    return read_secret_file(path, "storage.influxdb.token_file")
 
 
 class InfluxSink(BackgroundSink):
@@ -160,9 +161,8 @@ class InfluxSink(BackgroundSink):
     def _process(self, batch: SampleColumns) -> None:
         lines = encode_lines(batch, self._prefixes, self.precision)
         empty = len(batch) - len(lines)
-        if empty:
-            self._release(empty, written=False)  # no field to write: nothing to store
-            self._count("skipped_empty", empty)
+        if empty:  # no field to write (a heartbeat): nothing to store, and nothing lost
+            self._release(empty, written=False, counted_as="skipped_empty")
         if lines and not self._pending:
             self._pending_since = time.monotonic()
         self._pending.extend(lines)

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from carewatch.clock import Clock, WallClock
+from carewatch.files import private_db
 from config.models import SqliteSinkSettings
 from ingest.devices import DeviceTable
 from ingest.samples import VITALS, SampleColumns
@@ -163,7 +164,7 @@ class SqliteSink(BackgroundSink):
     def _connect(self) -> tuple[sqlite3.Connection, np.ndarray]:
         if self._conn is not None and self._keys is not None:
             return self._conn, self._keys
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
