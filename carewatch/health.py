@@ -38,6 +38,8 @@ NO_DATA_S = 300.0  # a district's fleet is never this quiet: silence this long i
 # every console page asks every 5 s: one answer serves them all for this long (the checks
 # take a write lock on the alert store and count failed deliveries)
 MONITORING_CACHE_S = 2.0
+# the pipeline loop turns at least once a tick (1 s); this long without a turn is a hang
+STALL_S = 30.0
 # the monitoring code of each `degraded()` reason
 REASON_CODES = {
     "inbox shedding vitals": "inbox_shedding",
@@ -54,8 +56,9 @@ class Health:
 
     def __init__(self, service: Any, lag_threshold_s: float = 30.0,
                  clock: Any = None, no_data_s: float = NO_DATA_S,
-                 cache_s: float = MONITORING_CACHE_S) -> None:
+                 cache_s: float = MONITORING_CACHE_S, stall_s: float = STALL_S) -> None:
         self.service = service
+        self.stall_s = stall_s
         self.lag_threshold_s = lag_threshold_s
         self.no_data_s = no_data_s
         self.cache_s = cache_s
@@ -150,6 +153,11 @@ class Health:
 
         if not checks["pipeline_running"]:
             add("pipeline_stopped", "down", detail=str(getattr(svc, "error", None) or ""))
+        elif svc._thread.is_alive() and (
+                stuck := time.monotonic() - svc.loop_at) >= self.stall_s:
+            # alive but not turning (a hung call, a deadlock): no detector runs, while the
+            # feed, counted on paho's thread, looks fine
+            add("pipeline_stalled", "down", now - stuck, f"no turn of the loop for {stuck:.0f} s")
         received, moved_at = self._received
         if c.received != received:  # (0 only before the first message: quiet since start)
             moved_at = now if c.received else self.started_at

@@ -11,6 +11,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -153,6 +154,9 @@ class Service:
                 http[0], http[1], self.pipeline.metrics.registry, self.ready
             )
         self.error: BaseException | None = None
+        # monotonic time of the pipeline loop's latest turn (it turns at least once a
+        # tick): a thread alive but stuck stops it, which `Health` reports as down
+        self.loop_at = time.monotonic()
         self._stopped = False
         self._holds_interpreter = False
         from carewatch.health import Health
@@ -230,6 +234,7 @@ class Service:
         next_tick = clock.now() + tick_s
         try:
             while not self._stop.is_set():
+                self.loop_at = time.monotonic()
                 timeout = next_tick - clock.now()
                 if timeout > 0 and not edge.inbox:
                     edge.wakeup.wait(timeout)

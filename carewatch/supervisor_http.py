@@ -6,6 +6,7 @@ counts), so one address serves the on-call room and tells an operator where ever
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from carewatch.workers import Supervisor, probe_subscribed
+from carewatch.workers import CRASH_LOOP_WINDOW_S, Supervisor, probe_subscribed
 from config.models import Config
 from console.federation import WorkerDown, WorkerLink, down_problem
 from console.server import ConsoleServer
@@ -48,11 +49,17 @@ def workers_monitoring(supervisor: Supervisor, host: str, ports: list[int],
 
     def look() -> dict[str, Any]:
         problems = []
+        now = time.monotonic()
         for child, alive in zip(supervisor.children, supervisor.alive(), strict=True):
-            if alive and probe_subscribed(ports[child.index], host):
+            looping = child.crash_looping(now)
+            if looping:
+                reason = (f"crash-looping: exited {looping} times in "
+                          f"{CRASH_LOOP_WINDOW_S / 60:.0f} min")
+            elif alive and probe_subscribed(ports[child.index], host):
                 continue
-            down = WorkerDown(child.index, tuple(towns[child.index]),
-                              "not answering" if alive else "not running")
+            else:
+                reason = "not answering" if alive else "not running"
+            down = WorkerDown(child.index, tuple(towns[child.index]), reason)
             problems.append(down_problem(down, town_names))
         return {"state": "down" if problems else "ok", "problems": problems}
 

@@ -124,9 +124,17 @@ class Watchdog:
                 targets = {url: "integration" for url in self.integrations}
             else:
                 targets = self.pagers
-            self._pending += [_Pending(url, who, notice) for url, who in targets.items()]
+            for url, who in targets.items():
+                if notice["event"] == "monitoring_recovered":  # a down still unsent is over
+                    self._pending = [p for p in self._pending if not (
+                        p.url == url and p.notice["event"] == "monitoring_down")]
+                self._pending.append(_Pending(url, who, notice))
         keep: list[_Pending] = []
+        held_back: set[str] = set()  # a URL whose earlier notice failed: keep their order
         for p in self._pending:
+            if p.url in held_back:
+                keep.append(p)
+                continue
             body = system_body(p.notice, p.recipient)
             outcome, status, error = self.send(p.url, body, self.secret, f"{now:.3f}",
                                                self.timeout_s)
@@ -139,6 +147,7 @@ class Watchdog:
             if outcome == "retry" and p.notice["event"] != "heartbeat" \
                     and p.attempts < SEND_ATTEMPTS:
                 keep.append(p)
+                held_back.add(p.url)
             else:
                 self.failed += 1
         self._pending = keep

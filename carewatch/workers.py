@@ -153,6 +153,13 @@ def foreign_devices(config: Config, towns: list[str]) -> dict[str, str]:
     return {r.device: r.town for r in config.residents if r.town not in keep}
 
 
+# A worker that exits this many times within this window is crash-looping: down for the
+# watchdog even while the latest restart runs (each outage alone is shorter than the time
+# a page waits for, so looking at one outage at a time never paged)
+CRASH_LOOP_EXITS = 3
+CRASH_LOOP_WINDOW_S = 600.0
+
+
 @dataclass
 class _Child:
     index: int
@@ -163,6 +170,13 @@ class _Child:
     backoff_s: float = 1.0
     started_at: float = field(default=0.0)
     spawn_failures: int = 0  # restarts the system refused (see Supervisor._respawn)
+    exits: list[float] = field(default_factory=list)  # monotonic times, the latest few
+
+    def crash_looping(self, now: float) -> int:
+        """How many times it exited in the last CRASH_LOOP_WINDOW_S, when that makes a
+        crash loop (else 0): each restart may be quick, but its towns keep going dark."""
+        recent = [t for t in self.exits if now - t < CRASH_LOOP_WINDOW_S]
+        return len(recent) if len(recent) >= CRASH_LOOP_EXITS else 0
 
 
 class Supervisor:
@@ -197,6 +211,7 @@ class Supervisor:
                         child.backoff_s = 1.0  # ran a minute: a later crash starts fresh
                     continue
                 child.restarts += 1
+                child.exits = [*child.exits[-(CRASH_LOOP_EXITS - 1):], now]
                 child.proc = None
                 child.next_start = now + child.backoff_s
                 log.warning(

@@ -5,6 +5,7 @@ calm while no one's data arrives; the monitoring state is what tells the on-call
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,27 @@ def test_a_silent_worker_is_a_red_banner_naming_its_towns(browser: Any, tmp_path
         page.close()
         server.stop()
         h.close()
+
+
+def test_a_pipeline_thread_alive_but_stuck_is_down(mosquitto: MosquittoProcess,
+                                                   tmp_path: Path) -> None:
+    """A hung pipeline thread runs no detector while the feed, counted on paho's thread,
+    looks fine: it was only "degraded" (lagging) and paged no one."""
+    config = small_config(residents=2)
+    service = Service(config, broker=BrokerSettings(url=mosquitto.url, client_id="cw-stall"),
+                      data_dir=tmp_path)
+    service.health.cache_s = 0.0
+    service.health.stall_s = 0.5
+    release = threading.Event()
+    service.start()
+    try:
+        wait_for(lambda: service.monitoring()["state"] == "ok", 10, "monitoring up")
+        service.submit(lambda: release.wait(30))  # a call that never returns, in effect
+        wait_for(lambda: "pipeline_stalled" in _codes(service.monitoring()), 10, "stalled")
+        m = service.monitoring()
+        assert m["state"] == "down" and service._thread.is_alive()
+        release.set()
+        wait_for(lambda: service.monitoring()["state"] == "ok", 10, "turning again")
+    finally:
+        release.set()
+        service.stop()

@@ -165,3 +165,25 @@ def test_a_broker_outage_pages_the_webhooks_and_its_end_too(
     finally:
         service.stop()
         district.close()
+
+
+def test_a_receiver_never_hears_down_after_recovered() -> None:
+    """A down page still being retried when monitoring recovers is dropped (recovered says
+    the rest), and a URL's notices go in order: a failed one holds back the later ones.
+    Before, the down retried after the recovered left the receiver believing it down."""
+    state = dict(DOWN)
+    sender = Scripted("retry", "sent")  # the integration's down fails; the district's goes
+    dog, clock = watchdog(sender, state)
+    dog.check()
+    state.update(OK)
+    clock.t = 5.0
+    sender.script = ["retry"]  # the integration still failing at the recovery
+    dog.check()
+    clock.t = 10.0
+    dog.check()
+    heard = [(u, b["system"]["event"]) for u, b in sender.calls]
+    assert heard == [("http://i/hook", "monitoring_down"), ("http://d/hook", "monitoring_down"),
+                     ("http://i/hook", "monitoring_recovered"),
+                     ("http://d/hook", "monitoring_recovered"),
+                     ("http://i/hook", "monitoring_recovered")]
+    assert dog._pending == []
