@@ -276,9 +276,12 @@ def worker_argv(
     http: tuple[str, int] | None,
     passed_on: list[str],
     console_dir: Path | None = None,
+    towns: list[str] | None = None,
 ) -> list[str]:
     """Worker `index` of `workers`: its data dir under `data_dir`, the console's users file
-    and key in `console_dir` (default `data_dir`), and `passed_on` (broker, machine)."""
+    and key in `console_dir` (default `data_dir`), `passed_on` (broker, machine), and the
+    towns the supervisor gave it (`--towns`): a worker restarted after the registry file
+    was edited would otherwise work out a share of its own, and leave a town unowned."""
     argv = [
         sys.executable,
         "-m",
@@ -288,6 +291,7 @@ def worker_argv(
         config_path,
         "--worker",
         f"{index}/{workers}",
+        *(["--towns", ",".join(towns)] if towns is not None else []),
         "--data-dir",
         str(data_dir / f"worker-{index}"),
         "--console-dir",

@@ -5,6 +5,8 @@ and no valid message is refused as `wrong_town`. Also: more workers than towns i
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,14 +14,15 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from carewatch.sessions import LEDGER, Session, session_id, take_over
 from carewatch.workers import partition_towns, probe_samples, probe_subscribed, supervisor_argv
-from config.generate import write_demo_registry
-from config.loader import load_config
+from config.generate import demo_registry, write_demo_registry
+from config.loader import load_config, parse_config
 from ingest.broker import MosquittoProcess, free_port_block
 from ingest.decode import original_topic, split_topic
 from ingest.handoff import handoff_topic
@@ -121,3 +124,41 @@ def test_more_workers_than_towns_is_refused(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "3 workers for 2 towns: one would own no town (use at most 2)" in run.stderr
+
+
+def test_a_worker_restarted_after_a_registry_edit_keeps_its_supervisors_share(
+        mosquitto: MosquittoProcess, tmp_path: Path) -> None:
+    """A worker restarted after the registry file was edited (residents enrolled) worked
+    out its share again from the file: the split could differ from its supervisor's and
+    leave a town unowned. It takes the towns its supervisor gave it."""
+    data = demo_registry(9, seed=1, towns=3)
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    before = partition_towns(parse_config(data), 2)
+    http = free_port_block(3)
+    proc, pids = start_supervisor(supervisor_argv(reg, 2, mosquitto.url, http,
+                                                  tmp_path / "data"), 2)
+    pub = Client(mosquitto.port, "dev-fleet")
+    try:
+        wait_for(lambda: all(probe_subscribed(http + 1 + k) for k in range(2)), timeout_s=90,
+                 what="both workers subscribed")
+        # enrol residents in the smallest town of worker 1: the file now splits otherwise
+        grow = before[1][0]
+        template = next(r for r in data["residents"] if r["town"] == grow)
+        data["residents"] += [{**template, "id": f"r-new-{i}", "device": f"dev-new-{i}"}
+                              for i in range(8)]
+        reg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+        after = partition_towns(parse_config(data), 2)
+        moved = [t for t in before[0] if t not in after[0]]
+        assert moved, f"the split must change for this test: {before} -> {after}"
+        os.kill(pids[0], signal.SIGKILL)
+        wait_for(lambda: probe_samples(http + 1) < 0, what="worker 0 down")
+        wait_for(lambda: probe_subscribed(http + 1), timeout_s=90, what="worker 0 back")
+        r = next(r for r in data["residents"] if r["town"] == moved[0])
+        pub.publish(f"carewatch/v1/{r['town']}/{r['device']}/vitals",
+                    {"ts": time.time() - 1, "seq": 1, "hr": 70}).wait_for_publish(5)
+        wait_for(lambda: probe_samples(http + 1) == 1, timeout_s=30,
+                 what=f"worker 0 still owning {moved[0]}")
+    finally:
+        pub.close()
+        assert stop_process(proc) == 0

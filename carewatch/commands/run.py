@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "wrong_town",
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "k/N": set by the supervisor
+    p.add_argument("--towns", help=argparse.SUPPRESS)  # the worker's towns, from its supervisor
     p.add_argument(
         "--console-dir",
         help="where the console's users file and session key live (default: the data dir); "
@@ -77,8 +78,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         mine = machine_towns(config, args.machine)
         share = parse_share(args.worker, "--worker") if args.worker else None
+        given = _given_towns(args.towns, config) if share is not None else None
         count = share[1] if share is not None else args.workers
-        parts = partition_towns(config, count, mine) if count > 1 else None
+        # a worker takes the share its supervisor gave it (`--towns`): the registry file may
+        # have changed since, and a share worked out again would leave a town unowned
+        parts = partition_towns(config, count, mine) if count > 1 and given is None else None
     except ValueError as exc:
         print(f"carewatch run: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +90,8 @@ def main(args: argparse.Namespace) -> int:
         return _supervise(args, config, http, parts)
     topics = None
     foreign: dict[str, str] = {}
-    towns = mine if parts is None or share is None else parts[share[0]]
+    towns = given if given is not None else (
+        mine if parts is None or share is None else parts[share[0]])
     if towns is not None:
         foreign = foreign_devices(config, towns)
         config = worker_config(config, towns)
@@ -148,6 +153,17 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_towns(raw: str | None, config: Config) -> list[str] | None:
+    """The towns of `--towns a,b` (ValueError naming any the registry lacks)."""
+    if raw is None:
+        return None
+    given = [t for t in raw.split(",") if t]
+    unknown = sorted(set(given) - {t.id for t in config.towns})
+    if unknown:
+        raise ValueError(f"--towns names towns the registry lacks: {', '.join(unknown)}")
+    return given
+
+
 def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
                parts: list[list[str]]) -> int:
     """The supervisor of `--workers N` (worker k owns the towns `parts[k]`): starts the
@@ -172,7 +188,8 @@ def _supervise(args: argparse.Namespace, config: Config, http: tuple[str, int],
         if value:
             passed_on += [f"--{flag.replace('_', '-')}", value]
     argvs = [
-        worker_argv(args.config, k, args.workers, data_dir, http, passed_on, console_dir)
+        worker_argv(args.config, k, args.workers, data_dir, http, passed_on, console_dir,
+                    parts[k])
         for k in range(args.workers)
     ]
     # worker k serves its console on --http's port + 1 + k: a port taken now would have that
