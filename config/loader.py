@@ -14,6 +14,22 @@ from config.models import Config
 log = logging.getLogger(__name__)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: the plain one keeps
+    the last silently (a second `residents:` dropped the first list's residents)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found the key {key!r} twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 class ConfigError(Exception):
     """A config file that cannot be used. `problems` lists 'key.path: what was expected'."""
 
@@ -83,7 +99,7 @@ def load_config(path: str | Path) -> Config:
             source, [f"(file): expected UTF-8 text, {exc.reason} at byte {exc.start}"]
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from config.strict import HHMM_PATTERN, Strict
 
@@ -28,18 +28,35 @@ class RoutineRule(Strict):
 
 
 
+_SHORTEST_PERIOD_DAYS = {"daily_check": 1, "weekly_call": 7, "monthly_inspection": 28,
+                         "monthly_visit": 28}
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
 def _rule(**kw: Any) -> Any:
     return Field(default_factory=lambda: RoutineRule(**kw))
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "daily_check": {"time": "08:00", "due_days": 0, "due_time": "18:00",
+                    "escalate_after_h": 4.0},
+    "weekly_call": {"time": "09:00", "weekday": 1, "due_days": 4, "due_time": "18:00"},
+    "monthly_inspection": {"time": "08:00", "day": 1, "due_days": 19, "due_time": "18:00"},
+    "monthly_visit": {"time": "08:00", "day": 1, "due_days": 24, "due_time": "18:00"},
+}
 
 
 class RoutineRules(Strict):
     """The four routines ("four ones"); a town may override any of them."""
 
-    daily_check: RoutineRule = _rule(time="08:00", due_days=0, due_time="18:00",
-                                     escalate_after_h=4.0)
-    weekly_call: RoutineRule = _rule(time="09:00", weekday=1, due_days=4, due_time="18:00")
-    monthly_inspection: RoutineRule = _rule(time="08:00", day=1, due_days=19, due_time="18:00")
-    monthly_visit: RoutineRule = _rule(time="08:00", day=1, due_days=24, due_time="18:00")
+    daily_check: RoutineRule = _rule(**_DEFAULTS["daily_check"])
+    weekly_call: RoutineRule = _rule(**_DEFAULTS["weekly_call"])
+    monthly_inspection: RoutineRule = _rule(**_DEFAULTS["monthly_inspection"])
+    monthly_visit: RoutineRule = _rule(**_DEFAULTS["monthly_visit"])
 
 
 class DailyCheckThresholds(Strict):
@@ -63,6 +80,18 @@ class RoutineSettings(Strict):
     towns: dict[str, RoutineRules] = Field(default_factory=dict,
                                            description="per-town schedules (whole rule set)")
     daily_check: DailyCheckThresholds = Field(default_factory=DailyCheckThresholds)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _over_own_defaults(cls, data: Any) -> Any:
+        """A routine given in part keeps its own defaults for the rest: `weekly_call:
+        {weekday: 3}` is still issued at 09:00 and due 4 days later, not at the generic
+        08:00 and due the same day. (A town's rules are fields over these.)"""
+        if not isinstance(data, dict):
+            return data
+        return {kind: ({**_DEFAULTS[kind], **given}
+                       if kind in _DEFAULTS and isinstance(given, dict) else given)
+                for kind, given in data.items()}
 
     def rules_for(self, town: str) -> RoutineRules:
         """The deployment's rules with the town's explicitly set fields on top."""
@@ -91,4 +120,12 @@ class RoutineSettings(Strict):
                     raise ValueError(
                         f"{where}.{kind}: due_time {r.due_time} must be after time {r.time} "
                         "when due_days is 0 (the task would be due before it is issued)")
+                # and due before the period closes (the next period's task is issued): a
+                # task missed before it is due cannot be done at all. Months: February's 28
+                days = _SHORTEST_PERIOD_DAYS[kind]
+                if r.due_days * 1440 + _minutes(r.due_time) >= days * 1440 + _minutes(r.time):
+                    raise ValueError(
+                        f"{where}.{kind}: due {r.due_days} days after issue at {r.due_time} "
+                        f"falls after the period closes ({days} days after issue at "
+                        f"{r.time}, when the next one is issued); expected an earlier due")
         return self

@@ -53,6 +53,12 @@ def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
         (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 0}},
                                       "towns": {"gufu": {"weekly_call": {"time": "19:00"}}}}),
          "routines", "towns.gufu.weekly_call: due_time 18:00 must be after time 19:00"),
+        # due after the period closes: missed before it is ever due (a week is 7 days)
+        (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 7}}}),
+         "routines", "rules.weekly_call: due 7 days after issue at 18:00 falls after the "
+         "period closes (7 days after issue at 09:00"),  # (its own 09:00, not the generic)
+        (lambda d: d.update(routines={"rules": {"monthly_visit": {"due_days": 28}}}),
+         "routines", "rules.monthly_visit: due 28 days after issue at 18:00 falls after"),
         # a town's acknowledgement times are checked like the deployment's (0 crashed every
         # tick at tier 4, a negative one looped for ever, a misspelt severity was ignored)
         (lambda d: d["towns"][0].update(ack_timeout_s={"critical": 0}),
@@ -90,6 +96,22 @@ def test_mistakes_name_file_key_and_expectation(
     assert str(path) in text
     assert key.replace(".0.", "[0].") in text or key in text, text
     assert expected in text, text
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `residents:` list silently
+    dropped the residents of the first."""
+    twice = MINIMAL + "residents:\n  - {id: r-0100, town: gufu, device: dev-0100}\n"
+    with pytest.raises(ConfigError,
+                       match=r"(?s)line 6, column 1: .*found the key 'residents' twice"):
+        load_config(write(tmp_path, twice))
+
+
+def test_a_routine_given_in_part_keeps_its_own_defaults(tmp_path: Path) -> None:
+    data = yaml.safe_load(MINIMAL)
+    data["routines"] = {"rules": {"weekly_call": {"weekday": 3}}}
+    rule = load_config(write(tmp_path, yaml.safe_dump(data))).routines.rules.weekly_call
+    assert (rule.weekday, rule.time, rule.due_days) == (3, "09:00", 4)  # not 08:00, due 0
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
