@@ -52,6 +52,8 @@ def task_topic(town_id: str, resident_id: str) -> str:
     return f"carewatch/v1/{town_id}/tasks/{resident_id}"
 
 
+_OFF = "off"  # `_due_issues`: a rule switched off, to be remembered as such
+
 class Routines:
     """Routine tasks for every resident. Thread-safe: one lock serialises every change."""
 
@@ -146,8 +148,14 @@ class Routines:
                 for issue in issues:
                     news.extend(self._issue(town, issue, rule.escalate_after_h * 3600.0))
             with self._lock:
-                meta = {f"wm:{kind}:{town}": now for town, kind, issues, stored in due
-                        if issues or stored is None}
+                meta: dict[str, Any] = {}
+                for town, kind, issues, stored in due:
+                    if stored is _OFF:  # see `_due_issues`
+                        meta[f"off:{kind}:{town}"] = True
+                    elif issues or stored is None:
+                        meta[f"wm:{kind}:{town}"] = now
+                        if stored is None:  # a first start, or on again after being off
+                            meta[f"off:{kind}:{town}"] = False
                 docs = self._store_step(now, news, meta)
         except BaseException:
             with self._lock:  # not stored after all: the next tick reads the watermarks again
@@ -159,14 +167,23 @@ class Routines:
 
     def _due_issues(self, now: float) -> list[tuple[str, str, list[Issue], Any]]:
         """(town, kind, issues, stored watermark) for each schedule with something to do."""
-        due = []
+        due: list[tuple[str, str, list[Issue], Any]] = []
         for town in self._by_town:
             for kind in KINDS:
                 key = (kind, town)
                 if now < self._next_issue.get(key, -np.inf):
                     continue  # the common case: nothing to issue, no store access
-                stored = self.store.meta(f"wm:{kind}:{town}")
                 rule = getattr(self.rules[town], kind)
+                off = bool(self.store.meta(f"off:{kind}:{town}"))
+                if not rule.enabled:
+                    # remembered as off: switched on again later, it starts afresh like a
+                    # first start (its watermark stays where it was switched off, and
+                    # every period since would be issued at once, and missed)
+                    if not off:
+                        due.append((town, kind, [], _OFF))
+                    self._next_issue[key] = float(np.inf)
+                    continue
+                stored = None if off else self.store.meta(f"wm:{kind}:{town}")
                 if stored is None:  # first start: nothing is issued from before it
                     first = first_issue(kind, rule, self.tz, now)
                     issues = [first] if first is not None else []

@@ -160,3 +160,28 @@ def test_live_scheduler_issues_tasks_and_stops_cleanly(tmp_path: Path) -> None:
         live.close()
     # Stopped: the APScheduler thread is joined (the autouse fixture checks for leftovers).
     assert live._scheduler is None
+
+
+def test_a_routine_switched_on_later_starts_afresh(tmp_path: Path) -> None:
+    """Visits off from a January start, switched on in November: the running month's visit
+    is issued as at a first start; the months while it was off are not issued now, already
+    missed (its watermark stayed at the first start: ten months of missed visits)."""
+    off = registry(routines={"rules": {"monthly_visit": {"enabled": False}}})
+    clock = SimClock(local(2026, 1, 5, 10))
+    routines, _ = make_routines(off, clock, tmp_path)
+    routines.tick(clock.now())
+    run_until(routines, clock, local(2026, 2, 3, 10), step_s=6 * 3600.0)
+    routines.close()
+    clock.set(local(2026, 11, 10, 10))
+    routines, _ = make_routines(registry(), clock, tmp_path)
+    try:
+        events = routines.tick(clock.now())
+        visits = [e for e in events if e["kind"] == "monthly_visit"]
+        assert visits and {e["event"] for e in visits} == {"created"}
+        assert {e["task_id"].rsplit(":", 1)[1] for e in visits} == {"2026-11"}
+        assert all(e["state"] == "open" for e in visits)
+        run_until(routines, clock, local(2026, 12, 2, 10), step_s=6 * 3600.0)  # and on as usual
+        ids = {t.task_id for t in routines.store.tasks() if t.kind == "monthly_visit"}
+        assert {i.rsplit(":", 1)[1] for i in ids} == {"2026-11", "2026-12"}
+    finally:
+        routines.close()
