@@ -1,10 +1,11 @@
 """Fall: the device's own fall flag on a worn device, or an impact followed by stillness.
 
-Impact-then-stillness: activity >= `impact_g`, then every sample after a short settling
-time at or below `still_g` until `still_s` after the impact. Movement, taking the device
-off, or a gap longer than `max_gap_s` cancels the candidate. The condition clears when
-the resident moves again for `clear_s`, or lapses `hold_s` after onset, so that a later fall
-is a new finding.
+Impact-then-stillness: activity >= `impact_g`, then stillness (activity at or below
+`still_g`) lasting `still_s`, from the impact or from the latest movement in a short
+settling time after it (which restarts it rather than cancelling the fall). Later
+movement, taking the device off, or a gap longer than `max_gap_s` cancels the candidate.
+The condition clears when the resident moves again for `clear_s`, or lapses `hold_s` after
+onset, so that a later fall is a new finding.
 
 A device's fall flag counts even when it arrives late, after newer samples of that device
 were judged (a device that was cut off sends its live reading, then its backlog): it fires
@@ -61,7 +62,8 @@ class Fall:
         self.impact = np.full(n, np.nan)  # ts of a candidate impact
         self.peak = np.full(n, np.nan)
         self.last = np.full(n, np.nan)  # last activity sample ts since the impact
-        self.still_seen = np.zeros(n, bool)
+        # when the stillness going on since the impact began (NaN: no impact pending)
+        self.still_from = np.full(n, np.nan)
         self.active = np.zeros(n, bool)
         self.onset = np.full(n, np.nan)
         self.move_start = np.full(n, np.nan)
@@ -130,16 +132,20 @@ class Fall:
             imp = np.where(cancel, np.nan, imp)
             imp = np.where(hit, t, imp)
             peak = np.where(hit, a, np.where(cancel, np.nan, self.peak[r]))
-            seen = np.where(hit | cancel, False, self.still_seen[r] | (still & settled))
+            # the stillness must itself last still_s: it begins at the impact, or at the
+            # latest movement while settling (a reading covers the time since the one
+            # before, so stillness that follows a sample began at that sample)
+            sf = np.where(hit | (pending & have & ~still), t, self.still_from[r])
+            sf = np.where(cancel & ~hit, np.nan, sf)
             last = np.where(have | hit, t, self.last[r])
-            signature = ~np.isnan(imp) & seen & ((t - imp) >= p.at("still_s", r) - EPS)
+            signature = ~np.isnan(imp) & ((t - sf) >= p.at("still_s", r) - EPS)  # NaN: False
             was = self.active[r]
             fire = ~was & (flag | signature)
             onset = np.where(signature & ~flag, imp, t)
             self.onset[r[fire]] = onset[fire]
             # a fired signature is consumed
             imp = np.where(fire, np.nan, imp)
-            self.impact[r], self.peak[r], self.still_seen[r], self.last[r] = imp, peak, seen, last
+            self.impact[r], self.peak[r], self.still_from[r], self.last[r] = imp, peak, sf, last
             # clearing: sustained movement without a new fall flag
             moving = have & (a >= _at(self.clear_g, r)) & ~flag & ~off
             ms = np.where(was & moving, np.where(np.isnan(self.move_start[r]), t,

@@ -45,9 +45,9 @@ class Device:
         self.news_ts = [NAN] * 5
         self.news = new_episode()
         self.zep = new_episode()  # baseline deviation
-        # impact ts, peak, last activity ts, stillness seen, active, onset, movement start,
-        # newest judged fall flag ts
-        self.fall: list[Any] = [NAN, NAN, NAN, False, False, NAN, NAN, -INF]
+        # impact ts, peak, last activity ts, when the stillness since the impact began, active,
+        # onset, movement start, newest judged fall flag ts
+        self.fall: list[Any] = [NAN, NAN, NAN, NAN, False, NAN, NAN, -INF]
         self.awake = [new_episode(), new_episode()]  # inactivity, not worn
         self.rx = NAN  # pipeline time of the last accepted sample
         self.online = -1
@@ -329,15 +329,18 @@ def _fall(d: Device, row: int, t: float, a: float, w: int, flag_in: int,
     if hit:
         imp = t
     peak = a if hit else (NAN if cancel else f[1])
-    seen = False if hit or cancel else (f[3] or (still and settled))
+    # the stillness lasts still_s itself: from the impact or the latest settling movement
+    sf = t if hit or (pending and have and not still) else f[3]
+    if cancel and not hit:
+        sf = NAN
     if have or hit:
         f[2] = t
-    signature = imp == imp and seen and t - imp >= still_s - EPS
+    signature = imp == imp and sf == sf and t - sf >= still_s - EPS
     fire = not was and (flag or signature)
     if fire:
         f[5] = imp if signature and not flag else t
         imp = NAN  # a fired signature is consumed
-    f[0], f[1], f[3] = imp, peak, seen
+    f[0], f[1], f[3] = imp, peak, sf
     # clearing: sustained movement without a new fall flag, or the condition lapses
     moving = have and a >= clear_g and not flag and not off
     ms = (f[6] if f[6] == f[6] else t) if was and moving else NAN

@@ -152,6 +152,9 @@ def fall_stream(activity: list[float], fall: list[int] | None = None, worn: int 
     ([0.2, 2.5] + [0.05] * 6, None, 1, T0 + 10),  # exactly 2.5 g, then exactly 0.05 g
     ([0.2, 2.5] + [0.06] * 6, None, 1, None),  # 0.06 g is not still
     ([0.2, 3.0, 0.3] + [0.01] * 6, None, 1, T0 + 10),  # settling right after impact
+    # moving while settling, then still for 50 s only: the stillness is timed from the
+    # movement, not the impact (it fired 60 s after the impact)
+    ([0.2, 3.0, 0.8] + [0.01] * 5, None, 1, None),
     ([0.2, 3.0, 0.01, 0.01, 0.4] + [0.01] * 6, None, 1, None),  # got up again
     ([0.2, 3.0] + [0.01] * 10, None, 0, None),  # device dropped on the floor
 ])
