@@ -182,6 +182,28 @@ def test_disk_full_does_not_block_and_recovers(db: Path) -> None:
     assert len(SqliteHistory(db).series("dev-0003", 0, T0 + total)["ts"]) == total // 3
 
 
+def test_a_history_directory_that_cannot_be_made_backs_off_and_recovers(
+        tmp_path: Path) -> None:
+    """An OSError (no directory, no permission) is a failed batch, backed off and retried
+    like a database error: it escaped to the loop's catch-all, which logged a traceback
+    five times a second and counted nothing."""
+    blocker = tmp_path / "history"
+    blocker.write_text("a file where the directory should be")
+    db = blocker / "history.db"
+    sink = SqliteSink(db, small_devices(), clock=SimClock(T0), settings=settings(db),
+                      retry_min_s=0.05, retry_max_s=0.2)
+    try:
+        sink.write(fleet(30, devices=3))
+        assert wait_until(lambda: int(sink.stats()["failed_batches"]) >= 2)
+        st = sink.stats()
+        assert st["failing"] == 1 and "FileExistsError" in str(st["last_error"])
+        blocker.unlink()  # the directory can be made now
+        assert sink.flush(20)
+    finally:
+        sink.close()
+    assert sink.stats()["written"] == 30
+
+
 def test_locked_database_is_retried_and_overflow_is_bounded(db: Path) -> None:
     sink = SqliteSink(db, small_devices(), clock=SimClock(T0),
                       settings=settings(db, queue_max=1000, batch_max=500), busy_timeout_ms=20,

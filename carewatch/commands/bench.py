@@ -131,6 +131,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     chosen = args.sections or list(SECTIONS)
+    unknown = [name for name in chosen if name not in RUNNERS]
+    if unknown:
+        print(f"carewatch bench: no section {', '.join(map(repr, unknown))}; expected any of "
+              f"{', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.month and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
         print(f"--month: YYYY-MM, got {args.month!r}", file=sys.stderr)
         return 2
-    if args.day and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.day):
-        print(f"--day: YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
+    if args.day and not _is_date(args.day):
+        print(f"--day: a date YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
         return 2
     if not (args.out or args.json_out or args.pdf or args.png_dir):
         print("nothing to write: give --out, --json, --pdf or --png-dir", file=sys.stderr)
@@ -88,3 +89,13 @@ def run(args: argparse.Namespace) -> int:
             for p in write_pngs(report, Path(args.png_dir)):
                 print(f"wrote {p}")
     return 0
+
+
+def _is_date(text: str) -> bool:
+    """A real calendar day in YYYY-MM-DD (2026-02-30 is not: it failed later, with a
+    traceback)."""
+    try:
+        return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)) and bool(
+            datetime.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        return False

@@ -135,7 +135,7 @@ class SqliteSink(BackgroundSink):
                 self._count("retries")
             try:
                 self._store(batch)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:  # OSError: its directory cannot be made
                 self._failed(exc)
                 return
             self._retained.popleft()
@@ -147,7 +147,7 @@ class SqliteSink(BackgroundSink):
                 self._backoff = self._retry_min
                 self._clear_error()
 
-    def _failed(self, exc: sqlite3.Error) -> None:
+    def _failed(self, exc: sqlite3.Error | OSError) -> None:
         self._count("failed_batches")
         self._note_error(f"{type(exc).__name__}: {exc}")
         self._failing = True
@@ -222,7 +222,7 @@ class SqliteSink(BackgroundSink):
                     conn.rollback()
                 raise
             self._retention_runs += 1
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._note_error(f"retention: {type(exc).__name__}: {exc}")
             self._disconnect()
         finally:
