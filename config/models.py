@@ -93,6 +93,13 @@ class Shift(Strict):
                 raise ValueError(f"ISO weekdays 1..7, got {d}")
         return value
 
+    @model_validator(mode="after")
+    def _some_time(self) -> Shift:
+        if self.start == self.end:  # (routing reads it as no time at all: nobody on duty)
+            raise ValueError(f"a shift that covers some time: start {self.start} and end "
+                             f"{self.end} cover none (00:00 to 24:00 is the whole day)")
+        return self
+
 
 class Roster(Strict):
     """On-call shifts for one tier, optionally scoped to a town or an institution."""
@@ -312,7 +319,9 @@ class Config(Strict):
         _unique("staff", [s.id for s in self.staff])
         towns = set(town_ids)
         institutions = {i.id for i in self.institutions}
+        serves = {i.id: set(i.towns) for i in self.institutions}
         staff = {s.id for s in self.staff}
+        tier_of = {s.id: s.tier for s in self.staff}
         for i, r in enumerate(self.residents):
             if r.town not in towns:
                 raise ValueError(f"residents[{i}].town: one of the towns' ids, got {r.town!r}")
@@ -321,8 +330,18 @@ class Config(Strict):
                     f"residents[{i}].institution: one of the institutions' ids, "
                     f"got {r.institution!r}"
                 )
+            if r.institution is not None and r.town not in serves[r.institution]:
+                # tier 2 of the resident's alerts and tasks would have nobody: skipped
+                raise ValueError(
+                    f"residents[{i}].institution: one serving the resident's town "
+                    f"{r.town!r}, got {r.institution!r} (its towns: "
+                    f"{sorted(serves[r.institution])})")
             if r.staff is not None and r.staff not in staff:
                 raise ValueError(f"residents[{i}].staff: one of the staff ids, got {r.staff!r}")
+            if r.staff is not None and tier_of[r.staff] != 1:
+                raise ValueError(
+                    f"residents[{i}].staff: a tier-1 (服务人员) staff id, the resident's "
+                    f"carer, got {r.staff!r} of tier {tier_of[r.staff]}")
         for i, s in enumerate(self.staff):
             if s.town is not None and s.town not in towns:
                 raise ValueError(f"staff[{i}].town: one of the towns' ids, got {s.town!r}")
@@ -344,6 +363,10 @@ class Config(Strict):
                         raise ValueError(
                             f"rosters[{i}].shifts[{j}].staff: unknown staff id {sid!r}"
                         )
+                    if tier_of[sid] != roster.tier:
+                        raise ValueError(
+                            f"rosters[{i}].shifts[{j}].staff: staff of the roster's tier "
+                            f"{roster.tier}, got {sid!r} of tier {tier_of[sid]}")
         for town in self.routines.towns:
             if town not in towns:
                 raise ValueError(f"routines.towns: unknown town {town!r}")

@@ -53,6 +53,22 @@ def test_contract_minimal_registry_is_a_complete_config(tmp_path: Path) -> None:
         (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 0}},
                                       "towns": {"gufu": {"weekly_call": {"time": "19:00"}}}}),
          "routines", "towns.gufu.weekly_call: due_time 18:00 must be after time 19:00"),
+        # references that exist but cannot work: nobody would be on duty at that tier
+        (lambda d: (d.update(staff=[{"id": "boss", "tier": 4}]),
+                    d["residents"][0].update(staff="boss")),
+         "residents[0].staff", "a tier-1 (服务人员) staff id, the resident's carer, got "
+         "'boss' of tier 4"),
+        (lambda d: (d["towns"].append({"id": "lishi"}),
+                    d.update(institutions=[{"id": "inst-b", "towns": ["lishi"]}]),
+                    d["residents"][0].update(institution="inst-b")),
+         "residents[0].institution", "one serving the resident's town 'gufu', got 'inst-b'"),
+        (lambda d: d.update(staff=[{"id": "s1", "tier": 1, "town": "gufu"}],
+                            rosters=[{"tier": 2, "shifts": [{"staff": ["s1"]}]}]),
+         "rosters[0].shifts[0].staff", "staff of the roster's tier 2, got 's1' of tier 1"),
+        (lambda d: d.update(staff=[{"id": "d1", "tier": 2}],
+                            rosters=[{"tier": 2, "shifts": [{"staff": ["d1"], "start": "08:00",
+                                                             "end": "08:00"}]}]),
+         "rosters[0].shifts[0]", "start 08:00 and end 08:00 cover none"),
         # due after the period closes: missed before it is ever due (a week is 7 days)
         (lambda d: d.update(routines={"rules": {"weekly_call": {"due_days": 7}}}),
          "routines", "rules.weekly_call: due 7 days after issue at 18:00 falls after the "
