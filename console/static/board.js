@@ -78,50 +78,14 @@
     </li>`;
   }
 
-  // Cards are keyed by alert id and updated in place, and a card's resolve form is never
-  // rebuilt: a push or a re-read while staff type a note leaves every open form, its text,
-  // the caret and an IME composition alone (rebuilding the list used to take them away).
-  const shown = new WeakMap(); // card -> { row, lang } it was built from
   const PARTS = [".sev", ".line1", ".evidence", ".line3", ".actions"]; // all but the form
-
-  function refresh(li, fresh) { // li takes fresh's attributes and parts, keeping its form
-    for (const { name } of [...li.attributes]) if (!fresh.hasAttribute(name)) li.removeAttribute(name);
-    for (const { name, value } of fresh.attributes) li.setAttribute(name, value);
-    for (const sel of PARTS) {
-      const part = li.querySelector(sel), next = fresh.querySelector(sel);
-      if (part.outerHTML !== next.outerHTML) part.replaceWith(next); // an unchanged button keeps focus
-    }
-  }
 
   function render() {
     renderQueued = false;
     const t0 = performance.now();
     const rows = [...alerts.values()].sort(cmp);
-    const ids = new Set(rows.map((a) => a.alert_id));
-    const cards = new Map();
-    for (const li of [...list.children]) {
-      if (ids.has(li.dataset.alertId)) cards.set(li.dataset.alertId, li); else li.remove();
-    }
-    // a card moved by a re-sort loses the focus held inside it: note it to put it back
-    const focused = list.contains(document.activeElement) ? document.activeElement : null;
-    // new cards and cards whose row (or the language) changed, built in one parse
-    const tpl = document.createElement("template");
-    tpl.innerHTML = rows.filter((a) => {
-      const s = shown.get(cards.get(a.alert_id));
-      return !s || s.row !== a || s.lang !== CW.lang;
-    }).map(card).join("");
-    const built = new Map([...tpl.content.children].map((li) => [li.dataset.alertId, li]));
-    rows.forEach((a, i) => {
-      const fresh = built.get(a.alert_id);
-      let li = cards.get(a.alert_id);
-      if (!li) li = fresh; else if (fresh) refresh(li, fresh);
-      if (fresh) shown.set(li, { row: a, lang: CW.lang });
-      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
-    });
-    // (a moved textarea keeps its text and caret itself: only the focus needs putting back)
-    if (focused && focused.isConnected && document.activeElement !== focused) {
-      focused.focus({ preventScroll: true });
-    }
+    // in place, by alert id: open resolve forms survive a push or a re-read (CW.renderCards)
+    CW.renderCards(list, rows, { idOf: (a) => a.alert_id, key: "alertId", card, parts: PARTS });
     document.getElementById("empty").hidden = rows.length > 0;
     const un = rows.filter(unacked).length;
     document.getElementById("counts").textContent =

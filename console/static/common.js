@@ -381,8 +381,52 @@ const CW = (() => {
     return me;
   }
 
+  // Cards keyed by id and updated in place (the board, the tasks): a card's form is never
+  // rebuilt, so a push, a re-read, a re-sort or the language toggle leaves every open form,
+  // its text, the caret and an IME composition alone (rebuilding the list took them away).
+  // `key`: the cards' data-* key (e.g. "alertId"); `parts`: a card's selectors but its form.
+  const shown = new WeakMap(); // card -> { row, lang } it was built from
+
+  function refreshCard(li, fresh, parts) { // li takes fresh's attributes and parts
+    for (const { name } of [...li.attributes]) if (!fresh.hasAttribute(name)) li.removeAttribute(name);
+    for (const { name, value } of fresh.attributes) li.setAttribute(name, value);
+    for (const sel of parts) {
+      const part = li.querySelector(sel), next = fresh.querySelector(sel);
+      if (part.outerHTML !== next.outerHTML) part.replaceWith(next); // an unchanged button keeps focus
+    }
+  }
+
+  function renderCards(list, rows, { idOf, key, card, parts }) {
+    const ids = new Set(rows.map(idOf));
+    const cards = new Map();
+    for (const li of [...list.children]) {
+      if (ids.has(li.dataset[key])) cards.set(li.dataset[key], li); else li.remove();
+    }
+    // a card moved by a re-sort loses the focus held inside it: note it to put it back
+    const focused = list.contains(document.activeElement) ? document.activeElement : null;
+    // new cards and cards whose row (or the language) changed, built in one parse
+    const tpl = document.createElement("template");
+    tpl.innerHTML = rows.filter((r) => {
+      const s = shown.get(cards.get(idOf(r)));
+      return !s || s.row !== r || s.lang !== lang;
+    }).map(card).join("");
+    const built = new Map([...tpl.content.children].map((li) => [li.dataset[key], li]));
+    rows.forEach((r, i) => {
+      const fresh = built.get(idOf(r));
+      let li = cards.get(idOf(r));
+      if (!li) li = fresh; else if (fresh) refreshCard(li, fresh, parts);
+      if (fresh) shown.set(li, { row: r, lang });
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+    });
+    // (a moved textarea keeps its text and caret itself: only the focus needs putting back)
+    if (focused && focused.isConnected && document.activeElement !== focused) {
+      focused.focus({ preventScroll: true });
+    }
+  }
+
   return {
     t, esc, api, errorText, init, applyI18n, setLang, fmtDur, fmt, fmtTime, ago, now, syncClock,
+    renderCards,
     get lang() { return lang; }, get me() { return me; },
   };
 })();

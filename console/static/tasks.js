@@ -52,45 +52,7 @@
     </li>`;
   }
 
-  // Cards are keyed by task id and updated in place, and a card's completion form is never
-  // rebuilt (its words follow the language through data-i18n): the language toggle or
-  // another task's completion leaves every open form, its notes, the caret and an IME
-  // composition alone (rebuilding the list used to take them away). Every view is in due-time
-  // order, so cards that stay keep their order and are never moved: unlike the board's,
-  // the focus in them needs no putting back.
-  const shown = new WeakMap(); // card -> { row, lang } it was built from
   const PARTS = [".line1", ".line3", ".actions"]; // all but the form
-
-  function refresh(li, fresh) { // li takes fresh's attributes and parts, keeping its form
-    for (const { name } of [...li.attributes]) if (!fresh.hasAttribute(name)) li.removeAttribute(name);
-    for (const { name, value } of fresh.attributes) li.setAttribute(name, value);
-    for (const sel of PARTS) {
-      const part = li.querySelector(sel), next = fresh.querySelector(sel);
-      if (part.outerHTML !== next.outerHTML) part.replaceWith(next); // an unchanged button keeps focus
-    }
-  }
-
-  function renderCards() {
-    const ids = new Set(tasks.map((t) => t.task_id));
-    const cards = new Map();
-    for (const li of [...list.children]) {
-      if (ids.has(li.dataset.taskId)) cards.set(li.dataset.taskId, li); else li.remove();
-    }
-    // new cards and cards whose task (or the language) changed, built in one parse
-    const tpl = document.createElement("template");
-    tpl.innerHTML = tasks.filter((t) => {
-      const s = shown.get(cards.get(t.task_id));
-      return !s || s.row !== t || s.lang !== CW.lang;
-    }).map(card).join("");
-    const built = new Map([...tpl.content.children].map((li) => [li.dataset.taskId, li]));
-    tasks.forEach((t, i) => {
-      const fresh = built.get(t.task_id);
-      let li = cards.get(t.task_id);
-      if (!li) li = fresh; else if (fresh) refresh(li, fresh);
-      if (fresh) shown.set(li, { row: t, lang: CW.lang });
-      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
-    });
-  }
 
   function render() {
     document.querySelectorAll("#views .chip").forEach((b) => {
@@ -98,7 +60,8 @@
       b.setAttribute("aria-selected", String(b.dataset.view === view));
     });
     instSel.hidden = view !== "institution";
-    renderCards();
+    // in place, by task id: open completion forms survive (CW.renderCards)
+    CW.renderCards(list, tasks, { idOf: (t) => t.task_id, key: "taskId", card, parts: PARTS });
     // an empty "my tasks" by design says why and where to look, instead of looking idle
     const explain = Boolean(view === "mine" && note && tasks.length === 0);
     const noteEl = document.getElementById("mine-note");
