@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from alerts.testing import finding
-from console.server import ConsoleServer
 from console.testing import Harness
-from tests.browser_harness import ARTIFACTS, needs_chromium
+from tests.browser_harness import ARTIFACTS, needs_chromium, serving
 from tests.test_console_browser import new_page, sign_in
 from tests.test_console_errors import server_codes
 
@@ -40,12 +39,10 @@ def wait_until(page: Any, done: Callable[[], bool], timeout_s: float = 10.0) -> 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Harness, str]]:
     h = Harness(tmp_path)
-    server = ConsoleServer(h.app, "127.0.0.1", 0)
-    server.start()
     try:
-        yield h, "http://{}:{}".format(*server.address)
+        with serving(h.app) as base:
+            yield h, base
     finally:
-        server.stop()
         h.close()
 
 

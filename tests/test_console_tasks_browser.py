@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from console.server import ConsoleServer
-from tests.browser_harness import needs_chromium
+from tests.browser_harness import needs_chromium, serving
 from tests.test_console_browser import new_page, sign_in
 from tests.test_console_routines import Mounted
 
@@ -22,12 +21,10 @@ pytestmark = needs_chromium
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Mounted, str]]:
     m = Mounted(tmp_path)
-    server = ConsoleServer(m.app, "127.0.0.1", 0)
-    server.start()
     try:
-        yield m, "http://{}:{}".format(*server.address)
+        with serving(m.app) as base:
+            yield m, base
     finally:
-        server.stop()
         m.close()
 
 
