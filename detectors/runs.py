@@ -9,6 +9,7 @@ distinct rows and a device's samples are still seen in time order. Live ticks ha
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -311,7 +312,7 @@ class Episodes:
                 run.reset(cr)
 
 
-class TickGroup:
+class TickGroup(ABC):
     """Tick work shared by some member detectors (one per rule and config name): each
     member's `update` asks its group, the first asking runs the whole tick (`_run`, findings
     by `id(member)`), and every member takes its own. An unlinked rule is a group of one."""
@@ -331,8 +332,9 @@ class TickGroup:
             self._out = self._run(state)
         return self._out.pop(id(member), [])
 
+    @abstractmethod
     def _run(self, state: TickState) -> dict[int, list[Findings]]:
-        raise NotImplementedError
+        """The whole tick's findings, by `id(member)`."""
 
     @classmethod
     def link(cls, detectors: list[Any], member_type: type, what: str) -> None:
