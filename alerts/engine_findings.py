@@ -3,6 +3,7 @@ what silences and inhibiting alerts hold back, and opening it when they end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,8 @@ class EngineFindings:
     _sev: dict[str, np.ndarray]
     _cond: dict[str, np.ndarray]
     _evidence: dict[str, dict[str, np.ndarray]]
-
-    def _arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+    _arrays: Callable[[str], tuple[np.ndarray, np.ndarray]]
+    _new_id: Callable[[str, str, float], str]
 
     def _finish(self, step: Step) -> None: ...
     def _index(self, alert: Alert) -> None: ...
@@ -35,8 +35,6 @@ class EngineFindings:
     def _onset(self, kind: str, row: int) -> Any: ...
     def _silenced(self, resident_id: str, device_id: str, kind: str, now: float
                   ) -> str | None: ...
-    def _new_id(self, resident_id: str, kind: str, now: float) -> str:
-        raise NotImplementedError
 
     def _apply(self, f: Findings, now: float, step: Step) -> None:
         """A row may have several findings in one tick (a batch upload: a condition began
